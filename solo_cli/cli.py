@@ -1,0 +1,297 @@
+"""The `solo` command line: parses flags, calls one engine function, hands the result to display.
+
+The only module that imports typer. Errors become one line on stderr and an exit code here.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from . import __version__, display
+from .errors import SoloError, UsageError
+
+app = typer.Typer(
+    name="solo",
+    help="Parameter-efficient fine-tuning of causal LMs with Solo Connection (low-rank long skip connections).",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+
+def handle_errors(command):
+    """Turn engine errors into one red line and an exit code: usage 2, runtime 1, interrupt 130."""
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except SoloError as exc:
+            display.error(exc.message)
+            raise typer.Exit(exc.exit_code) from None
+        except KeyboardInterrupt:
+            display.error("interrupted")
+            raise typer.Exit(130) from None
+
+    return wrapper
+
+
+def _version(value: bool) -> None:
+    if value:
+        display.out.print(f"solo {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version.")] = False,
+) -> None:
+    """solo: Solo Connection adapters for any Hugging Face causal LM."""
+    from transformers.utils import logging as hf_logging
+
+    # transformers' own progress bars and advice would drown the output of a CLI.
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+
+
+Model = Annotated[Optional[str], typer.Option("--model", "-m", help="Built-in name (smollm2-135m), model folder or hub id.")]
+Revision = Annotated[Optional[str], typer.Option(help="Hub revision (branch, tag or commit) of --model.")]
+TrustCode = Annotated[
+    Optional[bool], typer.Option("--trust-remote-code", help="Run code shipped with a hub model (off unless asked).")
+]
+Dtype = Annotated[Optional[str], typer.Option(help="float32, bfloat16 or float16.")]
+Device = Annotated[Optional[str], typer.Option(help="auto, cpu, cuda, cuda:N or mps.")]
+
+
+@app.command()
+@handle_errors
+def train(
+    data: Annotated[
+        Optional[str], typer.Option(help="JSONL file, or a folder with train.jsonl [valid.jsonl test.jsonl].")
+    ] = None,
+    model: Model = None,
+    output: Annotated[Optional[str], typer.Option("--output", "-o", help="Run folder (default runs/solo).")] = None,
+    connections: Annotated[Optional[str], typer.Option(help="top:N[:S], mirror[:N], chain:K or '3->9,5->11' (emb = -1).")] = None,
+    rank: Annotated[Optional[int], typer.Option(help="Rank of every connection.")] = None,
+    gate: Annotated[Optional[str], typer.Option(help="Homotopy gate: learned, schedule or zero-init.")] = None,
+    homotopy_steps: Annotated[Optional[int], typer.Option(help="Steps of the 0->1 ramp for --gate schedule.")] = None,
+    max_steps: Annotated[Optional[int], typer.Option(help="Optimizer steps (overrides --epochs).")] = None,
+    epochs: Annotated[Optional[float], typer.Option(help="Passes over the training data.")] = None,
+    batch_size: Annotated[Optional[int], typer.Option(help="Examples per micro-batch.")] = None,
+    grad_accum: Annotated[Optional[int], typer.Option(help="Micro-batches per optimizer step.")] = None,
+    lr: Annotated[Optional[float], typer.Option(help="Peak learning rate.")] = None,
+    warmup: Annotated[Optional[int], typer.Option(help="Linear warm-up steps.")] = None,
+    schedule: Annotated[Optional[str], typer.Option(help="Learning-rate schedule: linear, cosine or constant.")] = None,
+    weight_decay: Annotated[Optional[float], typer.Option(help="AdamW weight decay on A and B.")] = None,
+    label_smoothing: Annotated[Optional[float], typer.Option(help="Label smoothing of the loss.")] = None,
+    max_seq_length: Annotated[Optional[int], typer.Option(help="Tokens per example (longer ones are cut).")] = None,
+    eval_every: Annotated[Optional[int], typer.Option(help="Validate every N steps (default: 5 times per run).")] = None,
+    save_every: Annotated[Optional[int], typer.Option(help="Checkpoint every N steps (default: --eval-every).")] = None,
+    seed: Annotated[Optional[int], typer.Option(help="Random seed (init and data order).")] = None,
+    dtype: Dtype = None,
+    device: Device = None,
+    grad_checkpoint: Annotated[
+        Optional[bool], typer.Option("--grad-checkpoint", help="Recompute activations to save memory.")
+    ] = None,
+    train_on_prompt: Annotated[Optional[bool], typer.Option("--train-on-prompt", help="Take loss on prompt tokens too.")] = None,
+    chat_template: Annotated[
+        Optional[bool],
+        typer.Option(
+            "--chat-template/--no-chat-template",
+            help="Use the tokenizer's chat template for prompt/completion rows (default: when it has one).",
+        ),
+    ] = None,
+    revision: Revision = None,
+    trust_remote_code: TrustCode = None,
+    overwrite: Annotated[Optional[bool], typer.Option("--overwrite", help="Replace a run already in --output.")] = None,
+    config: Annotated[Optional[Path], typer.Option("--config", help="YAML file of options; flags override it.")] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Show config, data statistics and the first example's mask, then exit.")
+    ] = False,
+) -> None:
+    """Train a Solo adapter on a JSONL dataset."""
+    from .config import build_config
+    from .run import check_output, execute, param_summary, prepare
+
+    flags = {
+        k: v
+        for k, v in locals().items()
+        if k not in ("config", "dry_run", "build_config", "check_output", "execute", "param_summary", "prepare")
+    }
+    cfg = build_config(config, flags)
+    if not dry_run:
+        check_output(cfg)  # fail before loading anything
+    run = prepare(cfg)
+    if run.train.skipped:
+        display.warning(
+            f"skipped {run.train.skipped} of {run.train.stats['rows']} training rows whose prompt "
+            f"alone exceeds --max-seq-length {cfg.max_seq_length}"
+        )
+    if dry_run:
+        _show_dry_run(run, param_summary(run.loaded.model, run.adapter))
+        return
+    execute(run, display.TrainDisplay())
+
+
+def _show_dry_run(run, summary: dict) -> None:
+    from .topology import format_connections
+
+    tokenizer = run.loaded.tokenizer
+    first = run.train.examples[0]
+    pieces = [(tokenizer.decode([i]), label != -100) for i, label in zip(first.input_ids, first.labels)]
+    config = run.cfg.to_dict() | {
+        "connections (resolved)": format_connections(run.adapter.config.connections),
+        "total steps": run.steps,
+        "data format": run.train.fmt,
+        "chat template": run.train.chat_template,
+    }
+    stats = {"train": run.train.stats} | ({"valid": run.valid.stats} if run.valid else {})
+    display.show_dry_run(config, stats, pieces, summary)
+
+
+def _read_prompt(prompt: str | None) -> str:
+    if prompt == "-":
+        return sys.stdin.read().rstrip("\n")
+    if prompt is None:
+        raise UsageError("give a prompt (or - to read stdin), or --input rows.jsonl --output preds.jsonl")
+    return prompt
+
+
+def _read_prompt_rows(path: Path) -> list[dict]:
+    from .data import read_rows
+
+    rows, fmt = read_rows(path)
+    if fmt == "text":
+        raise UsageError(f'{path}: rows need a "prompt" (or "messages") to generate from, not "text"')
+    return rows
+
+
+def _prompt_of(row: dict):
+    if "messages" in row:
+        messages = row["messages"]
+        return messages[:-1] if messages[-1]["role"] == "assistant" else messages
+    return row["prompt"]
+
+
+@app.command()
+@handle_errors
+def generate(
+    prompt: Annotated[Optional[str], typer.Argument(help="The prompt, or - to read it from stdin.")] = None,
+    model: Model = None,
+    adapter: Annotated[Optional[str], typer.Option(help="adapter.safetensors (or its run folder).")] = None,
+    input: Annotated[Optional[Path], typer.Option("--input", help='JSONL rows with "prompt" or "messages".')] = None,
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Where --input's predictions go (JSONL).")] = None,
+    max_new_tokens: Annotated[int, typer.Option(help="Tokens to generate at most.")] = 128,
+    temperature: Annotated[float, typer.Option(help="0 = greedy; > 0 samples.")] = 0.0,
+    top_p: Annotated[float, typer.Option(help="Nucleus sampling mass.")] = 1.0,
+    top_k: Annotated[int, typer.Option(help="Sample among the k likeliest (0 = off).")] = 0,
+    num_beams: Annotated[int, typer.Option(help="Beam search width (1 = off).")] = 1,
+    seed: Annotated[int, typer.Option(help="Random seed for sampling.")] = 0,
+    stop: Annotated[Optional[list[str]], typer.Option(help="Stop at this string (repeatable).")] = None,
+    chat: Annotated[
+        Optional[bool],
+        typer.Option(
+            "--chat/--no-chat",
+            help="Wrap the prompt in the chat template (default: as the adapter was trained; plain for a bare model).",
+        ),
+    ] = None,
+    batch_size: Annotated[int, typer.Option(help="Prompts per generate call with --input.")] = 8,
+    revision: Revision = None,
+    dtype: Dtype = "float32",
+    device: Device = "auto",
+    trust_remote_code: TrustCode = False,
+    force: Annotated[bool, typer.Option("--force", help="Attach an adapter whose base fingerprint differs.")] = False,
+) -> None:
+    """Generate text from a base model, with or without an adapter."""
+    from .atomic import write_atomic
+    from .generation import GenerationSettings
+    from .generation import generate as run_generate
+    from .inference import load_for_inference
+    from .run import resolve_device
+
+    if (input is None) != (output is None):
+        raise UsageError("--input and --output go together: rows in, predictions out")
+    if max_new_tokens < 1 or num_beams < 1 or batch_size < 1:
+        raise UsageError("--max-new-tokens, --num-beams and --batch-size must be at least 1")
+    rows = _read_prompt_rows(input) if input else None
+    text = None if rows else _read_prompt(prompt)
+    if output is not None and output.exists() and output.is_dir():
+        raise UsageError(f"--output {output}: is a folder; give a file path for the predictions")
+    target = load_for_inference(
+        model,
+        adapter,
+        revision=revision,
+        dtype=dtype,
+        device=str(resolve_device(device)),
+        trust_remote_code=bool(trust_remote_code),
+        force=force,
+    )
+    for message in target.warnings:
+        display.warning(message)
+    use_chat = chat if chat is not None else bool(target.info and target.info.chat_template)
+    settings = GenerationSettings(
+        max_new_tokens=max_new_tokens,
+        temperature=temperature,
+        top_p=top_p,
+        top_k=top_k,
+        num_beams=num_beams,
+        seed=seed,
+        stop=list(stop or []),
+    )
+    tokenizer, lm = target.loaded.tokenizer, target.loaded.model
+    if rows is None:
+        stream = display.out.is_terminal and num_beams == 1
+        on_text = (lambda piece: display.out.print(piece, end="", soft_wrap=True)) if stream else None
+        result = run_generate(lm, tokenizer, [text], settings, chat=use_chat, on_text=on_text)[0]
+        display.out.print("" if stream else result, soft_wrap=True)
+        return
+    predictions = run_generate(lm, tokenizer, [_prompt_of(r) for r in rows], settings, chat=use_chat, batch_size=batch_size)
+    lines = "".join(json.dumps(r | {"prediction": p}, ensure_ascii=False) + "\n" for r, p in zip(rows, predictions))
+    write_atomic(output, lambda tmp: tmp.write_text(lines, encoding="utf-8"))
+    display.out.print(f"wrote {len(predictions)} predictions to {output}")
+
+
+@app.command()
+@handle_errors
+def inspect(
+    adapter: Annotated[Optional[str], typer.Argument(help="adapter.safetensors to describe (no model is loaded).")] = None,
+    model: Model = None,
+    connections: Annotated[Optional[str], typer.Option(help="Plan to cost against --model (default: train's default).")] = None,
+    rank: Annotated[Optional[int], typer.Option(help="Rank of the plan.")] = None,
+    gate: Annotated[Optional[str], typer.Option(help="Gate mode of the plan.")] = None,
+    revision: Revision = None,
+    trust_remote_code: TrustCode = False,
+    json_out: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Describe an adapter file, or what a connection plan costs on a model (beside LoRA r=4 on q,v)."""
+    from .config import TrainConfig
+    from .report import adapter_report, plan_report
+
+    if adapter is None and model is None:
+        raise UsageError("give an adapter file to describe, or --model M to cost a plan")
+    if adapter is not None:
+        rep = adapter_report(adapter)
+        display.emit_json(rep) if json_out else display.show_adapter_report(rep)
+        return
+    defaults = TrainConfig()
+    if rank is not None and rank < 1:
+        raise UsageError(f"--rank {rank}: must be at least 1")
+    rep = plan_report(
+        model,
+        connections or defaults.connections,
+        rank or defaults.rank,
+        gate or defaults.gate,
+        revision,
+        bool(trust_remote_code),
+    )
+    display.emit_json(rep) if json_out else display.show_plan_report(rep)
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,168 @@
+"""Everything `solo` shows a person: progress, tables, errors. The only module that imports rich."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+from rich.text import Text
+
+out = Console(highlight=False)
+err = Console(stderr=True, highlight=False)
+
+
+def error(message: str) -> None:
+    err.print(Text(f"error: {message}", style="bold red"), soft_wrap=True)
+
+
+def warning(message: str) -> None:
+    err.print(Text(f"warning: {message}", style="yellow"), soft_wrap=True)
+
+
+def emit_json(obj) -> None:
+    """Machine-readable output: plain JSON on stdout, no colour, no wrapping."""
+    sys.stdout.write(json.dumps(obj, indent=2, default=str) + "\n")
+    sys.stdout.flush()
+
+
+def param_line(summary: dict) -> str:
+    """The PEFT-style one-liner that practitioners grep for."""
+    return (
+        f"trainable params: {summary['trainable']:,} || all params: {summary['total']:,} || trainable%: {summary['percent']:.4f}"
+    )
+
+
+def _fmt_eta(seconds: float) -> str:
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
+
+
+class TrainDisplay:
+    """The training callback: a rich progress bar on a terminal, plain lines otherwise."""
+
+    def __init__(self, console: Console = out, every: int = 10) -> None:
+        self.console = console
+        self.every = every
+        self.progress: Progress | None = None
+        self.task = None
+
+    def __call__(self, event: str, info: dict) -> None:
+        getattr(self, f"on_{event}", lambda info: None)(info)
+
+    def on_start(self, info: dict) -> None:
+        self.console.print(param_line(info))
+        self.console.print(f"connections: {info['connections']} | {info['examples']} examples | {info['total_steps']} steps")
+        if self.console.is_terminal:
+            self.progress = Progress(
+                TextColumn("[bold]train"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("loss {task.fields[loss]} lr {task.fields[lr]} gate {task.fields[gate]} {task.fields[tps]} tok/s"),
+                TimeElapsedColumn(),
+                TimeRemainingColumn(),
+                console=self.console,
+            )
+            self.task = self.progress.add_task("train", total=info["total_steps"], loss="-", lr="-", gate="-", tps="-")
+            self.progress.start()
+
+    def on_step(self, info: dict) -> None:
+        if self.progress is not None:
+            self.progress.update(
+                self.task,
+                completed=info["step"],
+                loss=f"{info['loss']:.4f}",
+                lr=f"{info['lr']:.2e}",
+                gate=f"{info['gate']:.3f}",
+                tps=f"{info['tokens_per_s']:.0f}",
+            )
+        elif info["step"] % self.every == 0 or info["step"] in (1, info["total_steps"]):
+            self.console.print(
+                f"step {info['step']}/{info['total_steps']} loss {info['loss']:.4f} lr {info['lr']:.2e} "
+                f"gate {info['gate']:.3f} {info['tokens_per_s']:.0f} tok/s "
+                f"elapsed {_fmt_eta(info['elapsed'])} eta {_fmt_eta(info['remaining'])}"
+            )
+
+    def on_eval(self, info: dict) -> None:
+        mark = " (best)" if info["best"] else ""
+        self._print(f"step {info['step']}: valid loss {info['valid_loss']:.4f}{mark}")
+
+    def on_save(self, info: dict) -> None:
+        self._print(f"checkpoint: {info['path']}")
+
+    def on_end(self, info: dict) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+        self.console.print(f"adapter: {info['adapter_path']} ({info['steps']} steps, {info['seconds']:.1f} s)")
+        if info.get("best_path"):
+            self.console.print(f"best:    {info['best_path']} (valid loss {info['best_valid_loss']:.4f})")
+
+    def _print(self, text: str) -> None:
+        (self.progress.console if self.progress else self.console).print(text)
+
+
+def show_dry_run(config: dict, stats: dict, example_tokens: list[tuple[str, bool]], summary: dict) -> None:
+    table = Table(title="resolved config", show_header=False, box=None)
+    for key, value in config.items():
+        table.add_row(key, str(value))
+    out.print(table)
+    data = Table(title="data")
+    data.add_column("")
+    for split in stats:
+        data.add_column(split, justify="right")
+    for key in next(iter(stats.values())):
+        data.add_row(key.replace("_", " "), *(str(values[key]) for values in stats.values()))
+    out.print(data)
+    out.print(param_line(summary))
+    text = Text()
+    for piece, trained in example_tokens:
+        text.append(piece, style="bold green" if trained else "dim")
+    out.print(Text("first example ", style="bold") + Text("(green: trained, dim: masked)"))
+    out.print(text)
+
+
+def show_adapter_report(rep: dict) -> None:
+    table = Table(title=f"{rep['path']}  ({rep['gate_mode']} gate, rank {rep['rank']})")
+    for column in ("source", "destination", "rank", "gate", "params", "norm of t·BA"):
+        table.add_column(column, justify="right")
+    for row in rep["connections"]:
+        src = "emb" if row["source"] == -1 else str(row["source"])
+        table.add_row(
+            src, str(row["destination"]), str(row["rank"]), f"{row['gate']:.4f}", f"{row['params']:,}", f"{row['norm']:.4f}"
+        )
+    table.add_row("total", "", "", "", f"{rep['trainable_params']:,}", "", style="bold")
+    out.print(table)
+    fp = rep["fingerprint"]
+    out.print(
+        f"base: {rep['base_model']} (revision {rep['base_revision'] or '-'}) — {fp['model_type']}, "
+        f"{fp['num_blocks']} blocks, d={fp['hidden_size']}, vocab={fp['vocab_size']}"
+    )
+    out.print(
+        f"data: {rep['data_format']} rows, chat template {'on' if rep['chat_template'] else 'off'}; "
+        f"file {rep['file_bytes']:,} bytes; solo {rep['solo_version']}, format v{rep['format_version']}"
+    )
+    if rep["training"]:
+        out.print("training: " + ", ".join(f"{k}={v}" for k, v in rep["training"].items()))
+
+
+def show_plan_report(rep: dict) -> None:
+    fp = rep["fingerprint"]
+    out.print(
+        f"{rep['model']}: {fp['model_type']}, {fp['num_blocks']} blocks of {rep['block_class']} at "
+        f"{rep['blocks_path']}, d={fp['hidden_size']}, vocab={fp['vocab_size']}, {rep['total_params']:,} params "
+        f"({rep['block_params']:,} per block)"
+    )
+    plan, lora = rep["plan"], rep["lora_qv_r4"]
+    table = Table(title="trainable parameters")
+    for column in ("", f"solo ({plan['count']} connections, r={plan['rank']}, {plan['gate']})", "LoRA r=4 on q,v"):
+        table.add_column(column, justify="right")
+    lora_params = f"{lora['trainable_params']:,}" if lora["trainable_params"] else "unknown layout"
+    table.add_row("connections", plan["connections"], "every block")
+    table.add_row("trainable params", f"{plan['trainable_params']:,}", lora_params)
+    ratio = f"{100 * rep['ratio_to_lora']:.1f}% of LoRA" if rep["ratio_to_lora"] else "-"
+    table.add_row("relative size", ratio, "100%")
+    table.add_row("blocks with a backward pass", str(plan["blocks_with_backward"]), str(lora["blocks_with_backward"]))
+    out.print(table)

@@ -1,0 +1,110 @@
+"""Text generation on top of transformers' ``generate``: prompts, batching, stop strings, streaming.
+
+Nothing of decoding is written here; this module only builds inputs and settings.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+from transformers import TextStreamer
+
+
+@dataclass
+class GenerationSettings:
+    max_new_tokens: int = 128
+    temperature: float = 0.0  # 0: greedy (or beam search with num_beams > 1)
+    top_p: float = 1.0
+    top_k: int = 0
+    num_beams: int = 1
+    seed: int = 0
+    stop: list[str] = field(default_factory=list)
+    length_penalty: float = 1.0
+    no_repeat_ngram_size: int = 0
+
+
+def build_prompt(tokenizer, prompt: str | list[dict], chat: bool) -> str:
+    """The text the model continues: the chat template with a generation prompt, or the prompt as is."""
+    if isinstance(prompt, list):
+        return tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
+    if chat:
+        return tokenizer.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True)
+    return prompt
+
+
+class _CallbackStreamer(TextStreamer):
+    """transformers' streamer, sending finished text pieces to a callback instead of stdout."""
+
+    def __init__(self, tokenizer, on_text: Callable[[str], None]) -> None:
+        super().__init__(tokenizer, skip_prompt=True, skip_special_tokens=True)
+        self.on_text = on_text
+
+    def on_finalized_text(self, text: str, stream_end: bool = False) -> None:
+        if text:
+            self.on_text(text)
+
+
+def _generation_config(model, tokenizer, s: GenerationSettings):
+    config = copy.deepcopy(model.generation_config)
+    sample = s.temperature > 0
+    config.do_sample = sample
+    config.temperature = s.temperature if sample else None
+    config.top_p = s.top_p if sample else None
+    config.top_k = s.top_k if sample and s.top_k > 0 else None
+    config.num_beams = s.num_beams
+    config.max_new_tokens = s.max_new_tokens
+    config.length_penalty = s.length_penalty
+    config.no_repeat_ngram_size = s.no_repeat_ngram_size or None
+    config.pad_token_id = tokenizer.pad_token_id
+    config.stop_strings = s.stop or None
+    return config
+
+
+def _cut_at_stop(text: str, stops: list[str]) -> str:
+    cuts = [text.find(s) for s in stops if s and s in text]
+    return text[: min(cuts)] if cuts else text
+
+
+@torch.no_grad()
+def generate(
+    model,
+    tokenizer,
+    prompts: list[str | list[dict]],
+    settings: GenerationSettings,
+    *,
+    chat: bool,
+    batch_size: int = 8,
+    on_text: Callable[[str], None] | None = None,
+    on_batch: Callable[[int], None] | None = None,
+) -> list[str]:
+    """Generate a completion for each prompt, in batches with left padding.
+
+    ``on_text`` streams the text of a single prompt as it is produced; ``on_batch(n)`` reports
+    progress after each batch of ``n`` prompts.
+    """
+    model.eval()
+    device = next(model.parameters()).device
+    config = _generation_config(model, tokenizer, settings)
+    texts = [build_prompt(tokenizer, p, chat) for p in prompts]
+    add_special = not (chat or any(isinstance(p, list) for p in prompts))
+    outputs: list[str] = []
+    side = tokenizer.padding_side
+    tokenizer.padding_side = "left"
+    try:
+        for start in range(0, len(texts), batch_size):
+            chunk = texts[start : start + batch_size]
+            enc = tokenizer(chunk, return_tensors="pt", padding=True, add_special_tokens=add_special).to(device)
+            streamer = _CallbackStreamer(tokenizer, on_text) if on_text and len(texts) == 1 else None
+            torch.manual_seed(settings.seed)
+            generated = model.generate(**enc, generation_config=config, tokenizer=tokenizer, streamer=streamer)
+            new_tokens = generated[:, enc["input_ids"].shape[1] :]
+            for row in tokenizer.batch_decode(new_tokens, skip_special_tokens=True):
+                outputs.append(_cut_at_stop(row, settings.stop))
+            if on_batch:
+                on_batch(len(chunk))
+    finally:
+        tokenizer.padding_side = side
+    return outputs

