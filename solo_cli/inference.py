@@ -51,7 +51,6 @@ def load_for_inference(
         if actual.hidden_size != info.fingerprint.hidden_size or actual.num_blocks <= max(j for _, j in info.config.connections):
             raise UsageError(f"{message}; the shapes cannot fit even with --force")
     solo, info = load_adapter(adapter)
-    solo.to(dtype=next(loaded.model.parameters()).dtype) if dtype != "float32" else None
     result.handle = attach(loaded.model, solo)
     result.info = info
     return result

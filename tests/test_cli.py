@@ -1,6 +1,7 @@
 """The command line end to end on a tiny model folder (CliRunner, in-process)."""
 
 import json
+import re
 
 import pytest
 from conftest import write_jsonl
@@ -187,3 +188,36 @@ def test_bad_input_is_one_clear_line_and_exit_2(args, message, tiny_model_dir, t
     assert message in result.output
     assert "Traceback" not in result.output
     assert len([line for line in result.output.splitlines() if line.strip()]) == 1
+
+
+def test_chat_rows_train_and_generate_uses_the_template_by_default(tiny_model_dir, tmp_path):
+    rows = [
+        {"messages": [{"role": "user", "content": f"name[Place {i}]"}, {"role": "assistant", "content": f"Place {i} is a pub."}]}
+        for i in range(8)
+    ]
+    data = write_jsonl(tmp_path / "chat.jsonl", rows)
+    out = tmp_path / "chat-run"
+    result = invoke("train", "--model", tiny_model_dir, "--data", data, "-o", out, "--max-steps", 2, "--connections", "top:1")
+    assert result.exit_code == 0, result.output
+    from tiny import make_tokenizer
+
+    from solo_cli import read_info
+    from solo_cli.generation import build_prompt
+
+    info = read_info(out / "adapter.safetensors")
+    assert info.data_format == "chat" and info.chat_template is True
+    chat = invoke("generate", "--adapter", out, "--max-new-tokens", 4, "name[Place 1]")
+    explicit = invoke("generate", "--adapter", out, "--max-new-tokens", 4, "--chat", "name[Place 1]")
+    plain = invoke("generate", "--adapter", out, "--max-new-tokens", 4, "--no-chat", "name[Place 1]")
+    assert chat.exit_code == 0 and chat.output == explicit.output
+    assert build_prompt(make_tokenizer(), "x", chat=True).endswith("<|im_start|>assistant\n")
+    assert plain.exit_code == 0
+
+
+def test_train_on_prompt_trains_more_tokens(tiny_model_dir, tiny_data, tmp_path):
+    counts = []
+    for flag in ([], ["--train-on-prompt"]):
+        result = invoke("train", "--model", tiny_model_dir, "--data", tiny_data, "--dry-run", "--no-chat-template", *flag)
+        assert result.exit_code == 0, result.output
+        counts.append(int(re.search(r"trained tokens\W+(\d+)", result.output).group(1)))
+    assert counts[1] > counts[0]
