@@ -293,5 +293,167 @@ def inspect(
     display.emit_json(rep) if json_out else display.show_plan_report(rep)
 
 
+@app.command("eval")
+@handle_errors
+def eval_command(
+    data: Annotated[str, typer.Option(help="JSONL rows with a completion, references or messages (a folder: its test.jsonl).")],
+    model: Model = None,
+    adapter: Annotated[Optional[str], typer.Option(help="adapter.safetensors (or its run folder).")] = None,
+    predictions: Annotated[
+        Optional[Path], typer.Option(help='Score this file (JSONL with "prediction", or one per line); loads no model.')
+    ] = None,
+    output: Annotated[
+        Optional[Path], typer.Option("--output", "-o", help="Write predictions here (JSONL); metrics go beside it.")
+    ] = None,
+    max_new_tokens: Annotated[int, typer.Option(help="Tokens to generate at most.")] = 64,
+    num_beams: Annotated[int, typer.Option(help="Beam search width (1 = greedy).")] = 1,
+    length_penalty: Annotated[float, typer.Option(help="Beam length penalty (LoRA's E2E protocol: 0.8-0.9).")] = 1.0,
+    no_repeat_ngram_size: Annotated[int, typer.Option(help="Forbid repeating n-grams of this size (0 = off).")] = 0,
+    batch_size: Annotated[int, typer.Option(help="Rows per batch.")] = 16,
+    limit: Annotated[Optional[int], typer.Option(help="Only the first N prompts.")] = None,
+    max_seq_length: Annotated[int, typer.Option(help="Token limit for the loss.")] = 256,
+    chat: Annotated[
+        Optional[bool], typer.Option("--chat/--no-chat", help="Chat template (default: as the adapter was trained).")
+    ] = None,
+    generate_text: Annotated[
+        bool, typer.Option("--generate/--no-generate", help="Generate and score (default), or loss only.")
+    ] = True,
+    revision: Revision = None,
+    dtype: Dtype = "float32",
+    device: Device = "auto",
+    trust_remote_code: TrustCode = False,
+    force: Annotated[bool, typer.Option("--force", help="Attach an adapter whose base fingerprint differs.")] = False,
+    json_out: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Loss and perplexity, and generation scored with BLEU, NIST, METEOR, ROUGE-L, CIDEr and chrF."""
+    from .atomic import write_json
+    from .evaluation import (
+        eval_set,
+        load_eval_rows,
+        loss_and_perplexity,
+        metrics_path,
+        predict,
+        read_predictions,
+        write_predictions,
+    )
+    from .generation import GenerationSettings
+    from .inference import load_for_inference
+    from .metrics import score
+    from .run import resolve_device
+
+    if max_new_tokens < 1 or num_beams < 1 or batch_size < 1 or (limit is not None and limit < 1):
+        raise UsageError("--max-new-tokens, --num-beams, --batch-size and --limit must be at least 1")
+    rows, fmt = load_eval_rows(data)
+    result: dict = {"data": str(data)}
+    if predictions is not None:
+        if model or adapter:
+            raise UsageError("--predictions scores an existing file; drop --model/--adapter (no model is loaded)")
+        targets = eval_set(rows, fmt)
+        if limit:
+            targets.prompts, targets.references = targets.prompts[:limit], targets.references[:limit]
+        preds = read_predictions(predictions, len(targets.prompts))
+        result |= {"prompts": len(preds)} | score(preds, targets.references).to_dict()
+        _show_eval(result, json_out)
+        return
+    if output is not None and output.is_dir():
+        raise UsageError(f"--output {output}: is a folder; give a file path for the predictions")
+    if limit:
+        rows = rows[:limit] if fmt != "completion" else rows
+    target = load_for_inference(
+        model,
+        adapter,
+        revision=revision,
+        dtype=dtype,
+        device=str(resolve_device(device)),
+        trust_remote_code=bool(trust_remote_code),
+        force=force,
+    )
+    for message in target.warnings:
+        display.warning(message)
+    lm, tokenizer = target.loaded.model, target.loaded.tokenizer
+    use_chat = chat if chat is not None else bool(target.info and target.info.chat_template)
+    losses = loss_and_perplexity(
+        lm,
+        tokenizer,
+        rows,
+        fmt,
+        chat_template=use_chat,
+        max_seq_length=max_seq_length,
+        batch_size=batch_size,
+        device=next(lm.parameters()).device,
+    )
+    result |= losses or {}
+    if generate_text and fmt != "text":
+        targets = eval_set(rows, fmt)
+        if limit:
+            targets.prompts, targets.references = targets.prompts[:limit], targets.references[:limit]
+        settings = GenerationSettings(
+            max_new_tokens=max_new_tokens,
+            num_beams=num_beams,
+            length_penalty=length_penalty,
+            no_repeat_ngram_size=no_repeat_ngram_size,
+        )
+        with display.counter("generate", len(targets.prompts), enabled=not json_out) as advance:
+            preds = predict(lm, tokenizer, targets, settings, chat=use_chat, batch_size=batch_size, on_batch=advance)
+        result |= {"prompts": len(preds)} | score(preds, targets.references).to_dict()
+        if output is not None:
+            write_predictions(output, targets, preds)
+            write_json(metrics_path(output), result)
+            result["predictions"] = str(output)
+    _show_eval(result, json_out)
+
+
+def _show_eval(result: dict, json_out: bool) -> None:
+    display.emit_json(result) if json_out else display.show_eval(result)
+
+
+@app.command()
+@handle_errors
+def merge(
+    adapters: Annotated[list[str], typer.Argument(help="Adapters to combine (same base), or one adapter to --export.")],
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Where the merged adapter goes.")] = None,
+    weights: Annotated[
+        Optional[str], typer.Option(help="One weight per adapter, e.g. 0.7,0.3 (default: equal, summing to 1).")
+    ] = None,
+    rank: Annotated[Optional[int], typer.Option(help="Rank of the merged adapter (default: the largest input rank).")] = None,
+    model: Model = None,
+    export: Annotated[Optional[Path], typer.Option(help="Write a standalone model folder (base + adapter) here.")] = None,
+    revision: Revision = None,
+    trust_remote_code: TrustCode = False,
+    force: Annotated[bool, typer.Option("--force", help="Export with a base whose fingerprint differs.")] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing --output or --export.")] = False,
+) -> None:
+    """Combine adapters of one base into one, or export base + adapter as a standalone model folder."""
+    if export is not None:
+        from .export import export_model
+
+        if len(adapters) != 1 or output is not None or weights is not None:
+            raise UsageError("--export takes exactly one adapter (merge several first, with -o)")
+        result = export_model(
+            adapters[0],
+            model,
+            export,
+            revision=revision,
+            trust_remote_code=bool(trust_remote_code),
+            force=force,
+            overwrite=overwrite,
+        )
+        display.out.print(
+            f"exported {result.path}: largest logit difference vs base + adapter {result.max_abs_diff:.2e}, "
+            f"greedy output {'identical' if result.greedy_equal else 'DIFFERENT'}"
+        )
+        return
+    from .adapter_file import save_adapter
+    from .merge import merge_adapters, parse_weights
+
+    if output is None:
+        raise UsageError("give -o merged.safetensors for the merged adapter (or --export DIR with one adapter)")
+    if output.exists() and not overwrite:
+        raise UsageError(f"--output {output}: already exists; choose a new path or pass --overwrite")
+    result = merge_adapters(adapters, parse_weights(weights, len(adapters)), rank)
+    path = save_adapter(output, result.adapter, result.info)
+    display.show_merge(path, result)
+
+
 def main() -> None:
     app()

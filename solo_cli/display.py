@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 
@@ -166,3 +167,53 @@ def show_plan_report(rep: dict) -> None:
     table.add_row("relative size", ratio, "100%")
     table.add_row("blocks with a backward pass", str(plan["blocks_with_backward"]), str(lora["blocks_with_backward"]))
     out.print(table)
+
+
+@contextlib.contextmanager
+def counter(label: str, total: int, enabled: bool = True):
+    """A progress bar on a terminal (nothing otherwise); yields ``advance(n)``."""
+    if not (enabled and err.is_terminal):
+        yield lambda n: None
+        return
+    with Progress(
+        TextColumn(f"[bold]{label}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(), console=err
+    ) as progress:
+        task = progress.add_task(label, total=total)
+        yield lambda n: progress.advance(task, n)
+
+
+METRIC_LABELS = {
+    "loss": "loss",
+    "perplexity": "perplexity",
+    "bleu": "BLEU",
+    "nist": "NIST",
+    "meteor": "METEOR",
+    "rouge_l": "ROUGE-L",
+    "cider": "CIDEr",
+    "chrf": "chrF",
+}
+
+
+def show_eval(result: dict) -> None:
+    table = Table(title=f"eval: {result['data']}" + (f" ({result['prompts']} prompts)" if "prompts" in result else ""))
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for key, label in METRIC_LABELS.items():
+        if key in result:
+            value = result[key]
+            table.add_row(label, "n/a" if value is None else f"{value:.4f}")
+    out.print(table)
+    for note in result.get("notes", []):
+        warning(note)
+    if "predictions" in result:
+        out.print(f"predictions: {result['predictions']}")
+
+
+def show_merge(path, result) -> None:
+    conns = result.adapter.config.connections
+    out.print(
+        f"merged adapter: {path} ({len(conns)} connections, rank {result.adapter.config.rank}, "
+        f"{result.adapter.num_parameters():,} params)"
+    )
+    for name, error in result.errors.items():
+        out.print(f"  {name}: re-factored, relative reconstruction error {error:.2e}")

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from .adapter import AttachedAdapter, attach
-from .adapter_file import AdapterInfo, load_adapter, read_info
+from .adapter_file import ADAPTER_FILENAME, AdapterInfo, load_adapter, read_info
 from .blocks import fingerprint
 from .errors import UsageError
 from .models import DEFAULT_MODEL, LoadedModel, load_model
@@ -31,8 +32,13 @@ def load_for_inference(
 ) -> InferenceModel:
     """Load ``model`` (default: the adapter's base, else the built-in) and attach ``adapter``.
 
-    An adapter whose base fingerprint differs from the model's is refused unless ``force``.
+    An adapter whose base fingerprint differs from the model's is refused unless ``force``. A folder
+    written by ``solo merge --export`` loads as its base plus its own adapter, running none of its code.
     """
+    from .export import is_export
+
+    if adapter is None and model and is_export(model):
+        adapter = str(Path(model) / ADAPTER_FILENAME)  # a `solo merge --export` folder: attach its adapter natively
     info = read_info(adapter) if adapter else None
     name = model or (info.base_model if info else DEFAULT_MODEL)
     loaded = load_model(name, revision=revision, dtype=dtype, device=device, trust_remote_code=trust_remote_code)

@@ -1,0 +1,128 @@
+"""Combining adapters trained on the same base into one.
+
+A connection's linear map is ``M = t B A`` (d x d, rank <= r). Connections present in several
+inputs become the weighted sum of their maps, re-factored to the output rank by a truncated SVD
+(computed on the r-sized core of the stacked factors, never on a d x d matrix). A connection
+present in one input keeps its factors, ``B`` scaled by the input's weight, so ``--weights 1,0``
+reproduces the first adapter exactly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from .adapter import AdapterConfig, SoloAdapter, connection_key
+from .adapter_file import AdapterInfo, load_adapter, resolve_adapter_path
+from .errors import UsageError
+
+
+@dataclass
+class MergeResult:
+    adapter: SoloAdapter
+    info: AdapterInfo
+    errors: dict[str, float] = field(default_factory=dict)  # relative Frobenius error per re-factored connection
+
+
+def parse_weights(text: str | None, count: int) -> list[float]:
+    """``--weights 0.7,0.3``; by default every input weighs 1/count (an average)."""
+    if text is None:
+        return [1.0 / count] * count
+    try:
+        weights = [float(w) for w in text.split(",")]
+    except ValueError:
+        raise UsageError(f"--weights {text!r}: write numbers separated by commas, one per adapter") from None
+    if len(weights) != count:
+        raise UsageError(f"--weights {text!r}: {len(weights)} weights for {count} adapters; give one per adapter")
+    return weights
+
+
+def refactor(factors: list[tuple[torch.Tensor, torch.Tensor]], rank: int) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """Best rank-``rank`` factorisation ``B A`` of ``sum(B_k A_k)``, and its relative Frobenius error.
+
+    With ``P = [B_1 .. B_n]`` (d x R) and ``Q = [A_1; ..; A_n]`` (R x d), ``M = P Q``. QR of both
+    reduces the SVD of M to that of an R x R core.
+    """
+    P = torch.cat([b for b, _ in factors], dim=1).double()
+    Q = torch.cat([a for _, a in factors], dim=0).double()
+    qp, rp = torch.linalg.qr(P)
+    qq, rq = torch.linalg.qr(Q.t())
+    u, s, vh = torch.linalg.svd(rp @ rq.t())
+    k = min(rank, s.numel())
+    root = s[:k].sqrt()
+    B = (qp @ u[:, :k]) * root
+    A = root[:, None] * (vh[:k] @ qq.t())
+    if k < rank:  # pad to the common rank with zero directions (exact)
+        B = torch.cat([B, B.new_zeros(B.shape[0], rank - k)], dim=1)
+        A = torch.cat([A, A.new_zeros(rank - k, A.shape[1])], dim=0)
+    total = float(s.square().sum())
+    error = (float(s[k:].square().sum()) / total) ** 0.5 if total > 0 else 0.0
+    return B.float(), A.float(), error
+
+
+def merge_adapters(paths: list[str | Path], weights: list[float], rank: int | None = None) -> MergeResult:
+    """Merge adapters trained on the same base (refused otherwise, naming both)."""
+    if len(paths) < 1:
+        raise UsageError("give at least one adapter to merge")
+    loaded = [load_adapter(p) for p in paths]
+    first_path, (_, first) = paths[0], loaded[0]
+    for path, (_, info) in zip(paths[1:], loaded[1:]):
+        if info.fingerprint != first.fingerprint:
+            raise UsageError(
+                f"cannot merge {path} (base {info.base_model}: {info.fingerprint.describe()}) with {first_path} "
+                f"(base {first.base_model}: {first.fingerprint.describe()}); merge adapters of the same base model"
+            )
+    rank = rank or max(info.config.rank for _, info in loaded)
+    if rank < 1:
+        raise UsageError(f"--rank {rank}: must be at least 1")
+    # A connection whose every contributor has weight 0 is dropped: it would add nothing.
+    plan = sorted(
+        {c for w, (_, info) in zip(weights, loaded) if w != 0.0 for c in info.config.connections}, key=lambda e: (e[1], e[0])
+    )
+    if not plan:
+        raise UsageError("--weights: every adapter has weight 0, so the merge would be empty")
+    gate_mode = first.config.gate
+    out = SoloAdapter(AdapterConfig(plan, rank, gate_mode, first.config.homotopy_steps, first.fingerprint.hidden_size))
+    errors: dict[str, float] = {}
+    with torch.no_grad():
+        for src, dst in plan:
+            key = connection_key(src, dst)
+            target = out.connections[key]
+            live = [(w, a.connections[key]) for w, (a, _) in zip(weights, loaded) if w != 0.0 and key in a.connections]
+            if len(live) == 1 and live[0][1].A.shape[0] <= rank:
+                w, conn = live[0]
+                r = conn.A.shape[0]
+                target.A.zero_()
+                target.B.zero_()
+                target.A[:r] = conn.A
+                if target.gate is not None:
+                    target.B[:, :r] = conn.B * w
+                    target.gate.fill_(conn.gate_value())
+                else:
+                    target.B[:, :r] = conn.B * (w * conn.gate_value())
+                continue
+            factors = [(conn.B * (w * conn.gate_value()), conn.A) for w, conn in live]
+            B, A, err = refactor(factors, rank)
+            target.A.copy_(A)
+            target.B.copy_(B)
+            if target.gate is not None:
+                target.gate.fill_(1.0)  # the gates are folded into B
+            errors[f"{'emb' if src == -1 else src}->{dst}"] = err
+    training = {
+        "merged_from": [str(resolve_adapter_path(p)) for p in paths],
+        "weights": weights,
+        "rank": rank,
+        "reconstruction_error": errors,
+    }
+    info = AdapterInfo(
+        config=out.config,
+        fingerprint=first.fingerprint,
+        base_model=first.base_model,
+        base_revision=first.base_revision,
+        data_format=first.data_format,
+        chat_template=first.chat_template,
+        training=training,
+    )
+    return MergeResult(out, info, errors)
