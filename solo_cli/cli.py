@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import functools
 import json
+import shlex
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
@@ -110,20 +111,21 @@ def train(
     revision: Revision = None,
     trust_remote_code: TrustCode = None,
     overwrite: Annotated[Optional[bool], typer.Option("--overwrite", help="Replace a run already in --output.")] = None,
+    resume: Annotated[
+        Optional[str], typer.Option(help="Continue from 'auto' (the newest checkpoint in --output) or a checkpoint folder.")
+    ] = None,
+    keep_checkpoints: Annotated[Optional[int], typer.Option(help="Keep only the newest N checkpoints.")] = None,
     config: Annotated[Optional[Path], typer.Option("--config", help="YAML file of options; flags override it.")] = None,
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Show config, data statistics and the first example's mask, then exit.")
     ] = False,
 ) -> None:
     """Train a Solo adapter on a JSONL dataset."""
+    flags = {k: v for k, v in locals().items() if k not in ("config", "dry_run")}  # first: only the options are locals here
     from .config import build_config
     from .run import check_output, execute, param_summary, prepare
+    from .trainer import Interrupted
 
-    flags = {
-        k: v
-        for k, v in locals().items()
-        if k not in ("config", "dry_run", "build_config", "check_output", "execute", "param_summary", "prepare")
-    }
     cfg = build_config(config, flags)
     if not dry_run:
         check_output(cfg)  # fail before loading anything
@@ -136,7 +138,26 @@ def train(
     if dry_run:
         _show_dry_run(run, param_summary(run.loaded.model, run.adapter))
         return
-    execute(run, display.TrainDisplay())
+    try:
+        execute(run, display.TrainDisplay())
+    except Interrupted as exc:
+        raise Interrupted(f"{exc.message}; resume with: {resume_command(sys.argv)}") from None
+
+
+def resume_command(argv: list[str]) -> str:
+    """The command line that continues an interrupted run: the same flags, --resume auto, no --overwrite."""
+    args, skip = [], False
+    for arg in argv[1:]:
+        if skip:
+            skip = False
+            continue
+        if arg == "--overwrite" or arg.startswith("--resume="):
+            continue
+        if arg == "--resume":
+            skip = True
+            continue
+        args.append(shlex.quote(arg))
+    return " ".join(["solo", *args, "--resume", "auto"])
 
 
 def _show_dry_run(run, summary: dict) -> None:

@@ -59,6 +59,8 @@ class TrainConfig:
     device: str = "auto"
     grad_checkpoint: bool = False
     overwrite: bool = False
+    resume: str | None = None  # "auto" (newest checkpoint in --output) or a checkpoint folder
+    keep_checkpoints: int | None = None  # None: keep every checkpoint
 
     def validate(self) -> TrainConfig:
         """Raise one error naming every bad value (as its flag)."""
@@ -78,7 +80,7 @@ class TrainConfig:
         for name in ("rank", "batch_size", "grad_accum", "max_seq_length", "log_every"):
             if getattr(self, name) < 1:
                 bad(name, "must be at least 1")
-        for name in ("max_steps", "eval_every", "save_every", "homotopy_steps"):
+        for name in ("max_steps", "eval_every", "save_every", "homotopy_steps", "keep_checkpoints"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 bad(name, "must be at least 1")
         for name in ("epochs", "lr", "max_grad_norm"):
@@ -91,6 +93,8 @@ class TrainConfig:
             bad("label_smoothing", "must be in [0, 1)")
         if not (self.weight_decay >= 0 and math.isfinite(self.weight_decay)):
             bad("weight_decay", "must be 0 or more")
+        if self.resume is not None and self.overwrite:
+            problems.append("--resume and --overwrite contradict each other: resume continues the run, overwrite replaces it")
         if problems:
             raise UsageError("; ".join(problems))
         return self

@@ -67,7 +67,9 @@ class TrainDisplay:
                 TimeRemainingColumn(),
                 console=self.console,
             )
-            self.task = self.progress.add_task("train", total=info["total_steps"], loss="-", lr="-", gate="-", tps="-")
+            self.task = self.progress.add_task(
+                "train", total=info["total_steps"], completed=info.get("start_step", 0), loss="-", lr="-", gate="-", tps="-"
+            )
             self.progress.start()
 
     def on_step(self, info: dict) -> None:
@@ -86,6 +88,9 @@ class TrainDisplay:
                 f"gate {info['gate']:.3f} {info['tokens_per_s']:.0f} tok/s "
                 f"elapsed {_fmt_eta(info['elapsed'])} eta {_fmt_eta(info['remaining'])}"
             )
+
+    def on_resume(self, info: dict) -> None:
+        self.console.print(f"resuming from step {info['step']} ({info['path']})")
 
     def on_eval(self, info: dict) -> None:
         mark = " (best)" if info["best"] else ""

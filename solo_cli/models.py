@@ -92,6 +92,11 @@ def resolve_model_path(name: str) -> tuple[str, bool]:
         path = Path(name).expanduser()
         if not (path / "config.json").is_file():
             raise UsageError(f"--model {name}: the folder has no config.json; pass a Hugging Face model folder")
+        if not any(path.glob("*.safetensors")) and any(path.glob("*.bin")):
+            raise UsageError(
+                f"--model {name}: the folder holds only pickled weights (*.bin), which solo never loads because "
+                "reading them can run code; convert them to safetensors (save_pretrained(dir, safe_serialization=True))"
+            )
         return str(path.resolve()), True
     if name.startswith((".", "/", "~")) or name.count("/") > 1:
         raise UsageError(f"--model {name}: no such folder; pass a model folder, a hub id or {DEFAULT_MODEL}")
@@ -129,7 +134,8 @@ def load_model(
     kwargs = {"revision": None if local else revision, "trust_remote_code": trust_remote_code}
     try:
         tokenizer = AutoTokenizer.from_pretrained(path, **kwargs)
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype, **kwargs)
+        # safetensors only: pickled weights (pytorch_model.bin) can run code when read.
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype, use_safetensors=True, **kwargs)
     except (OSError, ValueError) as exc:
         raise _load_error(name, exc) from None
     try:

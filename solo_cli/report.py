@@ -10,8 +10,7 @@ import torch
 from torch import nn
 from transformers import AutoModelForCausalLM
 
-from .adapter import connection_key
-from .adapter_file import read_info, read_tensors, resolve_adapter_path
+from .adapter_file import load_adapter, resolve_adapter_path
 from .blocks import find_blocks, fingerprint
 from .models import load_config
 from .topology import format_connections, parse_connections
@@ -26,14 +25,10 @@ def _factor_norm(A: torch.Tensor, B: torch.Tensor, gate: float) -> float:
 def adapter_report(path) -> dict:
     """Connections, gate values, parameter counts and map norms of an adapter file."""
     path = resolve_adapter_path(path)
-    info = read_info(path)
-    tensors = read_tensors(path)
+    adapter, info = load_adapter(path)  # checks every tensor against the header
     rows, total = [], 0
-    for src, dst in info.config.connections:
-        prefix = f"connections.{connection_key(src, dst)}."
-        A, B = tensors[prefix + "A"].float(), tensors[prefix + "B"].float()
-        gate_tensor = tensors.get(prefix + "gate")
-        gate = 1.0 if gate_tensor is None else float(gate_tensor)
+    for (src, dst), conn in adapter.items():
+        A, B, gate = conn.A.detach(), conn.B.detach(), conn.gate_value()
         params = A.numel() + B.numel() + (1 if info.config.gate == "learned" else 0)
         total += params
         rows.append(

@@ -6,8 +6,11 @@ Output folder: ``adapter.safetensors``, ``best/adapter.safetensors`` (with valid
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
+import signal
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,15 +21,16 @@ from transformers import set_seed
 from . import __version__
 from .adapter import AdapterConfig, AttachedAdapter, SoloAdapter, attach
 from .adapter_file import AdapterInfo, save_adapter
-from .atomic import write_json
+from .atomic import write_json, write_text
 from .blocks import Fingerprint, fingerprint
+from .checkpoint import find_checkpoint, load_checkpoint, prune_checkpoints, save_checkpoint
 from .config import TrainConfig
 from .data import EncodedData, encode_rows, read_rows, resolve_data
 from .errors import UsageError
 from .models import LoadedModel, load_model
 from .plot import plot_losses
 from .topology import format_connections, parse_connections
-from .trainer import Callback, Trainer, TrainState, evaluate_loss, set_checkpointing, total_steps
+from .trainer import Callback, Interrupted, Trainer, TrainState, evaluate_loss, set_checkpointing, total_steps
 
 RUN_MARKERS = ("adapter.safetensors", "metrics.jsonl", "checkpoints")
 
@@ -85,6 +89,11 @@ def prepare(cfg: TrainConfig, loaded: LoadedModel | None = None) -> PreparedRun:
     fp = fingerprint(loaded.model)
     connections = parse_connections(cfg.connections, fp.num_blocks)
     train = _encode(files.train, loaded.tokenizer, cfg)
+    if len(train.examples) < cfg.batch_size:
+        raise UsageError(
+            f"--data {files.train}: {len(train.examples)} usable examples, fewer than one batch "
+            f"(--batch-size {cfg.batch_size}); add rows or lower --batch-size"
+        )
     valid = None
     if files.valid:
         valid = _encode(files.valid, loaded.tokenizer, cfg, train.fmt)
@@ -102,6 +111,9 @@ def check_output(cfg: TrainConfig) -> Path:
     if out.exists() and not out.is_dir():
         raise UsageError(f"--output {out}: exists and is not a folder; choose another path")
     held = [m for m in RUN_MARKERS if (out / m).exists()]
+    if cfg.resume is not None:
+        find_checkpoint(out, cfg.resume)  # fails now, before any loading, if there is nothing to resume
+        return out
     if held and not cfg.overwrite:
         raise UsageError(f"--output {out}: already holds a run ({', '.join(held)}); pass --overwrite or choose another folder")
     try:
@@ -163,38 +175,66 @@ class TrainResult:
     seconds: float
 
 
+def _truncate_metrics(path: Path, step: int) -> None:
+    """Drop metric lines logged after ``step`` (they belong to the part of the run being redone)."""
+    if path.is_file():
+        kept = [
+            line for line in path.read_text(encoding="utf-8").splitlines() if line.strip() and json.loads(line)["step"] <= step
+        ]
+        write_text(path, "".join(line + "\n" for line in kept))
+
+
+@contextlib.contextmanager
+def _stop_on_signals(trainer: Trainer):
+    """SIGINT/SIGTERM ask the trainer to stop after the current step; a second SIGINT aborts at once."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def request_stop(signum, frame):
+        if trainer.stop_requested and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        trainer.stop_requested = True
+
+    previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
 def execute(run: PreparedRun, callback: Callback | None = None) -> TrainResult:
-    """Train ``run``'s adapter and write every output. The folder must have passed ``check_output``."""
+    """Train ``run``'s adapter and write every output. The folder must have passed ``check_output``.
+
+    Raises :class:`Interrupted` (exit 130) after checkpointing when SIGINT or SIGTERM arrives.
+    """
     cfg, callback = run.cfg, callback or (lambda event, info: None)
     out = Path(cfg.output)
-    resolved = cfg.to_dict() | {
-        "connections_resolved": format_connections(run.adapter.config.connections),
-        "homotopy_steps_resolved": run.adapter.config.homotopy_steps,
-        "total_steps": run.steps,
-        "solo_version": __version__,
-    }
-    write_json(out / "config.json", resolved)
     model, tokenizer = run.loaded.model, run.loaded.tokenizer
-    if cfg.grad_checkpoint:
-        set_checkpointing(model, True)
-    handle: AttachedAdapter = attach(model, run.adapter)
-    callback(
-        "start",
-        param_summary(model, run.adapter)
-        | {
-            "total_steps": run.steps,
-            "examples": len(run.train.examples),
-            "connections": format_connections(run.adapter.config.connections),
-        },
-    )
-    started = time.perf_counter()
-    state = TrainState()
-    metrics = (out / "metrics.jsonl").open("a", encoding="utf-8")
+    metrics_file = out / "metrics.jsonl"
     best_path = out / "best" / "adapter.safetensors" if run.valid else None
+    started = time.perf_counter()
 
     def log(line: dict) -> None:
-        metrics.write(json.dumps(line) + "\n")
-        metrics.flush()
+        with metrics_file.open("a", encoding="utf-8") as handle:
+            handle.write(json.dumps(line) + "\n")
+
+    trainer = Trainer(model, run.adapter, cfg, tokenizer.pad_token_id, run.device, run.steps, _logging_callback(callback, log))
+    state = TrainState()
+    if cfg.resume is not None:
+        folder = find_checkpoint(out, cfg.resume)
+        state = load_checkpoint(folder, trainer)
+        _truncate_metrics(metrics_file, state.step)
+        callback("resume", {"step": state.step, "path": str(folder)})
+    else:
+        resolved = cfg.to_dict() | {
+            "connections_resolved": format_connections(run.adapter.config.connections),
+            "homotopy_steps_resolved": run.adapter.config.homotopy_steps,
+            "total_steps": run.steps,
+            "solo_version": __version__,
+        }
+        write_json(out / "config.json", resolved)
 
     def on_eval(st: TrainState) -> None:
         if not run.valid:
@@ -207,25 +247,37 @@ def execute(run: PreparedRun, callback: Callback | None = None) -> TrainResult:
             save_adapter(best_path, run.adapter, _info(run, st, started))
         callback("eval", {"step": st.step, "valid_loss": loss, "best": improved})
 
-    def on_save(st: TrainState) -> None:
-        folder = out / "checkpoints" / f"step-{st.step}"
-        save_adapter(folder / "adapter.safetensors", run.adapter, _info(run, st, started))
-        write_json(
-            folder / "trainer_state.json",
-            {"step": st.step, "micro_batches": st.micro_batches, "best_valid_loss": st.best_valid_loss, "tokens": st.tokens},
-        )
+    def on_save(st: TrainState) -> Path:
+        folder = save_checkpoint(out / "checkpoints" / f"step-{st.step}", trainer, st, _info(run, st, started))
+        prune_checkpoints(out, cfg.keep_checkpoints)
         callback("save", {"step": st.step, "path": str(folder)})
+        return folder
 
-    trainer = Trainer(model, run.adapter, cfg, tokenizer.pad_token_id, run.device, _logging_callback(callback, log, cfg))
+    if cfg.grad_checkpoint:
+        set_checkpointing(model, True)
+    handle: AttachedAdapter = attach(model, run.adapter)
+    callback(
+        "start",
+        param_summary(model, run.adapter)
+        | {
+            "total_steps": run.steps,
+            "examples": len(run.train.examples),
+            "connections": format_connections(run.adapter.config.connections),
+            "start_step": state.step,
+        },
+    )
     try:
-        trainer.run(run.train.examples, run.steps, state, on_eval, on_save)
+        with _stop_on_signals(trainer):
+            trainer.run(run.train.examples, state, on_eval, on_save)
+    except Interrupted as exc:
+        folder = on_save(state)
+        raise Interrupted(f"{exc.message}; checkpoint saved in {folder}") from None
     finally:
-        metrics.close()
         handle.detach()
         if cfg.grad_checkpoint:
             set_checkpointing(model, False)
     adapter_path = save_adapter(out / "adapter.safetensors", run.adapter, _info(run, state, started))
-    plot_losses(out / "metrics.jsonl", out / "loss.png")
+    plot_losses(metrics_file, out / "loss.png")
     result = TrainResult(
         out, adapter_path, best_path, state.step, state.last_loss, state.best_valid_loss, time.perf_counter() - started
     )
@@ -233,7 +285,7 @@ def execute(run: PreparedRun, callback: Callback | None = None) -> TrainResult:
     return result
 
 
-def _logging_callback(callback: Callback, log, cfg: TrainConfig) -> Callback:
+def _logging_callback(callback: Callback, log) -> Callback:
     """Write every step record to metrics.jsonl, then pass the event on."""
 
     def inner(event: str, info: dict) -> None:

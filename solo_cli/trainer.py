@@ -18,7 +18,7 @@ from transformers import get_scheduler
 from .adapter import SoloAdapter
 from .config import TrainConfig
 from .data import Example, collate, epoch_order
-from .errors import RuntimeFailure
+from .errors import RuntimeFailure, SoloError
 from .loss import causal_lm_loss
 
 Callback = Callable[[str, dict], None]
@@ -120,17 +120,40 @@ def mean_gate(adapter: SoloAdapter) -> float:
     return sum(values) / max(1, len(values))
 
 
+class Interrupted(SoloError):
+    """Training stopped on request (Ctrl+C or SIGTERM) after finishing a step: exit code 130."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, exit_code=130)
+
+
+OOM_ADVICE = (
+    "ran out of memory{where}; lower --batch-size (and raise --grad-accum to keep the effective batch), "
+    "lower --max-seq-length, or add --grad-checkpoint"
+)
+
+
+def _is_oom(exc: BaseException) -> bool:
+    text = str(exc).lower()
+    return isinstance(exc, torch.OutOfMemoryError) or "out of memory" in text or "can't allocate memory" in text
+
+
 class Trainer:
     """Runs optimizer steps on an attached adapter and calls hooks for evaluation and saving.
 
-    ``on_eval(step, loss)`` and ``on_save(step, state)`` are supplied by the caller (run.py),
-    which owns the files; the trainer owns the arithmetic.
+    ``on_eval(state)`` and ``on_save(state)`` are supplied by the caller (run.py), which owns the
+    files; the trainer owns the arithmetic and the optimizer. Setting ``stop_requested`` makes
+    ``run`` raise :class:`Interrupted` after the step in progress.
     """
 
-    def __init__(self, model, adapter: SoloAdapter, cfg: TrainConfig, pad_id: int, device, callback: Callback | None = None):
+    def __init__(
+        self, model, adapter: SoloAdapter, cfg: TrainConfig, pad_id: int, device, steps: int, callback: Callback | None = None
+    ):
         self.model, self.adapter, self.cfg = model, adapter, cfg
-        self.pad_id, self.device = pad_id, device
+        self.pad_id, self.device, self.steps = pad_id, device, steps
         self.callback = callback or (lambda event, info: None)
+        self.optimizer, self.scheduler = make_optimizer(adapter, cfg, steps)
+        self.stop_requested = False
 
     def _step(self, batches: list[list[Example]]) -> tuple[float, int]:
         """One optimizer step over ``grad_accum`` micro-batches, weighted by trained tokens."""
@@ -150,11 +173,9 @@ class Trainer:
             seen += int(batch["attention_mask"].sum())
         return loss_sum / total, seen
 
-    def run(self, train: list[Example], steps: int, state: TrainState, on_eval, on_save) -> TrainState:
-        cfg = self.cfg
-        optimizer, scheduler = make_optimizer(self.adapter, cfg, steps)
-        for _ in range(state.step):
-            scheduler.step()  # fast-forward the lr schedule when resuming
+    def run(self, train: list[Example], state: TrainState, on_eval, on_save) -> TrainState:
+        cfg, steps = self.cfg, self.steps
+        optimizer, scheduler = self.optimizer, self.scheduler
         eval_every = cfg.eval_every or max(1, steps // 5)
         save_every = cfg.save_every or eval_every
         stream = micro_batches(train, cfg.batch_size, cfg.seed, start=state.micro_batches)
@@ -165,7 +186,13 @@ class Trainer:
             self.adapter.set_homotopy_step(state.step)
             tick = time.perf_counter()
             batches = [next(stream) for _ in range(cfg.grad_accum)]
-            loss, tokens = self._step(batches)
+            try:
+                loss, tokens = self._step(batches)
+            except (RuntimeError, MemoryError) as exc:
+                if not _is_oom(exc):
+                    raise
+                optimizer.zero_grad(set_to_none=True)
+                raise RuntimeFailure(OOM_ADVICE.format(where=f" at step {state.step + 1}")) from None
             if not math.isfinite(loss):
                 optimizer.zero_grad(set_to_none=True)
                 raise RuntimeFailure(
@@ -199,5 +226,7 @@ class Trainer:
                 on_eval(state)
             if state.step % save_every == 0 and state.step < steps:
                 on_save(state)
+            if self.stop_requested and state.step < steps:
+                raise Interrupted(f"interrupted at step {state.step} of {steps}")
         self.model.eval()
         return state

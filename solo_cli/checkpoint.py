@@ -1,0 +1,154 @@
+"""Training checkpoints: everything needed to resume a run exactly, with no pickles.
+
+``checkpoints/step-N/`` holds ``adapter.safetensors`` (a normal adapter file),
+``optimizer.safetensors`` (AdamW's moment tensors and the torch RNG state) and
+``trainer_state.json`` (step, position in the data order, best validation loss, the scheduler's
+and optimizer's scalar state). The folder is written under a temporary name and renamed, so a
+crash never leaves a half-written checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from .adapter import SoloAdapter
+from .adapter_file import ADAPTER_FILENAME, AdapterInfo, load_adapter, save_adapter
+from .errors import UsageError
+from .trainer import Trainer, TrainState
+
+STATE_FILE = "trainer_state.json"
+OPTIMIZER_FILE = "optimizer.safetensors"
+_STEP_DIR = re.compile(r"^step-(\d+)$")
+
+
+def _param_names(adapter: SoloAdapter) -> dict[int, str]:
+    return {id(p): name for name, p in adapter.named_parameters()}
+
+
+def save_checkpoint(folder: Path, trainer: Trainer, state: TrainState, info: AdapterInfo) -> Path:
+    """Write a resumable checkpoint of ``trainer`` at ``state`` into ``folder`` atomically."""
+    folder = Path(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    try:
+        save_adapter(staging / ADAPTER_FILENAME, trainer.adapter, info)
+        names = _param_names(trainer.adapter)
+        tensors, scalars = {}, {}
+        index_to_name = {}
+        for group in trainer.optimizer.param_groups:
+            for p in group["params"]:
+                index_to_name[len(index_to_name)] = names[id(p)]
+        for p, slots in trainer.optimizer.state.items():
+            name = names[id(p)]
+            for slot, value in slots.items():
+                if torch.is_tensor(value) and value.ndim > 0:
+                    tensors[f"{name}.{slot}"] = value.detach().cpu().contiguous()
+                else:
+                    scalars[f"{name}.{slot}"] = float(value)
+        tensors["rng.torch"] = torch.get_rng_state()
+        save_file(tensors, str(staging / OPTIMIZER_FILE))
+        groups = [{k: v for k, v in g.items() if k != "params"} for g in trainer.optimizer.param_groups]
+        payload = {
+            "step": state.step,
+            "micro_batches": state.micro_batches,
+            "best_valid_loss": state.best_valid_loss,
+            "last_loss": state.last_loss,
+            "tokens": state.tokens,
+            "scheduler": {k: v for k, v in trainer.scheduler.state_dict().items() if k != "lr_lambdas"},
+            "optimizer_groups": groups,
+            "optimizer_scalars": scalars,
+            "param_order": [index_to_name[i] for i in range(len(index_to_name))],
+        }
+        (staging / STATE_FILE).write_text(json.dumps(payload, indent=2), encoding="utf-8")
+        if folder.exists():
+            shutil.rmtree(folder)
+        os.replace(staging, folder)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return folder
+
+
+def list_checkpoints(run_dir: Path) -> list[tuple[int, Path]]:
+    """Complete checkpoints of a run, oldest first."""
+    root = Path(run_dir) / "checkpoints"
+    found = []
+    if root.is_dir():
+        for child in root.iterdir():
+            match = _STEP_DIR.match(child.name)
+            if match and (child / STATE_FILE).is_file():
+                found.append((int(match.group(1)), child))
+    return sorted(found)
+
+
+def prune_checkpoints(run_dir: Path, keep: int | None) -> None:
+    """Keep only the newest ``keep`` checkpoints (None or 0: keep all)."""
+    if not keep:
+        return
+    for _, path in list_checkpoints(run_dir)[:-keep]:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def find_checkpoint(run_dir: Path, resume: str) -> Path:
+    """``--resume auto``: the newest checkpoint of the run; ``--resume PATH``: that checkpoint folder."""
+    if resume == "auto":
+        found = list_checkpoints(run_dir)
+        if not found:
+            raise UsageError(f"--resume auto: {run_dir} has no checkpoint to resume from; train without --resume")
+        return found[-1][1]
+    path = Path(resume)
+    if not (path / STATE_FILE).is_file():
+        raise UsageError(f"--resume {path}: not a checkpoint folder (no {STATE_FILE}); pass checkpoints/step-N or auto")
+    return path
+
+
+def load_checkpoint(folder: Path, trainer: Trainer) -> TrainState:
+    """Restore adapter, optimizer, scheduler and RNG from ``folder``; return the state to continue from."""
+    folder = Path(folder)
+    try:
+        payload = json.loads((folder / STATE_FILE).read_text(encoding="utf-8"))
+        tensors = load_file(str(folder / OPTIMIZER_FILE))
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError, SafetensorError) as exc:
+        raise UsageError(f"--resume {folder}: the checkpoint is damaged ({exc}); resume from an earlier one") from None
+    saved, _ = load_adapter(folder / ADAPTER_FILENAME)
+    if saved.config.connections != trainer.adapter.config.connections or saved.config.rank != trainer.adapter.config.rank:
+        raise UsageError(
+            f"--resume {folder}: the checkpoint's connections or rank differ from this run's flags; "
+            "resume with the flags the run was started with"
+        )
+    with torch.no_grad():
+        for name, value in saved.state_dict().items():
+            trainer.adapter.state_dict()[name].copy_(value)
+    params = dict(trainer.adapter.named_parameters())
+    order = payload["param_order"]
+    state = {}
+    for index, name in enumerate(order):
+        slots = {k.rsplit(".", 1)[1]: v for k, v in tensors.items() if k.rsplit(".", 1)[0] == name}
+        slots |= {
+            k.rsplit(".", 1)[1]: torch.tensor(v) for k, v in payload["optimizer_scalars"].items() if k.rsplit(".", 1)[0] == name
+        }
+        if slots:
+            state[index] = {k: v.to(params[name].device) if k != "step" else v for k, v in slots.items()}
+    groups, start = [], 0
+    for group, saved_group in zip(trainer.optimizer.param_groups, payload["optimizer_groups"]):
+        groups.append(saved_group | {"params": list(range(start, start + len(group["params"])))})
+        start += len(group["params"])
+    trainer.optimizer.load_state_dict({"state": state, "param_groups": groups})
+    # lr_lambdas are code (closures), rebuilt by make_optimizer; only the counters are restored.
+    trainer.scheduler.load_state_dict(payload["scheduler"] | {"lr_lambdas": [None] * len(trainer.optimizer.param_groups)})
+    torch.set_rng_state(tensors["rng.torch"])
+    return TrainState(
+        step=payload["step"],
+        micro_batches=payload["micro_batches"],
+        best_valid_loss=payload["best_valid_loss"],
+        last_loss=payload["last_loss"],
+        tokens=payload["tokens"],
+    )
