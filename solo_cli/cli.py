@@ -122,6 +122,7 @@ def train(
 ) -> None:
     """Train a Solo adapter on a JSONL dataset."""
     flags = {k: v for k, v in locals().items() if k not in ("config", "dry_run")}  # first: only the options are locals here
+    from . import distributed
     from .config import build_config
     from .run import check_output, execute, param_summary, prepare
     from .trainer import Interrupted
@@ -142,6 +143,12 @@ def train(
         execute(run, display.TrainDisplay())
     except Interrupted as exc:
         raise Interrupted(f"{exc.message}; resume with: {resume_command(sys.argv)}") from None
+    except SoloError as exc:
+        if run.ctx.enabled:  # say which process failed; torchrun then stops the others
+            raise type(exc)(f"rank {run.ctx.rank}: {exc.message}") from None
+        raise
+    finally:
+        distributed.shutdown()
 
 
 def resume_command(argv: list[str]) -> str:

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 from transformers import set_seed
 
-from . import __version__
+from . import __version__, distributed
 from .adapter import AdapterConfig, AttachedAdapter, SoloAdapter, attach
 from .adapter_file import AdapterInfo, save_adapter
 from .atomic import write_json, write_text
@@ -26,6 +26,7 @@ from .blocks import Fingerprint, fingerprint
 from .checkpoint import find_checkpoint, load_checkpoint, prune_checkpoints, save_checkpoint
 from .config import TrainConfig
 from .data import EncodedData, encode_rows, read_rows, resolve_data
+from .distributed import DistContext
 from .errors import UsageError
 from .models import LoadedModel, load_model
 from .plot import plot_losses
@@ -35,10 +36,16 @@ from .trainer import Callback, Interrupted, Trainer, TrainState, evaluate_loss, 
 RUN_MARKERS = ("adapter.safetensors", "metrics.jsonl", "checkpoints")
 
 
-def resolve_device(name: str) -> torch.device:
-    """``auto`` picks CUDA when present; asking for CUDA without it is a usage error."""
+def resolve_device(name: str, ctx: DistContext | None = None) -> torch.device:
+    """``auto`` picks CUDA when present; asking for CUDA without it is a usage error.
+
+    Under torchrun each process on CUDA takes the GPU of its LOCAL_RANK.
+    """
+    ctx = ctx or DistContext()
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and ctx.enabled and torch.cuda.is_available():
+        name = f"cuda:{ctx.local_rank}"
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise UsageError(f"--device {name}: no CUDA device is available here; use --device cpu (or auto)")
     if name == "mps" and not torch.backends.mps.is_available():
@@ -63,6 +70,7 @@ class PreparedRun:
     valid: EncodedData | None
     steps: int
     device: torch.device
+    ctx: DistContext
 
 
 def _encode(path, tokenizer, cfg: TrainConfig, fmt_expected: str | None = None) -> EncodedData:
@@ -77,12 +85,17 @@ def _encode(path, tokenizer, cfg: TrainConfig, fmt_expected: str | None = None) 
     return encoded
 
 
-def prepare(cfg: TrainConfig, loaded: LoadedModel | None = None) -> PreparedRun:
-    """Load (or take) the model, read and tokenize the data, and build a fresh adapter."""
+def prepare(cfg: TrainConfig, loaded: LoadedModel | None = None, ctx: DistContext | None = None) -> PreparedRun:
+    """Load (or take) the model, read and tokenize the data, and build a fresh adapter.
+
+    Under a distributed launcher (``ctx`` from the environment) this joins the process group.
+    """
     if not cfg.data:
         raise UsageError("--data is required: a .jsonl file or a folder with train.jsonl")
     files = resolve_data(cfg.data)
-    device = resolve_device(cfg.device)
+    ctx = ctx or distributed.from_env()
+    device = resolve_device(cfg.device, ctx)
+    distributed.init(ctx, device)
     loaded = loaded or load_model(
         cfg.model, revision=cfg.revision, dtype=cfg.dtype, device=str(device), trust_remote_code=cfg.trust_remote_code
     )
@@ -98,16 +111,21 @@ def prepare(cfg: TrainConfig, loaded: LoadedModel | None = None) -> PreparedRun:
     if files.valid:
         valid = _encode(files.valid, loaded.tokenizer, cfg, train.fmt)
         valid.examples = valid.examples[: cfg.max_eval_rows] if cfg.max_eval_rows else valid.examples
-    steps = total_steps(cfg, len(train.examples))
+    steps = total_steps(cfg, len(train.examples), ctx.world_size)
     homotopy = cfg.homotopy_steps or max(1, steps // 10)
     set_seed(cfg.seed)
     adapter = SoloAdapter(AdapterConfig(connections, cfg.rank, cfg.gate, homotopy, fp.hidden_size))
-    return PreparedRun(cfg, loaded, fp, adapter, train, valid, steps, device)
+    return PreparedRun(cfg, loaded, fp, adapter, train, valid, steps, device, ctx)
 
 
 def check_output(cfg: TrainConfig) -> Path:
-    """Refuse to train into a folder that holds a run, unless --overwrite; fail early if unwritable."""
+    """Refuse to train into a folder that holds a run, unless --overwrite; fail early if unwritable.
+
+    Under a distributed launcher only rank 0 touches the folder.
+    """
     out = Path(cfg.output)
+    if not distributed.from_env().is_main:
+        return out
     if out.exists() and not out.is_dir():
         raise UsageError(f"--output {out}: exists and is not a folder; choose another path")
     held = [m for m in RUN_MARKERS if (out / m).exists()]
@@ -209,7 +227,8 @@ def execute(run: PreparedRun, callback: Callback | None = None) -> TrainResult:
 
     Raises :class:`Interrupted` (exit 130) after checkpointing when SIGINT or SIGTERM arrives.
     """
-    cfg, callback = run.cfg, callback or (lambda event, info: None)
+    cfg, ctx = run.cfg, run.ctx
+    callback = callback if (callback and ctx.is_main) else (lambda event, info: None)  # only rank 0 reports
     out = Path(cfg.output)
     model, tokenizer = run.loaded.model, run.loaded.tokenizer
     metrics_file = out / "metrics.jsonl"
@@ -217,17 +236,21 @@ def execute(run: PreparedRun, callback: Callback | None = None) -> TrainResult:
     started = time.perf_counter()
 
     def log(line: dict) -> None:
-        with metrics_file.open("a", encoding="utf-8") as handle:
-            handle.write(json.dumps(line) + "\n")
+        if ctx.is_main:
+            with metrics_file.open("a", encoding="utf-8") as handle:
+                handle.write(json.dumps(line) + "\n")
 
-    trainer = Trainer(model, run.adapter, cfg, tokenizer.pad_token_id, run.device, run.steps, _logging_callback(callback, log))
+    trainer = Trainer(
+        model, run.adapter, cfg, tokenizer.pad_token_id, run.device, run.steps, _logging_callback(callback, log), ctx
+    )
     state = TrainState()
     if cfg.resume is not None:
         folder = find_checkpoint(out, cfg.resume)
         state = load_checkpoint(folder, trainer)
-        _truncate_metrics(metrics_file, state.step)
+        if ctx.is_main:
+            _truncate_metrics(metrics_file, state.step)
         callback("resume", {"step": state.step, "path": str(folder)})
-    else:
+    elif ctx.is_main:
         resolved = cfg.to_dict() | {
             "connections_resolved": format_connections(run.adapter.config.connections),
             "homotopy_steps_resolved": run.adapter.config.homotopy_steps,
@@ -239,18 +262,22 @@ def execute(run: PreparedRun, callback: Callback | None = None) -> TrainResult:
     def on_eval(st: TrainState) -> None:
         if not run.valid:
             return
-        loss = evaluate_loss(model, run.valid.examples, cfg.batch_size, tokenizer.pad_token_id, run.device)
+        loss = evaluate_loss(model, run.valid.examples, cfg.batch_size, tokenizer.pad_token_id, run.device, ctx)
         log({"step": st.step, "valid_loss": round(loss, 6)})
         improved = st.best_valid_loss is None or loss < st.best_valid_loss
         if improved:
             st.best_valid_loss = loss
-            save_adapter(best_path, run.adapter, _info(run, st, started))
+            if ctx.is_main:
+                save_adapter(best_path, run.adapter, _info(run, st, started))
         callback("eval", {"step": st.step, "valid_loss": loss, "best": improved})
 
     def on_save(st: TrainState) -> Path:
-        folder = save_checkpoint(out / "checkpoints" / f"step-{st.step}", trainer, st, _info(run, st, started))
-        prune_checkpoints(out, cfg.keep_checkpoints)
-        callback("save", {"step": st.step, "path": str(folder)})
+        folder = out / "checkpoints" / f"step-{st.step}"
+        if ctx.is_main:
+            save_checkpoint(folder, trainer, st, _info(run, st, started))
+            prune_checkpoints(out, cfg.keep_checkpoints)
+            callback("save", {"step": st.step, "path": str(folder)})
+        ctx.barrier()  # no rank runs ahead of a checkpoint it may be asked to resume from
         return folder
 
     if cfg.grad_checkpoint:
@@ -276,8 +303,11 @@ def execute(run: PreparedRun, callback: Callback | None = None) -> TrainResult:
         handle.detach()
         if cfg.grad_checkpoint:
             set_checkpointing(model, False)
-    adapter_path = save_adapter(out / "adapter.safetensors", run.adapter, _info(run, state, started))
-    plot_losses(metrics_file, out / "loss.png")
+    adapter_path = out / "adapter.safetensors"
+    if ctx.is_main:
+        save_adapter(adapter_path, run.adapter, _info(run, state, started))
+        plot_losses(metrics_file, out / "loss.png")
+    ctx.barrier()
     result = TrainResult(
         out, adapter_path, best_path, state.step, state.last_loss, state.best_valid_loss, time.perf_counter() - started
     )

@@ -7,6 +7,7 @@ through them; the vocabulary projection runs only on positions that carry loss (
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from collections.abc import Callable, Iterator
@@ -18,6 +19,7 @@ from transformers import get_scheduler
 from .adapter import SoloAdapter
 from .config import TrainConfig
 from .data import Example, collate, epoch_order
+from .distributed import DistContext, wrap
 from .errors import RuntimeFailure, SoloError
 from .loss import causal_lm_loss
 
@@ -50,22 +52,30 @@ class TrainState:
     history: list[dict] = field(default_factory=list)
 
 
-def total_steps(cfg: TrainConfig, num_examples: int) -> int:
+def total_steps(cfg: TrainConfig, num_examples: int, world_size: int = 1) -> int:
     """``--max-steps`` if given, else the optimizer steps in ``--epochs`` passes over the data."""
     if cfg.max_steps:
         return cfg.max_steps
-    micro_per_epoch = math.ceil(num_examples / cfg.batch_size)
+    micro_per_epoch = math.ceil(num_examples / (cfg.batch_size * world_size))
     return max(1, math.ceil(cfg.epochs * micro_per_epoch / cfg.grad_accum))
 
 
-def micro_batches(examples: list[Example], batch_size: int, seed: int, start: int = 0) -> Iterator[list[Example]]:
-    """Endless stream of micro-batches, reshuffled each epoch, starting at micro-batch ``start``."""
-    per_epoch = math.ceil(len(examples) / batch_size)
+def micro_batches(
+    examples: list[Example], batch_size: int, seed: int, start: int = 0, rank: int = 0, world_size: int = 1
+) -> Iterator[list[Example]]:
+    """Endless stream of micro-batches, reshuffled each epoch, starting at micro-batch ``start``.
+
+    With ``world_size`` processes, micro-batch m of the global stream (``batch_size x world_size``
+    examples, exactly what one process with that batch would take) is split, and this rank gets
+    its ``batch_size`` slice.
+    """
+    global_batch = batch_size * world_size
+    per_epoch = math.ceil(len(examples) / global_batch)
     index = start
     while True:
         epoch, within = divmod(index, per_epoch)
         order = epoch_order(len(examples), seed, epoch)
-        chunk = order[within * batch_size : (within + 1) * batch_size]
+        chunk = order[within * global_batch : (within + 1) * global_batch][rank * batch_size : (rank + 1) * batch_size]
         yield [examples[i] for i in chunk]
         index += 1
 
@@ -88,17 +98,20 @@ def make_optimizer(adapter: SoloAdapter, cfg: TrainConfig, steps: int):
 
 
 @torch.no_grad()
-def evaluate_loss(model, examples: list[Example], batch_size: int, pad_id: int, device) -> float:
-    """Token-weighted mean loss over ``examples`` (dropout off)."""
+def evaluate_loss(model, examples: list[Example], batch_size: int, pad_id: int, device, ctx: DistContext | None = None) -> float:
+    """Token-weighted mean loss over ``examples`` (dropout off); shared out over ranks when distributed."""
+    ctx = ctx or DistContext()
     was_training = model.training
     model.eval()
+    mine = examples[ctx.rank :: ctx.world_size]
     total, count = 0.0, 0
-    for start in range(0, len(examples), batch_size):
-        batch = {k: v.to(device) for k, v in collate(examples[start : start + batch_size], pad_id).items()}
+    for start in range(0, len(mine), batch_size):
+        batch = {k: v.to(device) for k, v in collate(mine[start : start + batch_size], pad_id).items()}
         loss, n = causal_lm_loss(model, batch)
         total += float(loss) * n
         count += n
     model.train(was_training)
+    total, count = ctx.sum([total, count], device)
     return total / max(1, count)
 
 
@@ -147,38 +160,61 @@ class Trainer:
     """
 
     def __init__(
-        self, model, adapter: SoloAdapter, cfg: TrainConfig, pad_id: int, device, steps: int, callback: Callback | None = None
+        self,
+        model,
+        adapter: SoloAdapter,
+        cfg: TrainConfig,
+        pad_id: int,
+        device,
+        steps: int,
+        callback: Callback | None = None,
+        ctx: DistContext | None = None,
     ):
         self.model, self.adapter, self.cfg = model, adapter, cfg
         self.pad_id, self.device, self.steps = pad_id, device, steps
         self.callback = callback or (lambda event, info: None)
+        self.ctx = ctx or DistContext()
         self.optimizer, self.scheduler = make_optimizer(adapter, cfg, steps)
+        # looked up at call time, so tests can substitute the loss
+        self.loss = wrap(model, adapter, lambda m, b, ls: causal_lm_loss(m, b, ls), self.ctx, device)
         self.stop_requested = False
 
     def _step(self, batches: list[list[Example]]) -> tuple[float, int]:
-        """One optimizer step over ``grad_accum`` micro-batches, weighted by trained tokens."""
+        """One optimizer step over ``grad_accum`` micro-batches, weighted by trained tokens.
+
+        Each micro-batch's mean loss is scaled by its share of the trained tokens of the whole
+        (global) step, times the world size that DDP's gradient averaging divides by, so any
+        split over processes and micro-batches gives the gradient of one big batch.
+        """
+        ctx = self.ctx
         collated = [collate(b, self.pad_id) for b in batches]
         counts = [int((c["labels"][:, 1:] != -100).sum()) for c in collated]
-        total = max(1, sum(counts))
-        loss_sum, seen = 0.0, 0
+        total = max(1.0, ctx.sum([float(sum(counts))], self.device)[0])
+        loss_sum, seen, finite = 0.0, 0, True
         autocast = self.device.type == "cuda" and self.cfg.dtype == "float32" and torch.cuda.is_bf16_supported()
-        for batch, count in zip(collated, counts):
+        for n, (batch, count) in enumerate(zip(collated, counts)):
             batch = {k: v.to(self.device) for k, v in batch.items()}
-            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=autocast):
-                loss, _ = causal_lm_loss(self.model, batch, self.cfg.label_smoothing)
-            if not torch.isfinite(loss):
-                return float("nan"), seen
-            (loss * (count / total)).backward()
+            last = n == len(collated) - 1
+            sync = contextlib.nullcontext() if last or not ctx.enabled else self.loss.no_sync()
+            with sync, torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=autocast):
+                loss, _ = self.loss(batch, self.cfg.label_smoothing)
+                finite = finite and bool(torch.isfinite(loss))
+                (loss * (count * ctx.world_size / total)).backward()
             loss_sum += float(loss.detach()) * count
             seen += int(batch["attention_mask"].sum())
-        return loss_sum / total, seen
+        if ctx.any(not finite, self.device):
+            return float("nan"), seen
+        loss_sum, seen = ctx.sum([loss_sum, float(seen)], self.device)
+        return loss_sum / total, int(seen)
 
     def run(self, train: list[Example], state: TrainState, on_eval, on_save) -> TrainState:
         cfg, steps = self.cfg, self.steps
         optimizer, scheduler = self.optimizer, self.scheduler
         eval_every = cfg.eval_every or max(1, steps // 5)
         save_every = cfg.save_every or eval_every
-        stream = micro_batches(train, cfg.batch_size, cfg.seed, start=state.micro_batches)
+        stream = micro_batches(
+            train, cfg.batch_size, cfg.seed, start=state.micro_batches, rank=self.ctx.rank, world_size=self.ctx.world_size
+        )
         self.model.train()
         started = time.perf_counter()
         first_step = state.step
@@ -226,7 +262,7 @@ class Trainer:
                 on_eval(state)
             if state.step % save_every == 0 and state.step < steps:
                 on_save(state)
-            if self.stop_requested and state.step < steps:
+            if self.ctx.any(self.stop_requested, self.device) and state.step < steps:
                 raise Interrupted(f"interrupted at step {state.step} of {steps}")
         self.model.eval()
         return state

@@ -30,7 +30,10 @@ def test_folder_without_config_and_missing_paths_are_clear(tmp_path):
 
 
 def test_unreachable_hub_id_is_one_clear_error(monkeypatch):
+    import huggingface_hub.constants
+
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)  # read at import time
     with pytest.raises(UsageError, match="--model someone/no-such-model: cannot load it"):
         load_config("someone/no-such-model")
 

@@ -1,0 +1,87 @@
+"""Data parallelism: 2 CPU processes (gloo on loopback) train the same adapter as one process with twice the batch."""
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+
+from solo_cli import load_adapter
+from solo_cli.trainer import micro_batches
+
+TORCHRUN = shutil.which("torchrun") or str(Path(sys.executable).parent / "torchrun")
+ENV = os.environ | {"OMP_NUM_THREADS": "1", "TQDM_DISABLE": "1"}
+
+
+def test_ranks_split_each_global_batch_in_order():
+    examples = list(range(10))
+    one = micro_batches(examples, 4, seed=3)
+    ranks = [micro_batches(examples, 2, seed=3, rank=r, world_size=2) for r in range(2)]
+    for _ in range(6):
+        assert next(one) == next(ranks[0]) + next(ranks[1])
+
+
+def _train_args(model_dir, data, out, batch):
+    return [
+        "train",
+        "--model",
+        model_dir,
+        "--data",
+        str(data),
+        "-o",
+        str(out),
+        "--max-steps",
+        "4",
+        "--batch-size",
+        str(batch),
+        "--connections",
+        "emb->2,1->3",
+        "--rank",
+        "4",
+        "--lr",
+        "1e-2",
+        "--device",
+        "cpu",
+        "--eval-every",
+        "2",
+        "--warmup",
+        "1",
+        "--weight-decay",
+        "0.01",
+    ]
+
+
+def test_two_processes_equal_one_process_with_twice_the_batch(tiny_model_dir, tiny_data, tmp_path):
+    single = subprocess.run(
+        [sys.executable, "-m", "solo_cli", *_train_args(tiny_model_dir, tiny_data, tmp_path / "one", 4)],
+        capture_output=True,
+        text=True,
+        env=ENV,
+        timeout=300,
+    )
+    assert single.returncode == 0, single.stderr
+    multi = subprocess.run(
+        [
+            TORCHRUN,
+            "--standalone",
+            "--nproc_per_node",
+            "2",
+            "-m",
+            "solo_cli",
+            *_train_args(tiny_model_dir, tiny_data, tmp_path / "two", 2),
+        ],
+        capture_output=True,
+        text=True,
+        env=ENV,
+        timeout=300,
+    )
+    assert multi.returncode == 0, multi.stderr + multi.stdout
+    assert multi.stdout.count("trainable params:") == 1  # only rank 0 prints
+    a, _ = load_adapter(tmp_path / "one" / "adapter.safetensors")
+    b, _ = load_adapter(tmp_path / "two" / "adapter.safetensors")
+    for key, value in a.state_dict().items():
+        torch.testing.assert_close(b.state_dict()[key], value, rtol=1e-4, atol=1e-6)
+    losses = [line for line in (tmp_path / "two" / "metrics.jsonl").read_text().splitlines() if '"valid_loss"' in line]
+    assert len(losses) == 2  # logged once, by rank 0
