@@ -3,31 +3,35 @@
 The engine is importable as a library::
 
     from solo_cli import load_model, SoloAdapter, AdapterConfig, attach, save_adapter, load_adapter
+
+Names are imported on first use, so that `solo inspect` and `solo --help` do not pay for torch
+and transformers before they need them.
 """
+
+from importlib import import_module
 
 __version__ = "0.1.0"
 
-from .adapter import AdapterConfig, AttachedAdapter, SoloAdapter, SoloConnection, attach  # noqa: E402
-from .adapter_file import AdapterInfo, load_adapter, read_info, save_adapter  # noqa: E402
-from .blocks import find_blocks, fingerprint  # noqa: E402
-from .errors import SoloError  # noqa: E402
-from .models import load_model  # noqa: E402
-from .topology import parse_connections  # noqa: E402
+_EXPORTS = {
+    "AdapterConfig": "adapter",
+    "AttachedAdapter": "adapter",
+    "SoloAdapter": "adapter",
+    "SoloConnection": "adapter",
+    "attach": "adapter",
+    "AdapterInfo": "adapter_file",
+    "load_adapter": "adapter_file",
+    "read_info": "adapter_file",
+    "save_adapter": "adapter_file",
+    "find_blocks": "blocks",
+    "fingerprint": "blocks",
+    "SoloError": "errors",
+    "load_model": "models",
+    "parse_connections": "topology",
+}
+__all__ = [*_EXPORTS, "__version__"]
 
-__all__ = [
-    "AdapterConfig",
-    "AdapterInfo",
-    "AttachedAdapter",
-    "SoloAdapter",
-    "SoloConnection",
-    "SoloError",
-    "attach",
-    "find_blocks",
-    "fingerprint",
-    "load_adapter",
-    "load_model",
-    "parse_connections",
-    "read_info",
-    "save_adapter",
-    "__version__",
-]
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(import_module(f".{_EXPORTS[name]}", __name__), name)
+    raise AttributeError(f"module 'solo_cli' has no attribute {name!r}")

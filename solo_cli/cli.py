@@ -54,9 +54,12 @@ def root(
     version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version.")] = False,
 ) -> None:
     """solo: Solo Connection adapters for any Hugging Face causal LM."""
+
+
+def _quiet_transformers() -> None:
+    """transformers' own progress bars and advice would drown the output of a CLI (imported only when needed)."""
     from transformers.utils import logging as hf_logging
 
-    # transformers' own progress bars and advice would drown the output of a CLI.
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
 
@@ -122,6 +125,7 @@ def train(
 ) -> None:
     """Train a Solo adapter on a JSONL dataset."""
     flags = {k: v for k, v in locals().items() if k not in ("config", "dry_run")}  # first: only the options are locals here
+    _quiet_transformers()
     from . import distributed
     from .config import build_config
     from .run import check_output, execute, param_summary, prepare
@@ -237,6 +241,7 @@ def generate(
     force: Annotated[bool, typer.Option("--force", help="Attach an adapter whose base fingerprint differs.")] = False,
 ) -> None:
     """Generate text from a base model, with or without an adapter."""
+    _quiet_transformers()
     from .atomic import write_atomic
     from .generation import GenerationSettings
     from .generation import generate as run_generate
@@ -307,6 +312,7 @@ def inspect(
         rep = adapter_report(adapter)
         display.emit_json(rep) if json_out else display.show_adapter_report(rep)
         return
+    _quiet_transformers()
     defaults = TrainConfig()
     if rank is not None and rank < 1:
         raise UsageError(f"--rank {rank}: must be at least 1")
@@ -354,6 +360,8 @@ def eval_command(
     json_out: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
     """Loss and perplexity, and generation scored with BLEU, NIST, METEOR, ROUGE-L, CIDEr and chrF."""
+    if predictions is None:
+        _quiet_transformers()
     from .atomic import write_json
     from .evaluation import (
         eval_set,
@@ -452,6 +460,7 @@ def merge(
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing --output or --export.")] = False,
 ) -> None:
     """Combine adapters of one base into one, or export base + adapter as a standalone model folder."""
+    _quiet_transformers()
     if export is not None:
         from .export import export_model
 

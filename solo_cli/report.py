@@ -8,11 +8,9 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-from transformers import AutoModelForCausalLM
 
 from .adapter_file import load_adapter, resolve_adapter_path
 from .blocks import find_blocks, fingerprint
-from .models import load_config
 from .topology import format_connections, parse_connections
 
 
@@ -94,6 +92,10 @@ def plan_report(
     model_name: str, spec: str, rank: int, gate: str = "learned", revision: str | None = None, trust_remote_code: bool = False
 ) -> dict:
     """The model's blocks and what a connection plan costs, beside LoRA r=4 on q and v."""
+    from transformers import AutoModelForCausalLM
+
+    from .models import load_config
+
     config = load_config(model_name, revision, trust_remote_code)
     with torch.device("meta"):
         model = AutoModelForCausalLM.from_config(config, trust_remote_code=trust_remote_code)
