@@ -85,3 +85,56 @@ def test_two_processes_equal_one_process_with_twice_the_batch(tiny_model_dir, ti
         torch.testing.assert_close(b.state_dict()[key], value, rtol=1e-4, atol=1e-6)
     losses = [line for line in (tmp_path / "two" / "metrics.jsonl").read_text().splitlines() if '"valid_loss"' in line]
     assert len(losses) == 2  # logged once, by rank 0
+
+
+def _descendants(pid: int) -> list[int]:
+    found, frontier = [], [pid]
+    while frontier:
+        parent = frontier.pop()
+        for child in Path("/proc").iterdir():
+            if child.name.isdigit():
+                try:
+                    ppid = int((child / "stat").read_text().rsplit(")", 1)[1].split()[1])
+                except (OSError, IndexError, ValueError):
+                    continue
+                if ppid == parent:
+                    found.append(int(child.name))
+                    frontier.append(int(child.name))
+    return found
+
+
+def _rank_of(pid: int) -> int | None:
+    try:
+        env = (Path("/proc") / str(pid) / "environ").read_bytes().split(b"\0")
+    except OSError:
+        return None
+    ranks = [e.split(b"=", 1)[1] for e in env if e.startswith(b"RANK=")]
+    return int(ranks[0]) if ranks else None
+
+
+def test_a_rank_that_dies_brings_the_run_down_instead_of_hanging(tiny_model_dir, tiny_data, tmp_path):
+    import signal
+    import time
+
+    out = tmp_path / "dies"
+    args = _train_args(tiny_model_dir, tiny_data, out, 2)
+    args[args.index("--max-steps") + 1] = "100000"
+    args[args.index("--eval-every") + 1] = "100000"
+    proc = subprocess.Popen(
+        [TORCHRUN, "--standalone", "--nproc_per_node", "2", "-m", "solo_cli", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=ENV,
+    )
+    metrics = out / "metrics.jsonl"
+    deadline = time.time() + 180
+    while time.time() < deadline and not (metrics.exists() and metrics.read_text().count("\n") >= 2):
+        time.sleep(0.3)
+    victim = next(pid for pid in _descendants(proc.pid) if _rank_of(pid) == 1)
+    os.kill(victim, signal.SIGKILL)
+    started = time.time()
+    _, stderr = proc.communicate(timeout=240)
+    assert proc.returncode != 0
+    assert time.time() - started < 200
+    assert "solo_cli" in stderr or "rank" in stderr.lower()
