@@ -10,10 +10,8 @@ crash never leaves a half-written checkpoint.
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
-import tempfile
 from pathlib import Path
 
 import torch
@@ -22,6 +20,7 @@ from safetensors.torch import load_file, save_file
 
 from .adapter import SoloAdapter
 from .adapter_file import ADAPTER_FILENAME, AdapterInfo, load_adapter, save_adapter
+from .atomic import atomic_dir
 from .errors import UsageError
 from .trainer import Trainer, TrainState
 
@@ -36,10 +35,7 @@ def _param_names(adapter: SoloAdapter) -> dict[int, str]:
 
 def save_checkpoint(folder: Path, trainer: Trainer, state: TrainState, info: AdapterInfo) -> Path:
     """Write a resumable checkpoint of ``trainer`` at ``state`` into ``folder`` atomically."""
-    folder = Path(folder)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
-    try:
+    with atomic_dir(folder) as staging:
         save_adapter(staging / ADAPTER_FILENAME, trainer.adapter, info)
         names = _param_names(trainer.adapter)
         tensors, scalars = {}, {}
@@ -69,12 +65,7 @@ def save_checkpoint(folder: Path, trainer: Trainer, state: TrainState, info: Ada
             "param_order": [index_to_name[i] for i in range(len(index_to_name))],
         }
         (staging / STATE_FILE).write_text(json.dumps(payload, indent=2), encoding="utf-8")
-        if folder.exists():
-            shutil.rmtree(folder)
-        os.replace(staging, folder)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return folder
+    return Path(folder)
 
 
 def list_checkpoints(run_dir: Path) -> list[tuple[int, Path]]:

@@ -187,6 +187,25 @@ def _show_dry_run(run, summary: dict) -> None:
     display.show_dry_run(config, stats, pieces, summary)
 
 
+def _load_target(model, adapter, revision, dtype, device, trust_remote_code, force):
+    """Base model (+ adapter) for generate and eval, with any --force warning shown."""
+    from .inference import load_for_inference
+    from .run import resolve_device
+
+    target = load_for_inference(
+        model,
+        adapter,
+        revision=revision,
+        dtype=dtype,
+        device=str(resolve_device(device)),
+        trust_remote_code=bool(trust_remote_code),
+        force=force,
+    )
+    for message in target.warnings:
+        display.warning(message)
+    return target
+
+
 def _read_prompt(prompt: str | None) -> str:
     if prompt == "-":
         return sys.stdin.read().rstrip("\n")
@@ -245,8 +264,6 @@ def generate(
     from .atomic import write_atomic
     from .generation import GenerationSettings
     from .generation import generate as run_generate
-    from .inference import load_for_inference
-    from .run import resolve_device
 
     if (input is None) != (output is None):
         raise UsageError("--input and --output go together: rows in, predictions out")
@@ -256,17 +273,7 @@ def generate(
     text = None if rows else _read_prompt(prompt)
     if output is not None and output.exists() and output.is_dir():
         raise UsageError(f"--output {output}: is a folder; give a file path for the predictions")
-    target = load_for_inference(
-        model,
-        adapter,
-        revision=revision,
-        dtype=dtype,
-        device=str(resolve_device(device)),
-        trust_remote_code=bool(trust_remote_code),
-        force=force,
-    )
-    for message in target.warnings:
-        display.warning(message)
+    target = _load_target(model, adapter, revision, dtype, device, trust_remote_code, force)
     use_chat = chat if chat is not None else bool(target.info and target.info.chat_template)
     settings = GenerationSettings(
         max_new_tokens=max_new_tokens,
@@ -373,9 +380,7 @@ def eval_command(
         write_predictions,
     )
     from .generation import GenerationSettings
-    from .inference import load_for_inference
     from .metrics import score
-    from .run import resolve_device
 
     if max_new_tokens < 1 or num_beams < 1 or batch_size < 1 or (limit is not None and limit < 1):
         raise UsageError("--max-new-tokens, --num-beams, --batch-size and --limit must be at least 1")
@@ -393,19 +398,7 @@ def eval_command(
         return
     if output is not None and output.is_dir():
         raise UsageError(f"--output {output}: is a folder; give a file path for the predictions")
-    if limit:
-        rows = rows[:limit] if fmt != "completion" else rows
-    target = load_for_inference(
-        model,
-        adapter,
-        revision=revision,
-        dtype=dtype,
-        device=str(resolve_device(device)),
-        trust_remote_code=bool(trust_remote_code),
-        force=force,
-    )
-    for message in target.warnings:
-        display.warning(message)
+    target = _load_target(model, adapter, revision, dtype, device, trust_remote_code, force)
     lm, tokenizer = target.loaded.model, target.loaded.tokenizer
     use_chat = chat if chat is not None else bool(target.info and target.info.chat_template)
     losses = loss_and_perplexity(

@@ -12,7 +12,6 @@ from __future__ import annotations
 import copy
 import json
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +20,7 @@ from safetensors.torch import load_file, save_file
 
 from . import __version__
 from .adapter_file import ADAPTER_FILENAME, resolve_adapter_path
+from .atomic import atomic_dir
 from .blocks import find_blocks
 from .errors import RuntimeFailure, UsageError
 from .inference import load_for_inference
@@ -147,8 +147,6 @@ def export_model(
     overwrite: bool = False,
 ) -> ExportResult:
     """Write base + adapter to ``output`` as one model folder, then check it reproduces base + adapter."""
-    from transformers import AutoModelForCausalLM
-
     output = Path(output)
     if output.exists() and not overwrite:
         raise UsageError(f"--export {output}: already exists; choose a new folder or pass --overwrite")
@@ -189,60 +187,62 @@ def export_model(
             "solo_version": __version__,
         },
     )
-    output.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.", dir=output.parent))
     try:
-        original = base.config
-        base.config = config
-        try:
-            base.save_pretrained(staging, max_shard_size="1000GB")
-        finally:
-            base.config = original
-        weights_file = staging / "model.safetensors"
-        tensors = load_file(str(weights_file))
-        for name, value in handle.adapter.connections.state_dict().items():
-            tensors[f"solo.{name}"] = value.detach().float().contiguous()
-        for key in handle.adapter.connections:
-            if f"solo.{key}.gate" not in tensors and plan.gate != "zero-init":
-                raise RuntimeFailure(f"adapter {adapter_path}: connection {key} has no gate tensor")
-        save_file(tensors, str(weights_file), metadata={"format": "pt"})
-        tokenizer.save_pretrained(staging)
-        shutil.copyfile(adapter_path, staging / ADAPTER_FILENAME)
-        (staging / MODELING_FILE).write_text(
-            MODELING_TEMPLATE.format(base_class=base_class, version=__version__), encoding="utf-8"
-        )
-        (staging / "README.md").write_text(
-            README_TEMPLATE.format(
-                name=output.name,
-                version=__version__,
-                base=target.loaded.name,
-                count=len(plan.connections),
-                rank=plan.rank,
-                modeling=MODELING_FILE,
-                base_class=base_class,
-                adapter=ADAPTER_FILENAME,
-            ),
-            encoding="utf-8",
-        )
-        exported = AutoModelForCausalLM.from_pretrained(staging, trust_remote_code=True, dtype=torch.float32)
-        exported.eval()
-        diff, greedy_equal = 0.0, True
-        with torch.no_grad():
-            for ids in _check_inputs(tokenizer, target.info.fingerprint.vocab_size):
-                expected = base(ids).logits
-                diff = max(diff, float((exported(ids).logits - expected).abs().max()))
-            ids = _check_inputs(tokenizer, target.info.fingerprint.vocab_size)[0]
-            settings = {"max_new_tokens": 8, "do_sample": False, "pad_token_id": tokenizer.pad_token_id}
-            greedy_equal = torch.equal(exported.generate(ids, **settings), base.generate(ids, **settings))
-        if diff > TOLERANCE:
-            raise RuntimeFailure(
-                f"export check failed: the exported model's logits differ from base + adapter by {diff:.3g} "
-                f"(tolerance {TOLERANCE}); nothing was written to {output}"
-            )
-        if output.exists():
-            shutil.rmtree(output)
-        staging.rename(output)
+        with atomic_dir(output) as staging:  # renamed onto output only once the check below passes
+            _write_export(staging, base, config, handle, tokenizer, adapter_path, plan, target.loaded.name, output.name)
+            diff, greedy_equal = _check_export(staging, base, tokenizer, target.info.fingerprint.vocab_size)
+            if diff > TOLERANCE:
+                raise RuntimeFailure(
+                    f"export check failed: the exported model's logits differ from base + adapter by {diff:.3g} "
+                    f"(tolerance {TOLERANCE}); nothing was written to {output}"
+                )
     finally:
-        shutil.rmtree(staging, ignore_errors=True)
         handle.detach()
     return ExportResult(output, diff, greedy_equal)
+
+
+def _write_export(staging: Path, base, config, handle, tokenizer, adapter_path: Path, plan, base_name: str, name: str) -> None:
+    """Base weights with the adapter tensors added, the adapter file, tokenizer, config, code and README."""
+    base_class = type(base).__name__
+    original = base.config
+    base.config = config
+    try:
+        base.save_pretrained(staging, max_shard_size="1000GB")
+    finally:
+        base.config = original
+    weights_file = staging / "model.safetensors"
+    tensors = load_file(str(weights_file))
+    for key, value in handle.adapter.connections.state_dict().items():
+        tensors[f"solo.{key}"] = value.detach().float().contiguous()
+    save_file(tensors, str(weights_file), metadata={"format": "pt"})
+    tokenizer.save_pretrained(staging)
+    shutil.copyfile(adapter_path, staging / ADAPTER_FILENAME)
+    (staging / MODELING_FILE).write_text(MODELING_TEMPLATE.format(base_class=base_class, version=__version__), encoding="utf-8")
+    (staging / "README.md").write_text(
+        README_TEMPLATE.format(
+            name=name,
+            version=__version__,
+            base=base_name,
+            count=len(plan.connections),
+            rank=plan.rank,
+            modeling=MODELING_FILE,
+            base_class=base_class,
+            adapter=ADAPTER_FILENAME,
+        ),
+        encoding="utf-8",
+    )
+
+
+def _check_export(staging: Path, base, tokenizer, vocab: int) -> tuple[float, bool]:
+    """Reload the folder with plain transformers; largest logit difference and greedy equality vs base + adapter."""
+    from transformers import AutoModelForCausalLM
+
+    exported = AutoModelForCausalLM.from_pretrained(staging, trust_remote_code=True, dtype=torch.float32).eval()
+    diff = 0.0
+    with torch.no_grad():
+        inputs = _check_inputs(tokenizer, vocab)
+        for ids in inputs:
+            diff = max(diff, float((exported(ids).logits - base(ids).logits).abs().max()))
+        settings = {"max_new_tokens": 8, "do_sample": False, "pad_token_id": tokenizer.pad_token_id}
+        greedy_equal = torch.equal(exported.generate(inputs[0], **settings), base.generate(inputs[0], **settings))
+    return diff, greedy_equal

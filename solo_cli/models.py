@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 
+from .atomic import atomic_dir
 from .errors import RuntimeFailure, UsageError
 
 BUILTIN_MODELS = {
@@ -71,16 +70,9 @@ def builtin_path(name: str) -> Path:
     if getattr(model, "hf_quantizer", None) is not None:
         # A GGUF load is marked quantized even though it was dequantized; save_pretrained refuses it.
         model.hf_quantizer.remove_quantization_config(model)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=target.parent))
-    try:
+    with atomic_dir(target) as staging:
         model.save_pretrained(staging, safe_serialization=True)
         tokenizer.save_pretrained(staging)
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(staging, target)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     return target
 
 
