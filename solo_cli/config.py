@@ -30,8 +30,10 @@ class TrainConfig:
     data: str | None = None
     output: str = "runs/solo"
     # adapter
-    connections: str = "top:2"
-    rank: int = 16
+    # Defaults chosen by bench/e2e.py (best validation BLEU of the Solo ablation, bench/results/e2e.md):
+    # chain = j-L/2 -> j for every j from L/2-1 up (16 connections on SmolLM2's 30 blocks).
+    connections: str = "chain"
+    rank: int = 4
     gate: str = "learned"
     homotopy_steps: int | None = None  # schedule-gate ramp; None: 10% of the training steps
     # data
@@ -44,7 +46,7 @@ class TrainConfig:
     epochs: float = 1.0
     batch_size: int = 8
     grad_accum: int = 1
-    lr: float = 1e-2
+    lr: float = 3e-2
     warmup: int = 0
     schedule: str = "linear"
     weight_decay: float = 0.0

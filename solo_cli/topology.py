@@ -6,7 +6,7 @@ explicit list (``"3->9,5->11"``, ``"emb->5"``) or as a preset:
 
 - ``top:N[:S]`` - N long spans of S blocks (default: half the depth) into the top N blocks.
 - ``mirror[:N]`` - U-Net style ``i -> L-1-i``; with N, only the N outermost pairs.
-- ``chain:K`` - ``j-K -> j`` for every block j that has a source K blocks below it.
+- ``chain[:K]`` - ``j-K -> j`` for every block j that has a source K blocks below it (K: half the depth).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from .errors import UsageError
 
 Connection = tuple[int, int]
 
-PRESET_HELP = "top:N[:S], mirror[:N], chain:K or a list such as '3->9,5->11' (emb = -1)"
+PRESET_HELP = "chain[:K], top:N[:S], mirror[:N] or a list such as '3->9,5->11' (emb = -1)"
 _EDGE = re.compile(r"^\s*(emb|-?\d+)\s*->\s*(-?\d+)\s*$")
 
 
@@ -45,9 +45,9 @@ def _preset(spec: str, num_blocks: int) -> list[Connection] | None:
             pairs = pairs[: _int_arg(spec, args[0], 1)]
         return pairs
     if name == "chain":
-        if len(args) != 1:
-            raise UsageError(f"--connections {spec!r}: write chain:K (the span of every link)")
-        k = _int_arg(spec, args[0], 1)
+        if len(args) > 1:
+            raise UsageError(f"--connections {spec!r}: write chain or chain:K (the span of every link)")
+        k = _int_arg(spec, args[0], 1) if args else max(1, L // 2)
         return [(j - k, j) for j in range(k - 1, L)]
     return None
 
