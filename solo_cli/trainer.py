@@ -11,7 +11,7 @@ import contextlib
 import math
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 from transformers import get_scheduler
@@ -49,7 +49,6 @@ class TrainState:
     best_valid_loss: float | None = None
     last_loss: float | None = None
     tokens: int = 0
-    history: list[dict] = field(default_factory=list)
 
 
 def total_steps(cfg: TrainConfig, num_examples: int, world_size: int = 1) -> int:
@@ -255,7 +254,6 @@ class Trainer:
                 elapsed=now - started,
                 remaining=per_step * (steps - state.step),
             )
-            state.history.append(record.to_dict())
             if state.step % cfg.log_every == 0 or state.step == steps:
                 self.callback("step", record.to_dict() | {"total_steps": steps})
             if state.step % eval_every == 0 or state.step == steps:
