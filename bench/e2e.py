@@ -1,236 +1,334 @@
-"""Quality on E2E NLG: Solo configurations against peft LoRA r=4 on q,v and the base model few-shot,
-all through the same loop, data, loss, dtype and decoding, scored with `solo eval`'s metrics.
+"""Quality on E2E NLG: Solo configurations against peft LoRA, every run a separate process.
 
-    python bench/e2e.py                      # about an hour on 2 CPU cores; writes bench/results/e2e.json and e2e.md
-    python bench/e2e.py --steps 30 --test-mrs 20 --valid-mrs 10 --out /tmp/e2e-smoke.json   # a smoke run
+    python bench/e2e.py --protocol full --jobs 7                  # a GPU: the realistic budget (about 5 min on an H100)
+    python bench/e2e.py --protocol proxy --jobs 2                 # this 2-core CPU: the whole grid in about 70 min
+    python bench/e2e.py --protocol proxy --only solo-c5-r2-rms    # some runs only (merged into the results file)
+    python bench/e2e.py --agreement                               # proxy vs full ranking (Spearman on valid loss)
 
-Protocol: a seeded subset of train.jsonl; each method's learning rate picked by a short sweep on
-validation loss (Solo's on the default plan, then shared by the Solo variants); the same number
-of steps and batch size for every run; greedy decoding; BLEU etc. on a seeded subset of test MRs
-(all references); the Solo default is the Solo run with the best BLEU on the validation MRs.
+Protocols (both: SmolLM2-135M-Instruct, chat template, completion-only loss, linear decay, no
+warm-up, max grad norm 1, validation loss on the first 256 rows of valid.jsonl):
+- ``full``: all 42,061 rows of train.jsonl, 1 epoch, batch 64 (658 steps), fp32 weights with bf16
+  autocast on CUDA; greedy decoding (64 new tokens) of all 630 test MRs scored against all references
+  by `solo eval --predictions`.
+- ``proxy``: a seeded sample of 1,024 train rows, 1 epoch, batch 16 (64 steps), float32, no decoding.
+  It exists to rank configurations on a CPU; ``--agreement`` checks that it ranks them as ``full`` does.
+
+Solo runs are `solo train` (+ `solo eval`), LoRA runs are bench/lora_run.py: the same data, batch
+order, loss and decoding. Results: bench/results/e2e-<protocol>.json and .md, with the device.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import platform
+import random
+import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
+ROOT = HERE.parent
+E2E = ROOT.parent / "shared" / "data" / "e2e"
+RESULTS = HERE / "results"
 
-from common import E2E, encode, load_base, lora_method, read_jsonl, sample, solo_method, train, valid_loss  # noqa: E402
+PROTOCOLS = {
+    "full": {"train_rows": None, "epochs": 1, "batch": 64, "decode": True, "test_mrs": None},
+    "proxy": {"train_rows": 1024, "epochs": 1, "batch": 16, "decode": False, "test_mrs": None},
+    "smoke": {"train_rows": 32, "epochs": 1, "batch": 16, "decode": True, "test_mrs": 4},  # checks the plumbing only
+}
 
-from solo_cli.evaluation import eval_set  # noqa: E402
-from solo_cli.generation import GenerationSettings, generate  # noqa: E402
-from solo_cli.metrics import Scorer  # noqa: E402
 
-LORA_PARAMS_NOTE = "LoRA r=4 on q_proj and v_proj, alpha 32, dropout 0.1 (Hu et al. 2021)"
-SOLO_RUNS = [  # name, connections, rank, gate
-    ("solo-top2-r16-learned", "top:2", 16, "learned"),
-    ("solo-top2-r16-schedule", "top:2", 16, "schedule"),
-    ("solo-top2-r16-zero-init", "top:2", 16, "zero-init"),
-    ("solo-top2-r32-learned", "top:2", 32, "learned"),
-    ("solo-top4-r16-learned", "top:4", 16, "learned"),
-    ("solo-long2-r16-learned", "top:2:27", 16, "learned"),
-    ("solo-mirror4-r16-learned", "mirror:4", 16, "learned"),
-    ("solo-chain15-r4-learned", "chain:15", 4, "learned"),
+@dataclass(frozen=True)
+class Run:
+    name: str
+    method: str  # solo or lora
+    rank: int
+    lr: float
+    connections: str = "q_proj,v_proj"
+    gate: str | None = None
+    source_norm: str = "rms"
+    seed: int = 0
+
+
+def solo(name, connections, rank, lr, gate="schedule", norm="rms", seed=0):
+    return Run(name, "solo", rank, lr, connections, gate, norm, seed)
+
+
+def lora(name, rank, lr, seed=0):
+    return Run(name, "lora", rank, lr, seed=seed)
+
+
+def spans(k: int, sources=None) -> str:
+    """The reference runs' plans as explicit lists: ``j-k -> j`` from block 0 up (no embedding source),
+    or every block fed from ``sources`` ("emb")."""
+    if sources == "emb":
+        return ",".join(f"emb->{j}" for j in range(1, 30))
+    return ",".join(f"{j - k}->{j}" for j in range(k, 30))
+
+
+# Configurations of ../shared/docs/reference-runs.md (full protocol, one H100, main at 9ee3b48), with
+# their validation loss there. Solo 0.1 had no source normalisation, hence norm="none". The set was
+# fixed before any proxy run: every LoRA row that did not diverge and every Solo row whose gate mode
+# still exists, minus the 3 chain-r4 rows at lrs that only test the lr grid's edges.
+REFERENCE = {
+    lora("ref-lora-r4-1e-2", 4, 1e-2): 0.9932,
+    lora("ref-lora-r4-5e-3", 4, 5e-3): 1.0063,
+    lora("ref-lora-r4-2e-3", 4, 2e-3): 1.0345,
+    lora("ref-lora-r1-5e-3", 1, 5e-3): 1.0629,
+    solo("ref-solo-c5-r2", spans(5), 2, 2e-2, norm="none"): 1.0168,
+    solo("ref-solo-c1-r1", spans(1), 1, 2e-2, norm="none"): 1.0506,
+    solo("ref-solo-emb-r2", spans(0, "emb"), 2, 2e-2, norm="none"): 1.0438,
+    solo("ref-solo-c15-r4-zi-5e-3", "chain:15", 4, 5e-3, gate="zero-init", norm="none"): 1.0611,
+}
+
+# What the proxy searches: source normalisation, placement and rank under the budget (94,464 on SmolLM2).
+SEARCH = [
+    solo("solo-c5-r2-rms", spans(5), 2, 2e-2),
+    solo("solo-c5-r2-rms-5e-2", spans(5), 2, 5e-2),
+    solo("solo-c2-r3-rms", spans(2), 3, 2e-2),
 ]
-FEW_SHOT = 3
+
+GRIDS = {
+    "proxy": SEARCH + list(REFERENCE),
+    "smoke": [lora("lora-r1", 1, 1e-2), solo("solo-c5-r2-rms", spans(5), 2, 2e-2)],
+    "full": [
+        *[lora(f"lora-r4-{lr:g}", 4, lr) for lr in (2e-3, 5e-3, 1e-2)],
+        *[lora(f"lora-r1-{lr:g}", 1, lr) for lr in (5e-3, 1e-2)],
+        lora("lora-r4-1e-2", 4, 1e-2, seed=1),
+        *[solo(f"solo-c5-r2-rms-{lr:g}", "chain:5", 2, lr) for lr in (1e-2, 2e-2, 5e-2)],
+        solo("solo-c5-r2-rms-2e-2", "chain:5", 2, 2e-2, seed=1),
+        solo("solo-c5-r2-none-2e-2", "chain:5", 2, 2e-2, norm="none"),
+        solo("solo-c10-r3-rms-2e-2", "chain:10", 3, 2e-2),
+        solo("solo-c2-r3-rms-2e-2", "chain:2", 3, 2e-2),
+        solo("solo-c2-r3-rms-2e-2", "chain:2", 3, 2e-2, seed=1),
+    ],
+}
 
 
-def grouped(rows: list[dict], n: int, seed: int):
-    data = eval_set(rows, "prompt" if "references" in rows[0] else "completion")
-    picked = sorted(sample(list(range(len(data.prompts))), n, seed))
-    return [data.prompts[i] for i in picked], [data.references[i] for i in picked]
+def prepare_data(protocol: str, work: Path) -> Path:
+    """The --data folder of a protocol: E2E itself (full) or a seeded sample of train.jsonl beside all of valid (proxy)."""
+    rows = PROTOCOLS[protocol]["train_rows"]
+    if rows is None:
+        return E2E
+    folder = work / "data"
+    folder.mkdir(parents=True, exist_ok=True)
+    lines = (E2E / "train.jsonl").read_text(encoding="utf-8").splitlines()
+    picked = sorted(random.Random(0).sample(range(len(lines)), rows))
+    (folder / "train.jsonl").write_text("".join(lines[i] + "\n" for i in picked), encoding="utf-8")
+    (folder / "valid.jsonl").write_text((E2E / "valid.jsonl").read_text(encoding="utf-8"), encoding="utf-8")
+    return folder
 
 
-def few_shot_prompts(prompts: list[str], shots: list[dict]) -> list[list[dict]]:
-    head = [{"role": "system", "content": "Write one fluent sentence or two describing the restaurant from its attributes."}]
-    for row in shots:
-        head += [{"role": "user", "content": row["prompt"]}, {"role": "assistant", "content": row["completion"]}]
-    return [head + [{"role": "user", "content": p}] for p in prompts]
+def commands(run: Run, protocol: str, data: Path, folder: Path, device: str) -> list[list[str]]:
+    p = PROTOCOLS[protocol]
+    py = sys.executable
+    common = ["--lr", f"{run.lr:g}", "--seed", str(run.seed), "--device", device, "--dtype", "float32"]
+    test = str(E2E / "test.jsonl")
+    limit = ["--limit", str(p["test_mrs"])] if p["test_mrs"] else []
+    if run.method == "lora":
+        cmd = [py, str(HERE / "lora_run.py"), "--data", str(data), "-o", str(folder), "--rank", str(run.rank)]
+        cmd += ["--batch", str(p["batch"]), "--epochs", str(p["epochs"]), *common]
+        return [cmd + (["--test", test, *limit] if p["decode"] else [])]
+    train = [py, "-m", "solo_cli", "train", "--data", str(data), "-o", str(folder), "--overwrite"]
+    train += ["--connections", run.connections, "--rank", str(run.rank), "--gate", run.gate, "--source-norm", run.source_norm]
+    train += ["--batch-size", str(p["batch"]), "--epochs", str(p["epochs"]), "--eval-every", "1000000", *common]
+    cmds = [train]
+    if p["decode"]:
+        cmds.append(
+            [py, "-m", "solo_cli", "eval", "--adapter", str(folder), "--data", test, "-o", str(folder / "test-preds.jsonl")]
+        )
+        cmds[-1] += ["--max-new-tokens", "64", "--batch-size", "64", "--device", device, "--json", *limit]
+    return cmds
 
 
-def decode_and_score(model, tokenizer, prompts, references, opts, scorer) -> tuple[dict, list[str]]:
-    settings = GenerationSettings(
-        max_new_tokens=opts.max_new_tokens, num_beams=opts.num_beams, no_repeat_ngram_size=4 if opts.num_beams > 1 else 0
-    )
-    tick = time.perf_counter()
-    preds = [p.strip() for p in generate(model, tokenizer, prompts, settings, chat=True, batch_size=opts.gen_batch)]
-    scores = scorer.score(preds, references).to_dict()
-    scores["decode_seconds"] = round(time.perf_counter() - tick, 1)
-    return scores, preds
+def execute(run: Run, protocol: str, data: Path, work: Path, device: str, threads: int) -> dict:
+    folder = work / f"{run.name}-s{run.seed}"
+    env = os.environ | {"OMP_NUM_THREADS": str(threads), "PYTHONPATH": str(ROOT)}
+    log = folder.with_suffix(".log")
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("w") as handle:
+        for cmd in commands(run, protocol, data, folder, device):
+            proc = subprocess.run(cmd, stdout=handle, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
+            if proc.returncode != 0:
+                return {"name": run.name, "seed": run.seed, "error": f"rc {proc.returncode}; see {log}"}
+    return collect(run, folder, protocol, env)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=150)
-    parser.add_argument("--sweep-steps", type=int, default=50)
-    parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--train-rows", type=int, default=2000)
-    parser.add_argument("--valid-rows", type=int, default=200, help="rows for validation loss")
-    parser.add_argument("--valid-mrs", type=int, default=100, help="MRs for validation BLEU (default selection)")
-    parser.add_argument("--test-mrs", type=int, default=200)
-    parser.add_argument("--max-new-tokens", type=int, default=40)
-    parser.add_argument("--num-beams", type=int, default=1)
-    parser.add_argument("--gen-batch", type=int, default=16)
-    parser.add_argument("--dtype", default="bfloat16")
-    parser.add_argument("--solo-lrs", default="3e-3,1e-2,3e-2")
-    parser.add_argument("--lora-lrs", default="5e-4,2e-3,5e-3")
-    parser.add_argument("--only", default=None, help="comma-separated run names (others skipped)")
-    parser.add_argument("--out", default=str(HERE / "results" / "e2e.json"))
-    opts = parser.parse_args()
-    started = time.perf_counter()
-    loaded = load_base(opts.dtype)
-    model, tok = loaded.model, loaded.tokenizer
-    pad = tok.pad_token_id
-    train_rows = sample(read_jsonl(E2E / "train.jsonl"), opts.train_rows, seed=0)
-    valid_rows = read_jsonl(E2E / "valid.jsonl")
-    train_examples = encode(train_rows, tok)
-    valid_examples = encode(sample(valid_rows, opts.valid_rows, seed=1), tok)
-    valid_prompts, valid_refs = grouped(valid_rows, opts.valid_mrs, seed=2)
-    test_prompts, test_refs = grouped(read_jsonl(E2E / "test.jsonl"), opts.test_mrs, seed=3)
-    out = Path(opts.out)
-    report = {
-        "model": "smollm2-135m (SmolLM2-135M-Instruct)",
-        "device": "cpu, 2 threads",
-        "dtype": opts.dtype,
-        "command": "python bench/e2e.py " + " ".join(sys.argv[1:]),
-        "protocol": {
-            "train_rows": len(train_rows),
-            "steps": opts.steps,
-            "batch": opts.batch,
-            "valid_loss_rows": opts.valid_rows,
-            "valid_mrs": len(valid_prompts),
-            "test_mrs": len(test_prompts),
-            "decoding": "greedy" if opts.num_beams == 1 else f"beam {opts.num_beams}, no-repeat 4",
-            "max_new_tokens": opts.max_new_tokens,
-            "prompt_format": "chat template (user = MR, assistant = reference), as solo train does",
-            "metric_scale": "official E2E scorer scale: BLEU, METEOR, ROUGE-L in 0-1; NIST; CIDEr; chrF 0-100",
-            "lora": LORA_PARAMS_NOTE,
-        },
-        "sweep": {},
-        "runs": [],
+def collect(run: Run, folder: Path, protocol: str, env: dict) -> dict:
+    """One row of the results: what the run's config.json recorded, its validation loss, its scores."""
+    config = json.loads((folder / "config.json").read_text())
+    lines = [json.loads(x) for x in (folder / "metrics.jsonl").read_text().splitlines() if x.strip()]
+    valid = [x["valid_loss"] for x in lines if "valid_loss" in x]
+    if run.method == "solo":
+        summary = json.loads((folder / "adapter.json").read_text()) if (folder / "adapter.json").exists() else {}
+        seconds = summary.get("seconds") or max((x.get("elapsed", 0) for x in lines), default=None)
+        connections, gate = config["connections"], config["gate"]
+    else:
+        seconds, connections, gate = config["train_seconds"], config["connections"], None
+    row = {
+        "name": run.name,
+        "method": run.method,
+        "seed": config["seed"],
+        "connections": connections,
+        "rank": config["rank"],
+        "gate": gate,
+        "source_norm": config.get("source_norm") if run.method == "solo" else None,
+        "lr": config["lr"],
+        "trainable_params": config["trainable_params"],
+        "valid_loss": valid[-1] if valid else None,
+        "train_seconds": round(seconds, 1) if seconds else None,
     }
-    only = set(opts.only.split(",")) if opts.only else None
+    preds = folder / "test-preds.jsonl"
+    if PROTOCOLS[protocol]["decode"] and preds.exists():
+        cmd = [sys.executable, "-m", "solo_cli", "eval", "--predictions", str(preds), "--data", str(E2E / "test.jsonl"), "--json"]
+        cmd += ["--limit", str(PROTOCOLS[protocol]["test_mrs"])] if PROTOCOLS[protocol]["test_mrs"] else []
+        scores = json.loads(subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT, check=True).stdout)
+        row |= {k: scores.get(k) for k in ("bleu", "nist", "meteor", "rouge_l", "cider")}
+    return row
 
-    def save():
-        out.parent.mkdir(parents=True, exist_ok=True)
-        solo = [r for r in report["runs"] if r["method"] == "solo"]
-        if solo:
-            report["default"] = max(solo, key=lambda r: r["valid_bleu"])["name"]
-        report["seconds"] = round(time.perf_counter() - started, 1)
-        out.write_text(json.dumps(report, indent=2) + "\n")
-        out.with_suffix(".md").write_text(markdown(report))
 
-    def sweep(kind: str, lrs: str) -> float:
-        losses = {}
-        for lr in (float(x) for x in lrs.split(",")):
-            method = (
-                lora_method("sweep", model, lr, opts.sweep_steps)
-                if kind == "lora"
-                else solo_method("sweep", model, "top:2", 16, "learned", lr, opts.sweep_steps)
-            )
-            train(method, train_examples, opts.sweep_steps, opts.batch, pad)
-            losses[lr] = valid_loss(method.model, valid_examples, pad)
-            method.detach()
-            print(f"sweep {kind} lr {lr:g}: valid loss {losses[lr]:.4f}", flush=True)
-        report["sweep"][kind] = {f"{lr:g}": round(v, 4) for lr, v in losses.items()}
-        save()
-        return min(losses, key=losses.get)
+def device_name(device: str) -> str:
+    import torch
 
-    with Scorer() as scorer:
-        if only is None or "base-few-shot" in only:
-            shots = train_rows[:FEW_SHOT]
-            test_scores, preds = decode_and_score(model, tok, few_shot_prompts(test_prompts, shots), test_refs, opts, scorer)
-            valid_scores, _ = decode_and_score(model, tok, few_shot_prompts(valid_prompts, shots), valid_refs, opts, scorer)
-            report["runs"].append(
-                {
-                    "name": "base-few-shot",
-                    "method": "base",
-                    "trainable_params": 0,
-                    "lr": None,
-                    "train_seconds": 0.0,
-                    "valid_loss": round(valid_loss(model, valid_examples, pad), 4),
-                    "valid_bleu": valid_scores["bleu"],
-                    **test_scores,
-                    "sample": preds[:3],
-                }
-            )
-            print(json.dumps(report["runs"][-1]), flush=True)
-            save()
-        lora_lr = sweep("lora", opts.lora_lrs) if only is None or "lora-r4-qv" in only else None
-        solo_lr = sweep("solo", opts.solo_lrs) if only is None or any(n.startswith("solo") for n in only) else None
-        plans = ([("lora-r4-qv", "lora", None, None, None)] if lora_lr else []) + [
-            (n, "solo", c, r, g) for n, c, r, g in SOLO_RUNS
-        ]
-        for name, kind, spec, rank, gate in plans:
-            if only is not None and name not in only:
-                continue
-            lr = lora_lr if kind == "lora" else solo_lr
-            method = (
-                lora_method(name, model, lr, opts.steps)
-                if kind == "lora"
-                else solo_method(name, model, spec, rank, gate, lr, opts.steps)
-            )
-            stats = train(method, train_examples, opts.steps, opts.batch, pad)
-            vloss = valid_loss(method.model, valid_examples, pad)
-            valid_scores, _ = decode_and_score(method.model, tok, valid_prompts, valid_refs, opts, scorer)
-            test_scores, preds = decode_and_score(method.model, tok, test_prompts, test_refs, opts, scorer)
-            method.detach()
-            report["runs"].append(
-                {
-                    "name": name,
-                    "method": kind,
-                    "connections": spec,
-                    "rank": rank or 4,
-                    "gate": gate,
-                    "trainable_params": method.params,
-                    "lr": lr,
-                    "train_seconds": round(stats["train_seconds"], 1),
-                    "step_s_median": round(sorted(stats["step_times"])[len(stats["step_times"]) // 2], 3),
-                    "final_train_loss": round(stats["final_loss"], 4),
-                    "valid_loss": round(vloss, 4),
-                    "valid_bleu": valid_scores["bleu"],
-                    **test_scores,
-                    "sample": preds[:3],
-                }
-            )
-            print(json.dumps(report["runs"][-1]), flush=True)
-            save()
-    save()
+    if device != "cpu" and torch.cuda.is_available():
+        return f"{torch.cuda.get_device_name(0)} (torch {torch.__version__})"
+    return f"cpu: {platform.processor() or platform.machine()}, {os.cpu_count()} cores (torch {torch.__version__})"
+
+
+def spearman(a: list[float], b: list[float]) -> float:
+    """Spearman's rank correlation (no ties in these losses)."""
+
+    def ranks(xs):
+        order = sorted(range(len(xs)), key=xs.__getitem__)
+        out = [0] * len(xs)
+        for rank, i in enumerate(order):
+            out[i] = rank
+        return out
+
+    ra, rb = ranks(a), ranks(b)
+    n = len(a)
+    return 1 - 6 * sum((x - y) ** 2 for x, y in zip(ra, rb)) / (n * (n * n - 1))
+
+
+def agreement(proxy_path: Path) -> dict:
+    """Rank the reference configurations by proxy validation loss and by the full protocol's."""
+    proxy = {r["name"]: r["valid_loss"] for r in json.loads(proxy_path.read_text())["runs"] if r.get("valid_loss") is not None}
+    pairs = [(run.name, proxy[run.name], full) for run, full in REFERENCE.items() if run.name in proxy]
+    rho = spearman([p for _, p, _ in pairs], [f for _, _, f in pairs]) if len(pairs) > 2 else None
+    return {"configurations": len(pairs), "spearman": rho, "pairs": [{"name": n, "proxy": p, "full": f} for n, p, f in pairs]}
 
 
 def markdown(report: dict) -> str:
     p = report["protocol"]
-    lora = next((r for r in report["runs"] if r["method"] == "lora"), None)
+    lora_best = min(
+        (r for r in report["runs"] if r["method"] == "lora" and r["rank"] == 4 and r.get("valid_loss")),
+        key=lambda r: r["valid_loss"],
+        default=None,
+    )
     lines = [
-        f"# E2E NLG: Solo vs LoRA on {report['model']}",
+        f"# E2E NLG, protocol `{report['protocol']['name']}`",
         "",
-        f"Command: `{report['command']}` ({report['device']}, {report['dtype']}, {report.get('seconds', 0) / 60:.0f} min). "
-        f"{p['train_rows']} training rows, {p['steps']} steps of batch {p['batch']}, {p['decoding']} decoding, "
-        f"test metrics on {p['test_mrs']} test MRs (all references), selection on {p['valid_mrs']} validation MRs. "
-        f"BLEU, METEOR, ROUGE-L on the official 0-1 scale. Learning rates by sweep on validation loss: {report['sweep']}.",
+        f"Command: `{report['command']}`. Device: {report['device']}. {p['train_rows']:,} training rows, "
+        f"{p['epochs']} epoch(s) at batch {p['batch']}; validation loss on the first 256 rows of valid.jsonl"
+        + ("; greedy decoding of all 630 test MRs, official-scorer metrics." if p["decode"] else "; no decoding.")
+        + f" Default: `{report.get('default')}`.",
         "",
-        "| run | trainable params | % of LoRA | lr | train s | valid loss | valid BLEU | BLEU | NIST | METEOR | ROUGE-L | CIDEr | chrF |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| run | seed | method | plan | rank | gate | norm | lr | params | % LoRA r4 | valid loss | BLEU | NIST | METEOR | ROUGE-L | CIDEr | train s |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
 
-    def fmt(v, digits=4):
-        return "n/a" if v is None else f"{v:.{digits}f}"
+    def f(v, d=4):
+        return "-" if v is None else f"{v:.{d}f}"
 
-    for r in report["runs"]:
-        share = f"{100 * r['trainable_params'] / lora['trainable_params']:.0f}%" if lora and r["trainable_params"] else "-"
-        mark = " **(default)**" if r["name"] == report.get("default") else ""
+    for r in sorted(report["runs"], key=lambda r: r.get("valid_loss") or 99):
+        share = f"{100 * r['trainable_params'] / lora_best['trainable_params']:.0f}%" if lora_best else "-"
+        plan = r["connections"] if len(r["connections"]) < 30 else r["connections"][:27] + "..."
         lines.append(
-            f"| {r['name']}{mark} | {r['trainable_params']:,} | {share} | {r['lr'] if r['lr'] else '-'} | "
-            f"{r['train_seconds']} | {fmt(r['valid_loss'])} | {fmt(r['valid_bleu'])} | {fmt(r['bleu'])} | "
-            f"{fmt(r['nist'])} | {fmt(r['meteor'])} | {fmt(r['rouge_l'])} | {fmt(r['cider'])} | {fmt(r['chrf'], 1)} |"
+            f"| {r['name']} | {r['seed']} | {r['method']} | {plan} | {r['rank']} | {r['gate'] or '-'} | {r.get('source_norm') or '-'} "
+            f"| {r['lr']:g} | {r['trainable_params']:,} | {share} | {f(r['valid_loss'])} | {f(r.get('bleu'))} | {f(r.get('nist'), 3)} "
+            f"| {f(r.get('meteor'))} | {f(r.get('rouge_l'))} | {f(r.get('cider'))} | {r['train_seconds']} |"
         )
+    if report.get("agreement"):
+        a = report["agreement"]
+        lines += [
+            "",
+            f"Agreement with the full protocol (reference-runs.md): Spearman {a['spearman']:.3f} over "
+            f"{a['configurations']} configurations on validation loss.",
+            "",
+            "| configuration | proxy valid loss | full valid loss |",
+            "| --- | --- | --- |",
+        ]
+        lines += [f"| {x['name']} | {x['proxy']:.4f} | {x['full']:.4f} |" for x in a["pairs"]]
     return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--protocol", choices=sorted(PROTOCOLS), default="proxy")
+    parser.add_argument(
+        "--jobs", type=int, default=None, help="runs at once, each its own process (default: 7 on CUDA, 2 on CPU)"
+    )
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--only", default=None, help="comma-separated run names; results merge into the existing file")
+    parser.add_argument("--work", default=None, help="where run folders go (default /tmp/solo-e2e/<protocol>)")
+    parser.add_argument("--agreement", action="store_true", help="only recompute the proxy/full agreement")
+    opts = parser.parse_args()
+    out = RESULTS / f"e2e-{opts.protocol}.json"
+    if opts.agreement:
+        report = json.loads((RESULTS / "e2e-proxy.json").read_text())
+        report["agreement"] = agreement(RESULTS / "e2e-proxy.json")
+        (RESULTS / "e2e-proxy.json").write_text(json.dumps(report, indent=2) + "\n")
+        (RESULTS / "e2e-proxy.md").write_text(markdown(report))
+        print(json.dumps(report["agreement"]))
+        return
+    import torch
+
+    cuda = opts.device != "cpu" and torch.cuda.is_available()
+    jobs = opts.jobs or (7 if cuda else 2)
+    threads = max(1, (os.cpu_count() or 2) // jobs)
+    work = Path(opts.work or f"/tmp/solo-e2e/{opts.protocol}")
+    data = prepare_data(opts.protocol, work)
+    grid = GRIDS[opts.protocol]
+    if opts.only:
+        wanted = set(opts.only.split(","))
+        grid = [r for r in grid if r.name in wanted]
+    old = json.loads(out.read_text()) if out.exists() and opts.only else {"runs": []}
+    keep = [r for r in old["runs"] if (r["name"], r["seed"]) not in {(g.name, g.seed) for g in grid}]
+    p = PROTOCOLS[opts.protocol]
+    report = {
+        "device": device_name(opts.device),
+        "command": "python bench/e2e.py " + " ".join(sys.argv[1:]),
+        "protocol": {
+            "name": opts.protocol,
+            "train_rows": p["train_rows"] or 42061,
+            "epochs": p["epochs"],
+            "batch": p["batch"],
+            "decode": p["decode"],
+            "jobs": jobs,
+        },
+        "runs": keep,
+    }
+    started = time.perf_counter()
+    with ThreadPoolExecutor(jobs) as pool:
+        for row in pool.map(lambda r: execute(r, opts.protocol, data, work, opts.device, threads), grid):
+            print(json.dumps(row), flush=True)
+            if "error" not in row:
+                report["runs"].append(row)
+    report["seconds"] = round(time.perf_counter() - started, 1)
+    solo_runs = [r for r in report["runs"] if r["method"] == "solo" and not r["name"].startswith("ref-") and r["valid_loss"]]
+    if solo_runs:
+        report["default"] = min(solo_runs, key=lambda r: r["valid_loss"])["name"]
+    if opts.protocol == "proxy":
+        out.write_text(json.dumps(report, indent=2) + "\n")
+        report["agreement"] = agreement(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    out.with_suffix(".md").write_text(markdown(report))
 
 
 if __name__ == "__main__":

@@ -1,6 +1,9 @@
 """The Solo adapter: low-rank long skip connections between decoder blocks, and their hooks.
 
-A connection ``i -> j`` changes the output of block ``j`` to ``block_j(h_{j-1}) + t * B A h_i``.
+A connection ``i -> j`` changes the output of block ``j`` to ``block_j(h_{j-1}) + t * B A n(h_i)``,
+where ``n`` is the source normalisation (``rms``: each position's h_i divided by its RMS, because
+residual streams grow with depth and carry a few "massive" dimensions of 10^4 on the first token;
+``none``: h_i as it is, as solo 0.1 trained every adapter).
 All trainable tensors live in one container module, :class:`SoloAdapter`, so the adapter's
 state is ``adapter.state_dict()``; the base model is never modified, only hooked.
 """
@@ -17,6 +20,11 @@ from .blocks import find_blocks
 from .topology import Connection
 
 GATE_MODES = ("learned", "schedule", "zero-init")
+# "learned" is only read (adapters of solo 0.1): a trainable scalar multiplying B A stayed near 0
+# on a full E2E epoch (mean -0.03) and throttled every update of A and B; see bench/results/e2e-proxy.md.
+TRAINABLE_GATES = ("schedule", "zero-init")
+SOURCE_NORMS = ("rms", "none")
+RMS_EPS = 1e-6
 
 
 @dataclass
@@ -28,6 +36,7 @@ class AdapterConfig:
     gate: str = "learned"
     homotopy_steps: int = 0  # length of the 0 -> 1 ramp in "schedule" mode
     hidden_size: int = 0
+    source_norm: str = "none"  # what files without the field were trained with
     extra: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
@@ -37,6 +46,7 @@ class AdapterConfig:
             "gate": self.gate,
             "homotopy_steps": self.homotopy_steps,
             "hidden_size": self.hidden_size,
+            "source_norm": self.source_norm,
         }
 
 
@@ -46,10 +56,11 @@ def connection_key(src: int, dst: int) -> str:
 
 
 class SoloConnection(nn.Module):
-    """One low-rank path ``h_src -> t * B A h_src`` added to the output of the destination block."""
+    """One low-rank path ``h_src -> t * B A n(h_src)`` added to the output of the destination block."""
 
-    def __init__(self, hidden_size: int, rank: int, gate: str) -> None:
+    def __init__(self, hidden_size: int, rank: int, gate: str, source_norm: str = "none") -> None:
         super().__init__()
+        self.source_norm = source_norm
         self.A = nn.Parameter(torch.empty(rank, hidden_size))
         self.B = nn.Parameter(torch.empty(hidden_size, rank))
         self.gate_mode = gate
@@ -75,6 +86,8 @@ class SoloConnection(nn.Module):
 
     def forward(self, source: torch.Tensor) -> torch.Tensor:
         x = source.to(self.A.dtype)
+        if self.source_norm == "rms":
+            x = x * torch.rsqrt(x.square().mean(-1, keepdim=True) + RMS_EPS)
         delta = (x @ self.A.t()) @ self.B.t()
         if self.gate is not None:
             delta = delta * self.gate.to(delta.dtype)
@@ -92,9 +105,14 @@ class SoloAdapter(nn.Module):
         super().__init__()
         if config.gate not in GATE_MODES:
             raise ValueError(f"gate must be one of {GATE_MODES}, got {config.gate!r}")
+        if config.source_norm not in SOURCE_NORMS:
+            raise ValueError(f"source_norm must be one of {SOURCE_NORMS}, got {config.source_norm!r}")
         self.config = config
         self.connections = nn.ModuleDict(
-            {connection_key(i, j): SoloConnection(config.hidden_size, config.rank, config.gate) for i, j in config.connections}
+            {
+                connection_key(i, j): SoloConnection(config.hidden_size, config.rank, config.gate, config.source_norm)
+                for i, j in config.connections
+            }
         )
 
     def items(self):

@@ -2,7 +2,7 @@
 
 Tensors: ``connections.<src>_<dst>.A`` (r x d), ``.B`` (d x r) and ``.gate`` (a scalar, in the
 gated modes). Metadata (every value a JSON string): format, format_version, solo_version,
-connections, rank, gate, homotopy_steps, base_model, base_revision, fingerprint, data_format,
+connections, rank, gate, homotopy_steps, source_norm (from version 2), base_model, base_revision, fingerprint, data_format,
 chat_template, training.
 """
 
@@ -18,13 +18,13 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from . import __version__
-from .adapter import GATE_MODES, AdapterConfig, SoloAdapter
+from .adapter import GATE_MODES, SOURCE_NORMS, AdapterConfig, SoloAdapter
 from .atomic import write_atomic
 from .blocks import Fingerprint
 from .errors import UsageError
 
 FORMAT_NAME = "solo-adapter"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2 added source_norm; version 1 files (no field) were trained without one
 ADAPTER_FILENAME = "adapter.safetensors"
 
 
@@ -51,6 +51,7 @@ class AdapterInfo:
             "rank": self.config.rank,
             "gate": self.config.gate,
             "homotopy_steps": self.config.homotopy_steps,
+            "source_norm": self.config.source_norm,
             "base_model": self.base_model,
             "base_revision": self.base_revision,
             "fingerprint": self.fingerprint.to_dict(),
@@ -120,7 +121,10 @@ def read_info(path: str | os.PathLike) -> AdapterInfo:
             gate=gate,
             homotopy_steps=int(_field(meta, "homotopy_steps", path)),
             hidden_size=fp.hidden_size,
+            source_norm=_field(meta, "source_norm", path) if "source_norm" in meta else "none",
         )
+        if config.source_norm not in SOURCE_NORMS:
+            raise ValueError(f"unknown source_norm {config.source_norm!r}")
     except (TypeError, ValueError) as exc:
         raise UsageError(f"adapter {path}: malformed header ({exc}); the file is damaged") from None
     return AdapterInfo(

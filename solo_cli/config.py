@@ -13,7 +13,7 @@ from pathlib import Path
 
 import yaml
 
-from .adapter import GATE_MODES
+from .adapter import SOURCE_NORMS, TRAINABLE_GATES
 from .errors import UsageError
 
 LR_SCHEDULES = ("linear", "cosine", "constant")
@@ -30,11 +30,11 @@ class TrainConfig:
     data: str | None = None
     output: str = "runs/solo"
     # adapter
-    # Defaults chosen by bench/e2e.py (best validation BLEU of the Solo ablation, bench/results/e2e.md):
-    # chain = j-L/2 -> j for every j from L/2-1 up (16 connections on SmolLM2's 30 blocks).
+    # Defaults chosen by bench/e2e.py --protocol proxy (bench/results/e2e-proxy.md).
     connections: str = "chain"
-    rank: int = 4
-    gate: str = "learned"
+    rank: int = 2
+    gate: str = "schedule"
+    source_norm: str = "rms"
     homotopy_steps: int | None = None  # schedule-gate ramp; None: 10% of the training steps
     # data
     max_seq_length: int = 256
@@ -46,7 +46,7 @@ class TrainConfig:
     epochs: float = 1.0
     batch_size: int = 8
     grad_accum: int = 1
-    lr: float = 3e-2
+    lr: float = 2e-2
     warmup: int = 0
     schedule: str = "linear"
     weight_decay: float = 0.0
@@ -71,8 +71,15 @@ class TrainConfig:
         def bad(name: str, message: str) -> None:
             problems.append(f"--{name.replace('_', '-')} {getattr(self, name)!r}: {message}")
 
-        if self.gate not in GATE_MODES:
-            bad("gate", f"use one of {', '.join(GATE_MODES)}")
+        if self.gate == "learned":
+            bad(
+                "gate",
+                "the learned gate was retired in solo 0.2 (it stayed near 0 and slowed A and B); use schedule or zero-init",
+            )
+        elif self.gate not in TRAINABLE_GATES:
+            bad("gate", f"use one of {', '.join(TRAINABLE_GATES)}")
+        if self.source_norm not in SOURCE_NORMS:
+            bad("source_norm", f"use one of {', '.join(SOURCE_NORMS)}")
         if self.schedule not in LR_SCHEDULES:
             bad("schedule", f"use one of {', '.join(LR_SCHEDULES)}")
         if self.dtype not in DTYPE_NAMES:

@@ -19,6 +19,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from . import __version__
+from .adapter import RMS_EPS
 from .adapter_file import ADAPTER_FILENAME, resolve_adapter_path
 from .atomic import atomic_dir
 from .blocks import find_blocks
@@ -33,7 +34,7 @@ MODELING_TEMPLATE = '''"""A {base_class} with Solo Connection adapters (low-rank
 
 Written by solo {version} with `solo merge --export`. This file is code that transformers runs
 when the folder is loaded with trust_remote_code=True. Without it, transformers loads the plain
-base model and ignores the connections. A connection i -> j adds t * B A h_i to the output of
+base model and ignores the connections. A connection i -> j adds t * B A n(h_i) to the output of
 decoder block j (h_i: the hidden state leaving block i; -1 is the embedding output).
 """
 
@@ -43,14 +44,18 @@ from transformers import {base_class} as _Base
 
 
 class SoloConnection(nn.Module):
-    def __init__(self, hidden_size, rank, gated):
+    def __init__(self, hidden_size, rank, gated, source_norm):
         super().__init__()
+        self.source_norm = source_norm
         self.A = nn.Parameter(torch.zeros(rank, hidden_size))
         self.B = nn.Parameter(torch.zeros(hidden_size, rank))
         self.gate = nn.Parameter(torch.ones(())) if gated else None
 
     def forward(self, source):
-        delta = (source.to(self.A.dtype) @ self.A.t()) @ self.B.t()
+        x = source.to(self.A.dtype)
+        if self.source_norm == "rms":
+            x = x * torch.rsqrt(x.square().mean(-1, keepdim=True) + {eps})
+        delta = (x @ self.A.t()) @ self.B.t()
         return delta if self.gate is None else delta * self.gate.to(delta.dtype)
 
 
@@ -60,7 +65,7 @@ class SoloForCausalLM(_Base):
         spec = config.solo_adapter
         plan = [(int(i), int(j)) for i, j in spec["connections"]]
         key = lambda i, j: ("emb" if i == -1 else str(i)) + "_" + str(j)  # noqa: E731
-        self.solo = nn.ModuleDict({{key(i, j): SoloConnection(spec["hidden_size"], spec["rank"], spec["gated"]) for i, j in plan}})
+        self.solo = nn.ModuleDict({{key(i, j): SoloConnection(spec["hidden_size"], spec["rank"], spec["gated"], spec.get("source_norm", "none")) for i, j in plan}})
         blocks = self.get_submodule(spec["blocks_path"])
         incoming = {{}}
         for i, j in plan:
@@ -181,6 +186,7 @@ def export_model(
             "connections": [list(c) for c in plan.connections],
             "rank": plan.rank,
             "gated": plan.gate != "zero-init",
+            "source_norm": plan.source_norm,
             "hidden_size": plan.hidden_size,
             "blocks_path": blocks_path,
             "adapter_file": ADAPTER_FILENAME,
@@ -217,7 +223,9 @@ def _write_export(staging: Path, base, config, handle, tokenizer, adapter_path: 
     save_file(tensors, str(weights_file), metadata={"format": "pt"})
     tokenizer.save_pretrained(staging)
     shutil.copyfile(adapter_path, staging / ADAPTER_FILENAME)
-    (staging / MODELING_FILE).write_text(MODELING_TEMPLATE.format(base_class=base_class, version=__version__), encoding="utf-8")
+    (staging / MODELING_FILE).write_text(
+        MODELING_TEMPLATE.format(base_class=base_class, version=__version__, eps=RMS_EPS), encoding="utf-8"
+    )
     (staging / "README.md").write_text(
         README_TEMPLATE.format(
             name=name,

@@ -2,21 +2,27 @@
 
 The vocabulary projection is the most expensive single layer of a small LM (49k x 576 for
 SmolLM2). Prompt tokens carry no loss, so the projection runs only on the hidden states of the
-positions that predict a trained token.
+positions that predict a trained token: ``head(body(...).last_hidden_state)``. Many models do
+more between the body and the logits (Granite divides by ``logits_scaling``, FalconH1 multiplies
+by ``lm_head_multiplier``, Gemma soft-caps, Cohere scales), so that shortcut is used only once it
+has been proven equal to the model's own logits, on the first batch each model sees; otherwise
+the loss takes the model's full forward.
 """
 
 from __future__ import annotations
+
+import weakref
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+# model -> (body, head) when proven equal to the model's logits, None when not
+_VERIFIED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
-def _fast_path(model: nn.Module) -> tuple[nn.Module, nn.Module] | None:
-    """``(body, head)`` when the logits are exactly ``head(body(...).last_hidden_state)``."""
-    config = getattr(model, "config", None)
-    if getattr(config, "final_logit_softcapping", None) or getattr(config, "logit_scale", None):
-        return None
+
+def _candidate(model: nn.Module) -> tuple[nn.Module, nn.Module] | None:
+    """``(body, head)`` if the model has the usual shape: a base model and a linear output embedding."""
     body = getattr(model, "base_model", None)
     head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
     if body is None or body is model or not isinstance(head, nn.Linear):
@@ -24,12 +30,35 @@ def _fast_path(model: nn.Module) -> tuple[nn.Module, nn.Module] | None:
     return body, head
 
 
+@torch.no_grad()
+def _proves_equal(model: nn.Module, body: nn.Module, head: nn.Module, batch: dict[str, torch.Tensor]) -> bool:
+    """Compare the shortcut with the full forward on one row, dropout off (so no RNG is consumed)."""
+    was_training = model.training
+    model.eval()
+    try:
+        ids, mask = batch["input_ids"][:1], batch["attention_mask"][:1]
+        full = model(input_ids=ids, attention_mask=mask, use_cache=False).logits.float()
+        fast = head(body(input_ids=ids, attention_mask=mask, use_cache=False).last_hidden_state).float()
+    finally:
+        model.train(was_training)
+    scale = float(full.abs().max().clamp_min(1.0))
+    return full.shape == fast.shape and bool(torch.allclose(fast, full, rtol=1e-3, atol=1e-3 * scale))
+
+
+def fast_path(model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[nn.Module, nn.Module] | None:
+    """The proven ``(body, head)`` shortcut of ``model``, or None; checked once per model object."""
+    if model not in _VERIFIED:
+        candidate = _candidate(model)
+        _VERIFIED[model] = candidate if candidate and _proves_equal(model, *candidate, batch) else None
+    return _VERIFIED[model]
+
+
 def causal_lm_loss(model: nn.Module, batch: dict[str, torch.Tensor], label_smoothing: float = 0.0) -> tuple[torch.Tensor, int]:
     """Mean next-token cross-entropy over the trained tokens of ``batch``; returns (loss, tokens)."""
     targets = batch["labels"][:, 1:]
     keep = targets != -100
     count = int(keep.sum())
-    fast = _fast_path(model)
+    fast = fast_path(model, batch)
     if fast is not None:
         body, head = fast
         hidden = body(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False).last_hidden_state

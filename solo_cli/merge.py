@@ -74,6 +74,11 @@ def merge_adapters(paths: list[str | Path], weights: list[float], rank: int | No
                 f"cannot merge {path} (base {info.base_model}: {info.fingerprint.describe()}) with {first_path} "
                 f"(base {first.base_model}: {first.fingerprint.describe()}); merge adapters of the same base model"
             )
+        if info.config.source_norm != first.config.source_norm:
+            raise UsageError(
+                f"cannot merge {path} (source_norm {info.config.source_norm}) with {first_path} "
+                f"(source_norm {first.config.source_norm}): their connections read different inputs"
+            )
     rank = rank or max(info.config.rank for _, info in loaded)
     if rank < 1:
         raise UsageError(f"--rank {rank}: must be at least 1")
@@ -84,7 +89,16 @@ def merge_adapters(paths: list[str | Path], weights: list[float], rank: int | No
     if not plan:
         raise UsageError("--weights: every adapter has weight 0, so the merge would be empty")
     gate_mode = first.config.gate
-    out = SoloAdapter(AdapterConfig(plan, rank, gate_mode, first.config.homotopy_steps, first.fingerprint.hidden_size))
+    out = SoloAdapter(
+        AdapterConfig(
+            plan,
+            rank,
+            gate_mode,
+            first.config.homotopy_steps,
+            first.fingerprint.hidden_size,
+            source_norm=first.config.source_norm,
+        )
+    )
     errors: dict[str, float] = {}
     with torch.no_grad():
         for src, dst in plan:

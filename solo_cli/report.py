@@ -46,6 +46,7 @@ def adapter_report(path) -> dict:
         "solo_version": info.solo_version,
         "gate_mode": info.config.gate,
         "homotopy_steps": info.config.homotopy_steps,
+        "source_norm": info.config.source_norm,
         "rank": info.config.rank,
         "connections": rows,
         "trainable_params": total,
@@ -89,7 +90,7 @@ def lora_qv_params(blocks: nn.ModuleList, rank: int = 4) -> int | None:
 
 
 def plan_report(
-    model_name: str, spec: str, rank: int, gate: str = "learned", revision: str | None = None, trust_remote_code: bool = False
+    model_name: str, spec: str, rank: int, gate: str = "schedule", revision: str | None = None, trust_remote_code: bool = False
 ) -> dict:
     """The model's blocks and what a connection plan costs, beside LoRA r=4 on q and v."""
     from transformers import AutoModelForCausalLM

@@ -114,7 +114,7 @@ def prepare(cfg: TrainConfig, loaded: LoadedModel | None = None, ctx: DistContex
     steps = total_steps(cfg, len(train.examples), ctx.world_size)
     homotopy = cfg.homotopy_steps or max(1, steps // 10)
     set_seed(cfg.seed)
-    adapter = SoloAdapter(AdapterConfig(connections, cfg.rank, cfg.gate, homotopy, fp.hidden_size))
+    adapter = SoloAdapter(AdapterConfig(connections, cfg.rank, cfg.gate, homotopy, fp.hidden_size, source_norm=cfg.source_norm))
     return PreparedRun(cfg, loaded, fp, adapter, train, valid, steps, device, ctx)
 
 
@@ -255,6 +255,7 @@ def execute(run: PreparedRun, callback: Callback | None = None) -> TrainResult:
             "connections_resolved": format_connections(run.adapter.config.connections),
             "homotopy_steps_resolved": run.adapter.config.homotopy_steps,
             "total_steps": run.steps,
+            "trainable_params": run.adapter.num_parameters(),
             "solo_version": __version__,
         }
         write_json(out / "config.json", resolved)

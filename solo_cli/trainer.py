@@ -80,17 +80,8 @@ def micro_batches(
 
 
 def make_optimizer(adapter: SoloAdapter, cfg: TrainConfig, steps: int):
-    """AdamW over the adapter. A learned gate is one scalar that must travel 0 -> 1, while A and B
-    entries live at the 0.01-0.1 scale: at the shared lr it would need thousands of steps to open,
-    so its lr is at least 1 / homotopy_steps (it can open within the homotopy window), capped at
-    0.1 so that a very short window cannot make it jump."""
-    matrices = [p for n, p in adapter.named_parameters() if not n.endswith("gate")]
-    gates = [p for n, p in adapter.named_parameters() if n.endswith("gate")]
-    groups = [{"params": matrices, "weight_decay": cfg.weight_decay}]
-    if gates:
-        gate_lr = max(cfg.lr, 1.0 / max(10, adapter.config.homotopy_steps))
-        groups.append({"params": gates, "weight_decay": 0.0, "lr": gate_lr})
-    optimizer = torch.optim.AdamW(groups, lr=cfg.lr)
+    """AdamW over the adapter's A and B, with the configured learning-rate schedule."""
+    optimizer = torch.optim.AdamW(adapter.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     name = "constant_with_warmup" if cfg.schedule == "constant" else cfg.schedule
     scheduler = get_scheduler(name, optimizer, num_warmup_steps=cfg.warmup, num_training_steps=steps)
     return optimizer, scheduler

@@ -6,7 +6,7 @@ from tiny import ARCHS, make_model
 from torch.testing import assert_close
 
 from solo_cli import AdapterConfig, SoloAdapter, attach, fingerprint
-from solo_cli.adapter import GATE_MODES
+from solo_cli.adapter import GATE_MODES, SOURCE_NORMS
 from solo_cli.blocks import find_blocks
 from solo_cli.loss import causal_lm_loss
 from solo_cli.trainer import set_checkpointing
@@ -14,9 +14,10 @@ from solo_cli.trainer import set_checkpointing
 PLAN = [(-1, 2), (0, 3), (1, 3)]
 
 
-def make_adapter(model, gate="learned", plan=PLAN, rank=4, seed=0):
+def make_adapter(model, gate="learned", plan=PLAN, rank=4, seed=0, source_norm="none"):
     torch.manual_seed(seed)
-    return SoloAdapter(AdapterConfig(plan, rank, gate, homotopy_steps=10, hidden_size=fingerprint(model).hidden_size))
+    config = AdapterConfig(plan, rank, gate, homotopy_steps=10, hidden_size=fingerprint(model).hidden_size, source_norm=source_norm)
+    return SoloAdapter(config)
 
 
 def perturb(adapter, scale=0.5):
@@ -29,6 +30,10 @@ def perturb(adapter, scale=0.5):
     return adapter
 
 
+def _hidden(output):
+    return output[0] if isinstance(output, tuple) else output
+
+
 def inputs(batch=2, length=7, seed=1):
     g = torch.Generator().manual_seed(seed)
     return torch.randint(3, 300, (batch, length), generator=g)
@@ -36,11 +41,12 @@ def inputs(batch=2, length=7, seed=1):
 
 @pytest.mark.parametrize("arch", ARCHS)
 @pytest.mark.parametrize("gate", GATE_MODES)
-def test_fresh_adapter_gives_exactly_the_base_logits(arch, gate):
+@pytest.mark.parametrize("source_norm", SOURCE_NORMS)
+def test_fresh_adapter_gives_exactly_the_base_logits(arch, gate, source_norm):
     model = make_model(arch)
     ids = inputs()
     base = model(ids).logits
-    handle = attach(model, make_adapter(model, gate))
+    handle = attach(model, make_adapter(model, gate, source_norm=source_norm))
     assert torch.equal(model(ids).logits, base)
     handle.detach()
 
@@ -86,27 +92,31 @@ def test_cached_generation_equals_uncached(arch):
 
 
 @pytest.mark.parametrize("arch", ARCHS)
-def test_connection_adds_low_rank_map_of_source(arch):
-    """h_j <- block_j(h_{j-1}) + t B A h_i, checked against hidden states captured by hand."""
+@pytest.mark.parametrize("source_norm", SOURCE_NORMS)
+def test_connection_adds_low_rank_map_of_source(arch, source_norm):
+    """h_j <- block_j(h_{j-1}) + t B A n(h_i), checked against hidden states captured by hand."""
     model = make_model(arch)
     _, blocks = find_blocks(model)
     ids = inputs()
 
     def capture():
         seen = {}
-        hooks = [blocks[k].register_forward_hook(lambda m, a, o, k=k: seen.__setitem__(k, o)) for k in (0, 2)]
+        hooks = [blocks[k].register_forward_hook(lambda m, a, o, k=k: seen.__setitem__(k, _hidden(o))) for k in (0, 2)]
         model(ids)
         for h in hooks:
             h.remove()
         return seen
 
     plain = capture()
-    adapter = perturb(make_adapter(model, plan=[(0, 2)]))
+    adapter = perturb(make_adapter(model, plan=[(0, 2)], source_norm=source_norm))
     attach(model, adapter)
     adapted = capture()  # hooks registered after the adapter's see its output
     conn = adapter.connections["0_2"]
     assert torch.equal(adapted[0], plain[0])
-    assert_close(adapted[2], plain[2] + 0.7 * (plain[0] @ conn.A.t() @ conn.B.t()), rtol=1e-5, atol=1e-6)
+    source = plain[0]
+    if source_norm == "rms":  # each position divided by its root mean square
+        source = source / source.pow(2).mean(-1, keepdim=True).add(1e-6).sqrt()
+    assert_close(adapted[2], plain[2] + 0.7 * (source @ conn.A.t() @ conn.B.t()), rtol=1e-5, atol=1e-6)
 
 
 def test_gradients_reach_only_adapter_tensors():

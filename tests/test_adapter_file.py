@@ -104,3 +104,33 @@ def test_missing_and_truncated_files_are_clear_errors(tmp_path):
     path.write_bytes(data[: len(data) // 2])
     with pytest.raises(UsageError, match="a.safetensors"):
         load_adapter(path)
+
+
+def test_a_version_1_file_without_source_norm_loads_as_none(tmp_path):
+    """solo 0.1 wrote no source_norm and trained on raw h_i: such files must keep their exact outputs."""
+    model = make_model("llama")
+    adapter = perturb(make_adapter(model, "schedule"))
+    info = info_for(model, adapter)
+    info.format_version = 1
+    meta = info.to_metadata()
+    del meta["source_norm"]
+    path = tmp_path / "old.safetensors"
+    save_file({k: v.contiguous() for k, v in adapter.state_dict().items()}, str(path), metadata=meta)
+    loaded, read = load_adapter(path)
+    assert read.config.source_norm == "none" and read.format_version == 1
+    ids = inputs()
+    attach(model, adapter).detach()
+    handle = attach(model, adapter)
+    expected = model(ids).logits
+    handle.detach()
+    handle = attach(model, loaded)
+    assert torch.equal(model(ids).logits, expected)
+    handle.detach()
+
+
+@pytest.mark.parametrize("source_norm", ["rms", "none"])
+def test_source_norm_round_trips(tmp_path, source_norm):
+    model = make_model("llama")
+    adapter = perturb(make_adapter(model, "schedule", source_norm=source_norm))
+    path = save_adapter(tmp_path / "a.safetensors", adapter, info_for(model, adapter))
+    assert read_info(path).config.source_norm == source_norm

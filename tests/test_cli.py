@@ -61,7 +61,7 @@ def test_train_prints_the_parameter_line_and_writes_the_run(trained, tiny_model_
         4,
     )
     assert result.exit_code == 0, result.output
-    trainable = 2 * (2 * 32 * 4 + 1)
+    trainable = 2 * 2 * 32 * 4  # the default schedule gate is a buffer, not a parameter
     assert f"trainable params: {trainable:,} || all params: " in result.output
     assert "trainable%: " in result.output
     assert "step 2/2 loss" in result.output  # plain progress lines when not on a terminal
@@ -158,7 +158,7 @@ def test_inspect_model_plan_beside_lora(tiny_model_dir):
     result = invoke("inspect", "--model", tiny_model_dir, "--connections", "0->3,1->3", "--rank", 2, "--json")
     assert result.exit_code == 0, result.output
     report = json.loads(result.output)
-    assert report["plan"]["trainable_params"] == 2 * (2 * 32 * 2 + 1)
+    assert report["plan"]["trainable_params"] == 2 * 2 * 32 * 2  # the default schedule gate trains nothing
     # tiny llama: q 32->32, v 32->16 (2 kv heads of 8), r=4, 4 blocks
     assert report["lora_qv_r4"]["trainable_params"] == 4 * 4 * ((32 + 32) + (32 + 16))
     assert report["plan"]["blocks_with_backward"] == 1

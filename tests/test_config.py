@@ -82,7 +82,7 @@ def test_bad_value_names_the_flag(changes, flag):
 
 
 def test_bad_value_message_shows_value_and_choices():
-    with pytest.raises(UsageError, match=r"--gate 'sometimes': use one of learned, schedule, zero-init"):
+    with pytest.raises(UsageError, match=r"--gate 'sometimes': use one of schedule, zero-init"):
         TrainConfig(gate="sometimes").validate()
     with pytest.raises(UsageError, match=r"--rank 0: must be at least 1"):
         TrainConfig(rank=0).validate()
@@ -221,3 +221,13 @@ def test_build_config_validates(tmp_path):
         build_config(path, {})
     with pytest.raises(UsageError, match="--rank 0"):
         build_config(None, {"rank": 0})
+
+
+def test_the_retired_learned_gate_is_refused_with_the_reason():
+    with pytest.raises(UsageError, match=r"--gate 'learned': the learned gate was retired .* use schedule or zero-init"):
+        TrainConfig(gate="learned").validate()
+
+
+def test_bad_source_norm_names_the_flag():
+    with pytest.raises(UsageError, match=r"--source-norm 'layer': use one of rms, none"):
+        TrainConfig(source_norm="layer").validate()

@@ -23,7 +23,7 @@ def config(data, out, **kw):
         output=str(out),
         connections="emb->2,1->3",
         rank=4,
-        gate="learned",
+        gate="schedule",
         lr=1e-2,
         max_steps=10,
         batch_size=4,

@@ -31,11 +31,12 @@ def config(data, out, **kw):
     return TrainConfig(**values).validate()
 
 
-@pytest.mark.parametrize("gate", ["learned", "schedule", "zero-init"])
-def test_loss_falls_and_base_weights_stay_frozen(tiny_model_dir, tiny_data, tmp_path, gate):
+@pytest.mark.parametrize("gate", ["schedule", "zero-init"])
+@pytest.mark.parametrize("source_norm", ["rms", "none"])
+def test_loss_falls_and_base_weights_stay_frozen(tiny_model_dir, tiny_data, tmp_path, gate, source_norm):
     loaded = load_model(tiny_model_dir)
     before = {k: v.clone() for k, v in loaded.model.state_dict().items()}
-    run = prepare(config(tiny_data, tmp_path / "run", gate=gate, lr=3e-2), loaded)
+    run = prepare(config(tiny_data, tmp_path / "run", gate=gate, source_norm=source_norm, lr=3e-2), loaded)
     pad = loaded.tokenizer.pad_token_id
     start_loss = evaluate_loss(loaded.model, run.train.examples, 8, pad, run.device)
     check_output(run.cfg)
@@ -50,6 +51,7 @@ def test_loss_falls_and_base_weights_stay_frozen(tiny_model_dir, tiny_data, tmp_
     handle.detach()
     assert end_loss < start_loss - 0.3, (start_loss, end_loss)
     assert info.training["steps"] == 30 and info.data_format == "completion" and info.chat_template is False
+    assert info.config.source_norm == source_norm
 
 
 def test_run_folder_holds_every_output(tiny_model_dir, tiny_data, tmp_path):
@@ -75,7 +77,7 @@ def test_run_folder_holds_every_output(tiny_model_dir, tiny_data, tmp_path):
 def test_same_seed_gives_the_same_adapter(tiny_model_dir, tiny_data, tmp_path):
     tensors = []
     for name in ("a", "b"):
-        cfg = config(tiny_data, tmp_path / name, max_steps=5, gate="learned")
+        cfg = config(tiny_data, tmp_path / name, max_steps=5, gate="schedule")
         run = prepare(cfg, load_model(tiny_model_dir))
         check_output(cfg)
         adapter, _ = load_adapter(execute(run).adapter_path)
@@ -87,7 +89,7 @@ def test_same_seed_gives_the_same_adapter(tiny_model_dir, tiny_data, tmp_path):
 def test_grad_accumulation_matches_a_larger_batch(tiny_model_dir, tiny_data, tmp_path):
     results = []
     for name, batch, accum in (("big", 8, 1), ("accum", 4, 2)):
-        cfg = config(tiny_data, tmp_path / name, max_steps=3, batch_size=batch, grad_accum=accum, gate="learned")
+        cfg = config(tiny_data, tmp_path / name, max_steps=3, batch_size=batch, grad_accum=accum, gate="schedule")
         run = prepare(cfg, load_model(tiny_model_dir))
         check_output(cfg)
         adapter, _ = load_adapter(execute(run).adapter_path)

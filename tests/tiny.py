@@ -4,17 +4,7 @@ from __future__ import annotations
 
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-from transformers import (
-    GPT2Config,
-    GPT2LMHeadModel,
-    GPTNeoXConfig,
-    GPTNeoXForCausalLM,
-    LlamaConfig,
-    LlamaForCausalLM,
-    PreTrainedTokenizerFast,
-    Qwen2Config,
-    Qwen2ForCausalLM,
-)
+from transformers import PreTrainedTokenizerFast
 
 VOCAB = 320
 LAYERS = 4
@@ -50,68 +40,52 @@ def make_tokenizer(chat: bool = True) -> PreTrainedTokenizerFast:
     return fast
 
 
+# Every architecture the tests run on, with what makes it differ: a logits scaling (granite:
+# logits_scaling, cohere: logit_scale, falcon_h1: lm_head_multiplier), soft-capping (gemma2),
+# another block path (opt: model.decoder.layers; gpt2, bloom, falcon: transformer.h; gpt_neox),
+# parallel attention (falcon, cohere), hybrid attention + Mamba blocks (falcon_h1).
+EXTRA = {
+    "gpt2": {"n_positions": 256, "resid_pdrop": 0.0, "embd_pdrop": 0.0, "attn_pdrop": 0.0},
+    "llama": {},
+    "qwen2": {},
+    "gpt_neox": {"hidden_dropout": 0.0, "attention_dropout": 0.0},
+    "granite": {"logits_scaling": 8.0, "residual_multiplier": 0.5, "embedding_multiplier": 4.0, "attention_multiplier": 0.25},
+    "mistral": {},
+    "phi3": {},
+    "gemma2": {"final_logit_softcapping": 5.0, "head_dim": 8},
+    "cohere": {"logit_scale": 0.5},
+    "opt": {"ffn_dim": 64, "word_embed_proj_dim": HIDDEN, "dropout": 0.0},
+    "falcon": {},
+}
+
+
 def make_model(arch: str, seed: int = 0, layers: int = LAYERS):
     """A randomly initialised tiny causal LM of the given architecture, frozen and in eval mode."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
     torch.manual_seed(seed)
-    ids = {"bos_token_id": 1, "eos_token_id": 2, "pad_token_id": 2}
+    common = {
+        "num_hidden_layers": layers,
+        "hidden_size": HIDDEN,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "intermediate_size": 64,
+        "vocab_size": VOCAB,
+        "max_position_embeddings": 256,
+        "bos_token_id": 1,
+        "eos_token_id": 2,
+        "pad_token_id": 2,
+    }
     if arch == "gpt2":
-        config = GPT2Config(
-            n_layer=layers,
-            n_embd=HIDDEN,
-            n_head=2,
-            vocab_size=VOCAB,
-            n_positions=256,
-            resid_pdrop=0.0,
-            embd_pdrop=0.0,
-            attn_pdrop=0.0,
-            **ids,
-        )
-        model = GPT2LMHeadModel(config)
-    elif arch == "llama":
-        config = LlamaConfig(
-            num_hidden_layers=layers,
-            hidden_size=HIDDEN,
-            num_attention_heads=4,
-            num_key_value_heads=2,
-            intermediate_size=64,
-            vocab_size=VOCAB,
-            max_position_embeddings=256,
-            **ids,
-        )
-        model = LlamaForCausalLM(config)
-    elif arch == "qwen2":
-        config = Qwen2Config(
-            num_hidden_layers=layers,
-            hidden_size=HIDDEN,
-            num_attention_heads=4,
-            num_key_value_heads=2,
-            intermediate_size=64,
-            vocab_size=VOCAB,
-            max_position_embeddings=256,
-            **ids,
-        )
-        model = Qwen2ForCausalLM(config)
-    elif arch == "gpt_neox":
-        config = GPTNeoXConfig(
-            num_hidden_layers=layers,
-            hidden_size=HIDDEN,
-            num_attention_heads=4,
-            intermediate_size=64,
-            vocab_size=VOCAB,
-            max_position_embeddings=256,
-            hidden_dropout=0.0,
-            attention_dropout=0.0,
-            **ids,
-        )
-        model = GPTNeoXForCausalLM(config)
-    else:
-        raise ValueError(arch)
+        common["num_attention_heads"] = 2
+    config = AutoConfig.for_model(arch, **(common | EXTRA[arch]))
+    model = AutoModelForCausalLM.from_config(config)
     model.requires_grad_(False)
     model.eval()
     return model
 
 
-ARCHS = ("gpt2", "llama", "qwen2", "gpt_neox")
+ARCHS = tuple(EXTRA)
 
 
 def save_tiny(path, arch: str = "llama") -> str:

@@ -1,0 +1,123 @@
+"""One peft LoRA run with solo's data, batch order, loss, schedule and decoding: the baseline of bench/e2e.py.
+
+    python bench/lora_run.py --data DIR -o RUN --rank 4 --lr 1e-2 --batch 64 --epochs 1 [--test test.jsonl]
+
+It writes what `solo train` writes for the fields bench/e2e.py reads: ``config.json`` (method, rank,
+lr, seed, trainable_params, ...) and ``metrics.jsonl`` (the final validation loss on the first 256
+rows of valid.jsonl, as `solo train --max-eval-rows 256` measures it), plus the greedy predictions
+on ``--test`` in ``test-preds.jsonl`` for `solo eval --predictions`. LoRA: r on q_proj and v_proj,
+alpha 32, dropout 0.1 (Hu et al. 2021). peft is a benchmark-only dependency (pip install -e ".[bench]").
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import torch
+from transformers import get_scheduler, set_seed
+
+from solo_cli.config import TrainConfig
+from solo_cli.data import encode_rows, read_rows, resolve_data
+from solo_cli.evaluation import eval_set, load_eval_rows, predict, write_predictions
+from solo_cli.generation import GenerationSettings
+from solo_cli.loss import causal_lm_loss
+from solo_cli.models import load_model
+from solo_cli.run import resolve_device
+from solo_cli.trainer import evaluate_loss, micro_batches, total_steps
+
+TARGETS = ["q_proj", "v_proj"]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", required=True)
+    parser.add_argument("-o", "--output", required=True)
+    parser.add_argument("--rank", type=int, default=4)
+    parser.add_argument("--alpha", type=float, default=32)
+    parser.add_argument("--lr", type=float, required=True)
+    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--epochs", type=float, default=1.0)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--dtype", default="float32")
+    parser.add_argument("--max-eval-rows", type=int, default=256)
+    parser.add_argument("--test", default=None, help="prompt/references JSONL to decode greedily")
+    parser.add_argument("--max-new-tokens", type=int, default=64)
+    parser.add_argument("--limit", type=int, default=None, help="decode only the first N test prompts")
+    opts = parser.parse_args()
+    from peft import LoraConfig, get_peft_model
+
+    out = Path(opts.output)
+    out.mkdir(parents=True, exist_ok=True)
+    device = resolve_device(opts.device)
+    loaded = load_model("smollm2-135m", dtype=opts.dtype, device=str(device))
+    tok = loaded.tokenizer
+    files = resolve_data(opts.data)
+
+    def encoded(path):
+        rows, fmt = read_rows(path)
+        return encode_rows(rows, fmt, tok, chat_template=None, train_on_prompt=False, max_len=256).examples
+
+    train, valid = encoded(files.train), encoded(files.valid)[: opts.max_eval_rows]
+    cfg = TrainConfig(batch_size=opts.batch, epochs=opts.epochs, lr=opts.lr, seed=opts.seed)
+    steps = total_steps(cfg, len(train))
+    set_seed(opts.seed)
+    lora = LoraConfig(r=opts.rank, lora_alpha=opts.alpha, lora_dropout=0.1, target_modules=TARGETS, task_type="CAUSAL_LM")
+    peft_model = get_peft_model(loaded.model, lora)
+    model = peft_model.get_base_model()
+    params = [p for p in peft_model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=opts.lr, weight_decay=0.0)
+    scheduler = get_scheduler("linear", optimizer, num_warmup_steps=0, num_training_steps=steps)
+    autocast = device.type == "cuda" and opts.dtype == "float32" and torch.cuda.is_bf16_supported()
+    stream = micro_batches(train, opts.batch, opts.seed)
+    pad = tok.pad_token_id
+    from solo_cli.data import collate
+
+    model.train()
+    started = time.perf_counter()
+    with (out / "metrics.jsonl").open("w", encoding="utf-8") as log:
+        for step in range(1, steps + 1):
+            batch = {k: v.to(device) for k, v in collate(next(stream), pad).items()}
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
+                loss, _ = causal_lm_loss(model, batch)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            if step % 20 == 0 or step == steps:
+                log.write(json.dumps({"step": step, "loss": round(float(loss), 6)}) + "\n")
+        seconds = time.perf_counter() - started
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
+            vloss = evaluate_loss(model, valid, opts.batch, pad, device)
+        log.write(json.dumps({"step": steps, "valid_loss": round(vloss, 6)}) + "\n")
+    config = {
+        "method": "lora",
+        "connections": ",".join(TARGETS),
+        "rank": opts.rank,
+        "alpha": opts.alpha,
+        "gate": None,
+        "lr": opts.lr,
+        "seed": opts.seed,
+        "batch_size": opts.batch,
+        "epochs": opts.epochs,
+        "total_steps": steps,
+        "trainable_params": sum(p.numel() for p in params),
+        "train_seconds": round(seconds, 1),
+    }
+    (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    if opts.test:
+        rows, fmt = load_eval_rows(opts.test)
+        targets = eval_set(rows, fmt)
+        if opts.limit:
+            targets.prompts, targets.references = targets.prompts[: opts.limit], targets.references[: opts.limit]
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
+            preds = predict(model, tok, targets, GenerationSettings(max_new_tokens=opts.max_new_tokens), chat=True, batch_size=64)
+        write_predictions(out / "test-preds.jsonl", targets, preds)
+
+
+if __name__ == "__main__":
+    main()
