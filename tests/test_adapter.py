@@ -16,7 +16,9 @@ PLAN = [(-1, 2), (0, 3), (1, 3)]
 
 def make_adapter(model, gate="learned", plan=PLAN, rank=4, seed=0, source_norm="none"):
     torch.manual_seed(seed)
-    config = AdapterConfig(plan, rank, gate, homotopy_steps=10, hidden_size=fingerprint(model).hidden_size, source_norm=source_norm)
+    config = AdapterConfig(
+        plan, rank, gate, homotopy_steps=10, hidden_size=fingerprint(model).hidden_size, source_norm=source_norm
+    )
     return SoloAdapter(config)
 
 
