@@ -10,7 +10,9 @@ state is ``adapter.state_dict()``; the base model is never modified, only hooked
 
 from __future__ import annotations
 
+import contextlib
 import math
+import weakref
 from dataclasses import dataclass, field
 
 import torch
@@ -144,20 +146,36 @@ def _replace_hidden(output, hidden):
     return (hidden, *output[1:]) if isinstance(output, tuple) else hidden
 
 
+# model -> its AttachedAdapter: one adapter per model (stacking is refused, not composed)
+_ATTACHED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
 class AttachedAdapter:
     """Forward hooks that run a :class:`SoloAdapter` inside a model. ``detach()`` removes them.
 
     The hooks only read block outputs and add to them, so KV caching, gradient checkpointing
     (non-reentrant) and any dtype work unchanged: a connection is a per-position linear map.
+    Stored sources are dropped when the next forward of the whole model starts (and at the last
+    destination when no gradient is recorded), never in between: under activation checkpointing
+    that wraps a block's ``__call__`` (transformers before 5.2x), the hooks run again during the
+    backward pass and must still find the sources of the forward pass being differentiated.
+    ``with handle.disabled():`` runs the plain base model, as peft's ``disable_adapter()``.
     """
 
     def __init__(self, model: nn.Module, adapter: SoloAdapter) -> None:
+        if model in _ATTACHED:
+            raise ValueError("this model already carries a solo adapter; detach it first (one adapter per model)")
+        if isinstance(getattr(model, "solo", None), nn.ModuleDict):
+            raise ValueError(
+                "this model already has solo connections built in (an export loaded with trust_remote_code); "
+                "load the export without trust_remote_code to attach an adapter natively"
+            )
         self.model = model
         self.adapter = adapter
         self.enabled = True
         _, blocks = find_blocks(model)
         self._sources: dict[int, torch.Tensor] = {}
-        self._handles = []
+        self._handles = [model.register_forward_pre_hook(self._start_forward)]
         plan = adapter.items()
         sources = {i for (i, _), _ in plan}
         by_dest: dict[int, list] = {}
@@ -169,6 +187,10 @@ class AttachedAdapter:
         for k in sorted(sources.union(by_dest) - {-1}):
             hook = self._block_hook(k, by_dest.get(k, []), k in sources)
             self._handles.append(blocks[k].register_forward_hook(hook))
+        _ATTACHED[model] = self
+
+    def _start_forward(self, module, args):
+        self._sources.clear()
 
     def _capture_embedding(self, module, args, kwargs):
         if self.enabled:
@@ -183,21 +205,35 @@ class AttachedAdapter:
                 hidden = hidden + conn(self._sources[src]).to(hidden.dtype)
             if is_source:
                 self._sources[index] = hidden
-            if index == self._last_dest:
-                self._sources.clear()  # nothing above reads them; do not keep activations alive
+            if index == self._last_dest and not torch.is_grad_enabled():
+                self._sources.clear()  # inference: nothing above reads them, and no backward will
             return _replace_hidden(output, hidden) if incoming else None
 
         return hook
+
+    @contextlib.contextmanager
+    def disabled(self):
+        """Run the base model alone inside the block; the adapter is back afterwards."""
+        previous, self.enabled = self.enabled, False
+        try:
+            yield self.model
+        finally:
+            self.enabled = previous
 
     def detach(self) -> None:
         for handle in self._handles:
             handle.remove()
         self._handles.clear()
         self._sources.clear()
+        if _ATTACHED.get(self.model) is self:
+            del _ATTACHED[self.model]
 
 
 def attach(model: nn.Module, adapter: SoloAdapter) -> AttachedAdapter:
-    """Hook ``adapter`` into ``model`` and return the handle. Moves the adapter to the model's device."""
-    device = next(model.parameters()).device
-    adapter.to(device)
-    return AttachedAdapter(model, adapter)
+    """Hook ``adapter`` into ``model`` and return the handle. Moves the adapter to the model's device.
+
+    Raises ValueError if the model already carries an adapter (detach that one first).
+    """
+    handle = AttachedAdapter(model, adapter)
+    adapter.to(next(model.parameters()).device)
+    return handle

@@ -1,9 +1,9 @@
 """Training checkpoints: everything needed to resume a run exactly, with no pickles.
 
 ``checkpoints/step-N/`` holds ``adapter.safetensors`` (a normal adapter file),
-``optimizer.safetensors`` (AdamW's moment tensors and the torch RNG state) and
-``trainer_state.json`` (step, position in the data order, best validation loss, the scheduler's
-and optimizer's scalar state). The folder is written under a temporary name and renamed, so a
+``optimizer.safetensors`` (AdamW's moment tensors and the CPU and CUDA RNG states) and
+``trainer_state.json`` (step, position in the data order, best validation loss, the scheduler's,
+optimizer's and float16 grad scaler's scalar state). The folder is written under a temporary name and renamed, so a
 crash never leaves a half-written checkpoint.
 """
 
@@ -29,6 +29,21 @@ OPTIMIZER_FILE = "optimizer.safetensors"
 _STEP_DIR = re.compile(r"^step-(\d+)$")
 
 
+def rng_state() -> dict[str, torch.Tensor]:
+    """Every generator a resumed run draws from: the CPU's and each CUDA device's (dropout on a GPU)."""
+    state = {"rng.torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state |= {f"rng.cuda.{i}": s for i, s in enumerate(torch.cuda.get_rng_state_all())}
+    return state
+
+
+def set_rng_state(tensors: dict[str, torch.Tensor]) -> None:
+    torch.set_rng_state(tensors["rng.torch"])
+    cuda = [tensors[k] for k in sorted((k for k in tensors if k.startswith("rng.cuda.")), key=lambda k: int(k.rsplit(".", 1)[1]))]
+    if cuda and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(cuda[: torch.cuda.device_count()])
+
+
 def _param_names(adapter: SoloAdapter) -> dict[int, str]:
     return {id(p): name for name, p in adapter.named_parameters()}
 
@@ -50,7 +65,7 @@ def save_checkpoint(folder: Path, trainer: Trainer, state: TrainState, info: Ada
                     tensors[f"{name}.{slot}"] = value.detach().cpu().contiguous()
                 else:
                     scalars[f"{name}.{slot}"] = float(value)
-        tensors["rng.torch"] = torch.get_rng_state()
+        tensors |= rng_state()
         save_file(tensors, str(staging / OPTIMIZER_FILE))
         groups = [{k: v for k, v in g.items() if k != "params"} for g in trainer.optimizer.param_groups]
         payload = {
@@ -63,6 +78,7 @@ def save_checkpoint(folder: Path, trainer: Trainer, state: TrainState, info: Ada
             "optimizer_groups": groups,
             "optimizer_scalars": scalars,
             "param_order": [index_to_name[i] for i in range(len(index_to_name))],
+            "grad_scaler": trainer.scaler.state_dict() if trainer.scaler.is_enabled() else None,
         }
         (staging / STATE_FILE).write_text(json.dumps(payload, indent=2), encoding="utf-8")
     return Path(folder)
@@ -135,7 +151,9 @@ def load_checkpoint(folder: Path, trainer: Trainer) -> TrainState:
     trainer.optimizer.load_state_dict({"state": state, "param_groups": groups})
     # lr_lambdas are code (closures), rebuilt by make_optimizer; only the counters are restored.
     trainer.scheduler.load_state_dict(payload["scheduler"] | {"lr_lambdas": [None] * len(trainer.optimizer.param_groups)})
-    torch.set_rng_state(tensors["rng.torch"])
+    set_rng_state(tensors)
+    if payload.get("grad_scaler") and trainer.scaler.is_enabled():
+        trainer.scaler.load_state_dict(payload["grad_scaler"])
     return TrainState(
         step=payload["step"],
         micro_batches=payload["micro_batches"],

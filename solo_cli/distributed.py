@@ -94,7 +94,11 @@ class LossModule(nn.Module):
         object.__setattr__(self, "lm", model)
         object.__setattr__(self, "loss_fn", loss_fn)
 
-    def forward(self, batch: dict, label_smoothing: float = 0.0):
+    def forward(self, batch: dict | None, label_smoothing: float = 0.0):
+        if batch is None:
+            # This rank's share of an uneven last global batch is empty. DDP still needs a backward
+            # from every rank to all-reduce over: a zero that depends on every adapter parameter.
+            return sum(p.sum() for p in self.adapter.parameters()) * 0.0, 0
         return self.loss_fn(self.lm, batch, label_smoothing)
 
 

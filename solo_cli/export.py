@@ -20,11 +20,12 @@ from safetensors.torch import load_file, save_file
 
 from . import __version__
 from .adapter import RMS_EPS
-from .adapter_file import ADAPTER_FILENAME, resolve_adapter_path
+from .adapter_file import ADAPTER_FILENAME, read_info, resolve_adapter_path
 from .atomic import atomic_dir
 from .blocks import find_blocks
 from .errors import RuntimeFailure, UsageError
 from .inference import load_for_inference
+from .models import DTYPES, load_config, resolve_dtype
 
 MARKER = "solo_adapter"  # the config key that makes a folder a solo export
 MODELING_FILE = "modeling_solo.py"
@@ -59,9 +60,24 @@ class SoloConnection(nn.Module):
         return delta if self.gate is None else delta * self.gate.to(delta.dtype)
 
 
+def _load_base_keys_too():
+    """transformers renames old checkpoint keys (GPT-NeoX's embed_out -> lm_head) by class name; this
+    class reads the keys its base class reads."""
+    try:
+        from transformers.conversion_mapping import get_checkpoint_conversion_mapping, register_checkpoint_conversion_mapping
+    except ImportError:
+        return
+    mapping = get_checkpoint_conversion_mapping(_Base.__name__)
+    if mapping is not None:
+        register_checkpoint_conversion_mapping("SoloForCausalLM", mapping, overwrite=True)
+
+
 class SoloForCausalLM(_Base):
+    _keep_in_fp32_modules = ["solo"]  # the connections run in float32 whatever the base dtype, as in solo
+
     def __init__(self, config):
         super().__init__(config)
+        _load_base_keys_too()
         spec = config.solo_adapter
         plan = [(int(i), int(j)) for i, j in spec["connections"]]
         key = lambda i, j: ("emb" if i == -1 else str(i)) + "_" + str(j)  # noqa: E731
@@ -126,6 +142,14 @@ class ExportResult:
     greedy_equal: bool
 
 
+def stored_dtype(model: str, revision: str | None, trust_remote_code: bool) -> str:
+    """The dtype name a model's config records (float32 when it records none solo loads)."""
+    config = load_config(model, revision, trust_remote_code)
+    recorded = getattr(config, "dtype", None) or getattr(config, "torch_dtype", None)
+    name = str(recorded).removeprefix("torch.") if recorded is not None else "float32"
+    return name if name in DTYPES else "float32"
+
+
 def is_export(path: str | Path) -> bool:
     config = Path(path) / "config.json"
     if not config.is_file():
@@ -150,17 +174,23 @@ def export_model(
     trust_remote_code: bool = False,
     force: bool = False,
     overwrite: bool = False,
+    dtype: str | None = None,
 ) -> ExportResult:
-    """Write base + adapter to ``output`` as one model folder, then check it reproduces base + adapter."""
+    """Write base + adapter to ``output`` as one model folder, then check it reproduces base + adapter.
+
+    The base weights keep ``dtype`` (default: the dtype the base was saved in, so a bf16 base does not
+    double on disk); the adapter tensors stay float32.
+    """
     output = Path(output)
     if output.exists() and not overwrite:
         raise UsageError(f"--export {output}: already exists; choose a new folder or pass --overwrite")
     adapter_path = resolve_adapter_path(adapter)
+    dtype = dtype or stored_dtype(model or read_info(adapter_path).base_model, revision, trust_remote_code)
     target = load_for_inference(
         model,
         str(adapter_path),
         revision=revision,
-        dtype="float32",
+        dtype=dtype,
         device="cpu",
         trust_remote_code=trust_remote_code,
         force=force,
@@ -196,7 +226,7 @@ def export_model(
     try:
         with atomic_dir(output) as staging:  # renamed onto output only once the check below passes
             _write_export(staging, base, config, handle, tokenizer, adapter_path, plan, target.loaded.name, output.name)
-            diff, greedy_equal = _check_export(staging, base, tokenizer, target.info.fingerprint.vocab_size)
+            diff, greedy_equal = _check_export(staging, base, tokenizer, target.info.fingerprint.vocab_size, resolve_dtype(dtype))
             if diff > TOLERANCE:
                 raise RuntimeFailure(
                     f"export check failed: the exported model's logits differ from base + adapter by {diff:.3g} "
@@ -241,16 +271,16 @@ def _write_export(staging: Path, base, config, handle, tokenizer, adapter_path: 
     )
 
 
-def _check_export(staging: Path, base, tokenizer, vocab: int) -> tuple[float, bool]:
+def _check_export(staging: Path, base, tokenizer, vocab: int, dtype: torch.dtype) -> tuple[float, bool]:
     """Reload the folder with plain transformers; largest logit difference and greedy equality vs base + adapter."""
     from transformers import AutoModelForCausalLM
 
-    exported = AutoModelForCausalLM.from_pretrained(staging, trust_remote_code=True, dtype=torch.float32).eval()
+    exported = AutoModelForCausalLM.from_pretrained(staging, trust_remote_code=True, dtype=dtype).eval()
     diff = 0.0
     with torch.no_grad():
         inputs = _check_inputs(tokenizer, vocab)
         for ids in inputs:
-            diff = max(diff, float((exported(ids).logits - base(ids).logits).abs().max()))
+            diff = max(diff, float((exported(ids).logits.float() - base(ids).logits.float()).abs().max()))
         settings = {"max_new_tokens": 8, "do_sample": False, "pad_token_id": tokenizer.pad_token_id}
         greedy_equal = torch.equal(exported.generate(inputs[0], **settings), base.generate(inputs[0], **settings))
     return diff, greedy_equal

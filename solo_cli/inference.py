@@ -37,8 +37,12 @@ def load_for_inference(
     """
     from .export import is_export
 
-    if adapter is None and model and is_export(model):
-        adapter = str(Path(model) / ADAPTER_FILENAME)  # a `solo merge --export` folder: attach its adapter natively
+    if model and is_export(model):
+        # A `solo merge --export` folder loads as its base class, never through its modeling_solo.py
+        # (with trust_remote_code that code would add the connections a second time).
+        trust_remote_code = False
+        if adapter is None:
+            adapter = str(Path(model) / ADAPTER_FILENAME)
     info = read_info(adapter) if adapter else None
     name = model or (info.base_model if info else DEFAULT_MODEL)
     loaded = load_model(name, revision=revision, dtype=dtype, device=device, trust_remote_code=trust_remote_code)

@@ -9,6 +9,7 @@ reproduces the first adapter exactly.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,6 +35,8 @@ def parse_weights(text: str | None, count: int) -> list[float]:
         weights = [float(w) for w in text.split(",")]
     except ValueError:
         raise UsageError(f"--weights {text!r}: write numbers separated by commas, one per adapter") from None
+    if not all(math.isfinite(w) for w in weights):
+        raise UsageError(f"--weights {text!r}: every weight must be a finite number (no nan or inf)")
     if len(weights) != count:
         raise UsageError(f"--weights {text!r}: {len(weights)} weights for {count} adapters; give one per adapter")
     return weights

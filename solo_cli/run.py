@@ -102,10 +102,10 @@ def prepare(cfg: TrainConfig, loaded: LoadedModel | None = None, ctx: DistContex
     fp = fingerprint(loaded.model)
     connections = parse_connections(cfg.connections, fp.num_blocks)
     train = _encode(files.train, loaded.tokenizer, cfg)
-    if len(train.examples) < cfg.batch_size:
+    if len(train.examples) < cfg.batch_size * ctx.world_size:
         raise UsageError(
             f"--data {files.train}: {len(train.examples)} usable examples, fewer than one batch "
-            f"(--batch-size {cfg.batch_size}); add rows or lower --batch-size"
+            f"(--batch-size {cfg.batch_size} x {ctx.world_size} processes); add rows or lower --batch-size"
         )
     valid = None
     if files.valid:

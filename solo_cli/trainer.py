@@ -165,6 +165,8 @@ class Trainer:
         self.callback = callback or (lambda event, info: None)
         self.ctx = ctx or DistContext()
         self.optimizer, self.scheduler = make_optimizer(adapter, cfg, steps)
+        # float16 activations underflow in backward without loss scaling (bf16 and fp32 need none)
+        self.scaler = torch.amp.GradScaler(device.type, enabled=cfg.dtype == "float16")
         # looked up at call time, so tests can substitute the loss
         self.loss = wrap(model, adapter, lambda m, b, ls: causal_lm_loss(m, b, ls), self.ctx, device)
         self.stop_requested = False
@@ -177,21 +179,22 @@ class Trainer:
         split over processes and micro-batches gives the gradient of one big batch.
         """
         ctx = self.ctx
-        collated = [collate(b, self.pad_id) for b in batches]
-        counts = [int((c["labels"][:, 1:] != -100).sum()) for c in collated]
+        # under DDP the last global batch of an epoch can leave a rank with no examples
+        collated = [collate(b, self.pad_id) if b else None for b in batches]
+        counts = [int((c["labels"][:, 1:] != -100).sum()) if c else 0 for c in collated]
         total = max(1.0, ctx.sum([float(sum(counts))], self.device)[0])
         loss_sum, seen, finite = 0.0, 0, True
         autocast = self.device.type == "cuda" and self.cfg.dtype == "float32" and torch.cuda.is_bf16_supported()
         for n, (batch, count) in enumerate(zip(collated, counts)):
-            batch = {k: v.to(self.device) for k, v in batch.items()}
+            batch = {k: v.to(self.device) for k, v in batch.items()} if batch else None
             last = n == len(collated) - 1
             sync = contextlib.nullcontext() if last or not ctx.enabled else self.loss.no_sync()
             with sync, torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=autocast):
                 loss, _ = self.loss(batch, self.cfg.label_smoothing)
                 finite = finite and bool(torch.isfinite(loss))
-                (loss * (count * ctx.world_size / total)).backward()
+                self.scaler.scale(loss * (count * ctx.world_size / total)).backward()
             loss_sum += float(loss.detach()) * count
-            seen += int(batch["attention_mask"].sum())
+            seen += int(batch["attention_mask"].sum()) if batch else 0
         if ctx.any(not finite, self.device):
             return float("nan"), seen
         loss_sum, seen = ctx.sum([loss_sum, float(seen)], self.device)
@@ -225,9 +228,11 @@ class Trainer:
                     f"training stopped at step {state.step + 1}: the loss became {loss} (diverged); "
                     f"lower --lr (now {cfg.lr:g}) or add --warmup; the last good checkpoint is kept"
                 )
+            self.scaler.unscale_(optimizer)
             torch.nn.utils.clip_grad_norm_(self.adapter.parameters(), cfg.max_grad_norm)
             lr = scheduler.get_last_lr()[0]
-            optimizer.step()
+            self.scaler.step(optimizer)  # skips the step if float16 gradients overflowed
+            self.scaler.update()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
             state.step += 1

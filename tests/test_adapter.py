@@ -1,8 +1,11 @@
 """The adapter's contracts: exact zero start, exact caching, gradients only where they belong."""
 
+import inspect
+
 import pytest
 import torch
 from tiny import ARCHS, make_model
+from torch import nn
 from torch.testing import assert_close
 
 from solo_cli import AdapterConfig, SoloAdapter, attach, fingerprint
@@ -88,7 +91,9 @@ def test_cached_generation_equals_uncached(arch):
     # and step by step: logits of the last position with a cache equal a full forward
     out = model(ids, use_cache=True)
     nxt = out.logits[:, -1:].argmax(-1)
-    step = model(nxt, cache=out.past_key_values, use_cache=True).logits[:, -1]
+    # transformers renamed past_key_values to cache in 5.2x; pass it by whichever name this one takes
+    name = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+    step = model(nxt, **{name: out.past_key_values}, use_cache=True).logits[:, -1]
     full = model(torch.cat([ids, nxt], 1), use_cache=False).logits[:, -1]
     assert_close(step, full, rtol=1e-5, atol=1e-5)
 
@@ -203,3 +208,57 @@ def test_parameter_count_is_two_d_r_plus_gate():
     model = make_model("gpt2")
     assert make_adapter(model, "learned").num_parameters() == len(PLAN) * (2 * 32 * 4 + 1)
     assert make_adapter(model, "zero-init").num_parameters() == len(PLAN) * 2 * 32 * 4
+
+
+def test_attaching_a_second_adapter_is_refused_until_the_first_is_detached():
+    model = make_model("llama")
+    handle = attach(model, make_adapter(model, "zero-init"))
+    with pytest.raises(ValueError, match="already carries a solo adapter"):
+        attach(model, make_adapter(model, "zero-init"))
+    handle.detach()
+    attach(model, make_adapter(model, "zero-init")).detach()
+
+
+def test_disabled_context_runs_the_base_model_then_restores_the_adapter():
+    model = make_model("llama")
+    ids = inputs()
+    base = model(ids).logits
+    handle = attach(model, perturb(make_adapter(model, "schedule")))
+    adapted = model(ids).logits
+    assert not torch.equal(adapted, base)
+    with handle.disabled():
+        assert torch.equal(model(ids).logits, base)
+    assert torch.equal(model(ids).logits, adapted)
+
+
+def test_checkpointing_that_wraps_each_block_call_gives_the_same_gradients(monkeypatch):
+    """Older transformers checkpoint around a block's __call__, so the hooks run again in backward.
+
+    The stored sources must still be there then (they used to be cleared at the last destination:
+    KeyError in backward)."""
+    from torch.utils.checkpoint import checkpoint
+
+    ids = inputs()
+    batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": ids}
+    grads = []
+    for wrapped in (False, True):
+        model = make_model("llama")
+        adapter = perturb(make_adapter(model, plan=[(-1, 1), (0, 2), (2, 3)]))
+        attach(model, adapter)
+        if wrapped:
+            block_class = type(find_blocks(model)[1][0])
+            plain_call = nn.Module.__call__
+
+            def call(self, *args, **kwargs):
+                if self.training:
+                    return checkpoint(plain_call, self, *args, use_reentrant=False, **kwargs)
+                return plain_call(self, *args, **kwargs)
+
+            monkeypatch.setattr(block_class, "__call__", call)
+        model.train()
+        loss, _ = causal_lm_loss(model, batch)
+        loss.backward()
+        grads.append({n: p.grad.clone() for n, p in adapter.named_parameters()})
+        monkeypatch.undo()
+    for name in grads[0]:
+        assert_close(grads[1][name], grads[0][name], rtol=1e-5, atol=1e-7)

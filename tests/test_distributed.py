@@ -87,6 +87,62 @@ def test_two_processes_equal_one_process_with_twice_the_batch(tiny_model_dir, ti
     assert len(losses) == 2  # logged once, by rank 0
 
 
+def test_uneven_last_batches_leave_ranks_empty_but_give_one_process_result(tiny_model_dir, tiny_data, tmp_path):
+    """16 rows: 3 ranks x 2 leave the last global batch as [2, 2, 0]; 4 ranks x 3 as [3, 1, 0, 0].
+
+    Every rank must still step (an empty share contributes a zero gradient) and the adapter must
+    equal one process with the whole global batch. collate([]) used to raise on the empty ranks."""
+    for ranks, batch in ((3, 2), (4, 3)):
+        last_index = -(-16 // (batch * ranks)) - 1
+        shares = [
+            next(micro_batches(list(range(16)), batch, seed=0, start=last_index, rank=r, world_size=ranks)) for r in range(ranks)
+        ]
+        assert [] in shares  # the case that used to crash
+        single = subprocess.run(
+            [sys.executable, "-m", "solo_cli", *_train_args(tiny_model_dir, tiny_data, tmp_path / f"one{ranks}", batch * ranks)],
+            capture_output=True,
+            text=True,
+            env=ENV,
+            timeout=300,
+        )
+        assert single.returncode == 0, single.stderr
+        multi = subprocess.run(
+            [
+                TORCHRUN,
+                "--standalone",
+                "--nproc_per_node",
+                str(ranks),
+                "-m",
+                "solo_cli",
+                *_train_args(tiny_model_dir, tiny_data, tmp_path / f"multi{ranks}", batch),
+            ],
+            capture_output=True,
+            text=True,
+            env=ENV,
+            timeout=300,
+        )
+        assert multi.returncode == 0, multi.stderr + multi.stdout
+        a, _ = load_adapter(tmp_path / f"one{ranks}" / "adapter.safetensors")
+        b, _ = load_adapter(tmp_path / f"multi{ranks}" / "adapter.safetensors")
+        for key, value in a.state_dict().items():
+            torch.testing.assert_close(b.state_dict()[key], value, rtol=1e-4, atol=1e-6)
+
+
+def test_fewer_rows_than_one_global_batch_are_refused(tiny_model_dir, tiny_data, monkeypatch):
+    """The check counts the global batch (--batch-size x processes), not one process's share."""
+    import pytest
+
+    from solo_cli.config import TrainConfig
+    from solo_cli.distributed import DistContext
+    from solo_cli.errors import UsageError
+    from solo_cli.run import prepare
+
+    monkeypatch.setattr("solo_cli.run.distributed.init", lambda ctx, device: None)  # stand for a 4-process launch
+    cfg = TrainConfig(model=tiny_model_dir, data=str(tiny_data), batch_size=5, device="cpu", chat_template=False)
+    with pytest.raises(UsageError, match=r"16 usable examples, fewer than one batch \(--batch-size 5 x 4 processes\)"):
+        prepare(cfg, ctx=DistContext(0, 4, 0))
+
+
 def _descendants(pid: int) -> list[int]:
     found, frontier = [], [pid]
     while frontier:

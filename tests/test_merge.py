@@ -141,3 +141,56 @@ def test_export_refuses_an_existing_folder(tiny_model_dir, tmp_path):
     (tmp_path / "taken").mkdir()
     result = runner.invoke(app, ["merge", str(path), "--model", tiny_model_dir, "--export", str(tmp_path / "taken")])
     assert result.exit_code == 2 and "already exists" in result.output
+
+
+@pytest.mark.parametrize("weights", ["nan,1", "inf,1", "1,-inf"])
+def test_non_finite_weights_are_refused_in_one_line(tmp_path, weights):
+    model = make_model("llama")
+    a_path, _ = saved(tmp_path, "a", model, [(0, 3)])
+    b_path, _ = saved(tmp_path, "b", model, [(0, 3)], seed=1)
+    out = tmp_path / "m.safetensors"
+    result = runner.invoke(app, ["merge", str(a_path), str(b_path), "--weights", weights, "-o", str(out)])
+    assert result.exit_code == 2 and "finite" in result.output and len(result.output.strip().splitlines()) == 1
+    assert not out.exists()
+
+
+def test_an_export_loaded_with_trust_remote_code_applies_the_adapter_once(tiny_model_dir, tmp_path):
+    """solo loads an export as its base class even when asked to trust remote code: base + adapter, once."""
+    from transformers import AutoModelForCausalLM
+
+    from solo_cli.inference import load_for_inference
+    from solo_cli.models import load_model
+
+    base = load_model(tiny_model_dir).model
+    adapter = perturb(make_adapter(base, "zero-init", plan=[(-1, 2), (1, 3)]), scale=0.3)
+    path = save_adapter(tmp_path / "a.safetensors", adapter, info_for(base, adapter))
+    export = tmp_path / "export"
+    assert runner.invoke(app, ["merge", str(path), "--model", tiny_model_dir, "--export", str(export)]).exit_code == 0
+    ids = inputs()
+    expected = logits_with(base, adapter, ids)
+    for trust in (False, True):
+        target = load_for_inference(str(export), trust_remote_code=trust)
+        assert_close(target.loaded.model(ids).logits, expected, rtol=1e-5, atol=1e-5)
+        target.handle.detach()
+    remote = AutoModelForCausalLM.from_pretrained(export, trust_remote_code=True).eval()
+    with pytest.raises(ValueError, match="already has solo connections"):
+        attach(remote, adapter)
+
+
+def test_export_keeps_a_bfloat16_base_in_bfloat16(tmp_path):
+    from safetensors import safe_open
+    from tiny import make_tokenizer
+
+    base_dir = tmp_path / "bf16-base"
+    make_model("llama").to(torch.bfloat16).save_pretrained(base_dir)
+    make_tokenizer().save_pretrained(base_dir)
+    model = make_model("llama").to(torch.bfloat16)
+    adapter = perturb(make_adapter(model, "zero-init", plan=[(0, 3)]), scale=0.3)
+    path = save_adapter(tmp_path / "a.safetensors", adapter, info_for(model, adapter))
+    export = tmp_path / "export"
+    result = runner.invoke(app, ["merge", str(path), "--model", str(base_dir), "--export", str(export)])
+    assert result.exit_code == 0, result.output
+    with safe_open(str(export / "model.safetensors"), "pt") as handle:
+        dtypes = {key: handle.get_slice(key).get_dtype() for key in handle.keys()}
+    assert dtypes["model.layers.0.mlp.up_proj.weight"] == "BF16"
+    assert {dtypes[k] for k in dtypes if k.startswith("solo.")} == {"F32"}

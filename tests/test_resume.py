@@ -181,3 +181,35 @@ def test_ctrl_c_on_the_command_line_checkpoints_prints_the_resume_command_and_ex
     assert "resume with: solo train --model" in stderr and "--resume auto" in stderr
     step = int(stderr.split("interrupted at step ")[1].split(" ")[0])
     assert (out / "checkpoints" / f"step-{step}" / "trainer_state.json").is_file()
+
+
+def test_float16_trains_with_a_grad_scaler_and_resumes_it_exactly(tiny_model_dir, tiny_data, tmp_path):
+    """float16 activations need loss scaling; its state is part of the checkpoint (JSON, no pickle)."""
+    whole = train(tiny_model_dir, config(tiny_data, tmp_path / "whole", dtype="float16"))
+    out = tmp_path / "split"
+    with pytest.raises(Interrupted):
+        train(tiny_model_dir, config(tiny_data, out, dtype="float16"), signal_at(4, signal.SIGINT))
+    state = json.loads((out / "checkpoints" / "step-4" / "trainer_state.json").read_text())
+    assert state["grad_scaler"]["scale"] > 1.0  # loss scaling was on
+    resumed = train(tiny_model_dir, config(tiny_data, out, dtype="float16", resume="auto"))
+    a, _ = load_adapter(whole.adapter_path)
+    b, _ = load_adapter(resumed.adapter_path)
+    for key, value in a.state_dict().items():
+        assert torch.isfinite(value).all()
+        torch.testing.assert_close(b.state_dict()[key], value, rtol=1e-5, atol=1e-7)
+
+
+def test_checkpoint_rng_covers_every_cuda_device(monkeypatch):
+    """A resumed CUDA run draws the same dropout masks: the CUDA generators are saved and restored."""
+    from solo_cli import checkpoint
+
+    devices = [torch.tensor([1, 2], dtype=torch.uint8), torch.tensor([3, 4], dtype=torch.uint8)]
+    restored = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "get_rng_state_all", lambda: devices)
+    monkeypatch.setattr(torch.cuda, "set_rng_state_all", restored.extend)
+    state = checkpoint.rng_state()
+    assert set(state) == {"rng.torch", "rng.cuda.0", "rng.cuda.1"}
+    checkpoint.set_rng_state(state)
+    assert [t.tolist() for t in restored] == [[1, 2], [3, 4]]
