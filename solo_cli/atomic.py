@@ -1,17 +1,21 @@
 """Atomic file writes: write to a temporary file in the same folder, then rename over the target.
 
 A crash or a full disk midway leaves the previous file untouched and no half-written file.
+:func:`write_texts` and :func:`check_writable` also turn write errors into one-line errors.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
+
+from .errors import RuntimeFailure, UsageError
 
 
 @contextlib.contextmanager
@@ -59,3 +63,52 @@ def atomic_dir(target: str | os.PathLike) -> Iterator[Path]:
         os.replace(staging, target)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def write_error(exc: OSError, target: str | os.PathLike, flag: str = "--output") -> RuntimeFailure:
+    """One line for an OSError met while writing ``target``: a full disk, or anything else."""
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return RuntimeFailure(f"no space left on device writing {target}; free space or choose another {flag}")
+    return RuntimeFailure(f"cannot write {target} ({exc.strerror or exc}); choose another {flag}")
+
+
+def write_texts(files: dict[Path, str], flag: str = "--output") -> None:
+    """Write several text files so that a failure changes none of them.
+
+    Every file is written under a temporary name first and only then are they renamed into
+    place, so a full disk leaves the old files intact and no temporary file behind. Errors are
+    one line (:class:`RuntimeFailure`) naming the file and ``flag``.
+    """
+    current: Path | None = None
+    try:
+        with contextlib.ExitStack() as stack:  # an error unwinds every atomic_path: temporary files removed
+            staged = []
+            for target, text in files.items():
+                current = Path(target)
+                staged.append((stack.enter_context(atomic_path(target)), text))
+            for (tmp, text), target in zip(staged, files):
+                current = Path(target)
+                tmp.write_text(text, encoding="utf-8")
+            current = None  # leaving the block renames them, last file first
+    except OSError as exc:
+        raise write_error(exc, current if current is not None else next(iter(files)), flag) from None
+
+
+def check_writable(target: str | os.PathLike, flag: str = "--output") -> None:
+    """Fail now (UsageError) if a file cannot be created at ``target``, before any slow work.
+
+    Probes the nearest existing folder on the way to ``target`` with a temporary file, as the
+    write will (a folder still to be made is made then); nothing is left behind.
+    """
+    target = Path(target)
+    folder = target.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir():
+        raise UsageError(f"{flag} {target}: {folder} is a file, not a folder; choose another path")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".solo-write-test.", dir=folder)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise UsageError(f"{flag} {target}: cannot write there ({exc.strerror or exc}); choose a writable folder") from None

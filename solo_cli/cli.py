@@ -73,6 +73,20 @@ Dtype = Annotated[Optional[str], typer.Option(help="float32, bfloat16 or float16
 Device = Annotated[Optional[str], typer.Option(help="auto, cpu, cuda, cuda:N or mps.")]
 
 
+SEED_MAX = 2**32 - 1  # numpy's and transformers' set_seed accept no more
+
+
+def _seed_in_range(value: int | None) -> int | None:
+    """--seed out of 0..2**32-1: one error line and exit 2 while parsing, before anything loads.
+
+    (typer's own ``min``/``max`` would print a multi-line usage box instead of solo's one line.)
+    """
+    if value is not None and not 0 <= value <= SEED_MAX:
+        display.error(f"--seed {value}: must be between 0 and {SEED_MAX} (2**32 - 1); pick a seed in that range")
+        raise typer.Exit(2)
+    return value
+
+
 @app.command()
 @handle_errors
 def train(
@@ -98,7 +112,9 @@ def train(
     max_seq_length: Annotated[Optional[int], typer.Option(help="Tokens per example (longer ones are cut).")] = None,
     eval_every: Annotated[Optional[int], typer.Option(help="Validate every N steps (default: 5 times per run).")] = None,
     save_every: Annotated[Optional[int], typer.Option(help="Checkpoint every N steps (default: --eval-every).")] = None,
-    seed: Annotated[Optional[int], typer.Option(help="Random seed (init and data order).")] = None,
+    seed: Annotated[
+        Optional[int], typer.Option(help="Random seed (init and data order), 0 to 2**32 - 1.", callback=_seed_in_range)
+    ] = None,
     dtype: Dtype = None,
     device: Device = None,
     grad_checkpoint: Annotated[
@@ -244,7 +260,7 @@ def generate(
     top_p: Annotated[float, typer.Option(help="Nucleus sampling mass.")] = 1.0,
     top_k: Annotated[int, typer.Option(help="Sample among the k likeliest (0 = off).")] = 0,
     num_beams: Annotated[int, typer.Option(help="Beam search width (1 = off).")] = 1,
-    seed: Annotated[int, typer.Option(help="Random seed for sampling.")] = 0,
+    seed: Annotated[int, typer.Option(help="Random seed for sampling, 0 to 2**32 - 1.", callback=_seed_in_range)] = 0,
     stop: Annotated[Optional[list[str]], typer.Option(help="Stop at this string (repeatable).")] = None,
     chat: Annotated[
         Optional[bool],
@@ -260,9 +276,14 @@ def generate(
     trust_remote_code: TrustCode = False,
     force: Annotated[bool, typer.Option("--force", help="Attach an adapter whose base fingerprint differs.")] = False,
 ) -> None:
-    """Generate text from a base model, with or without an adapter."""
+    """Generate text from a base model, with or without an adapter.
+
+    A prompt whose tokens plus --max-new-tokens exceed the model's context is refused, naming it
+    (``rows.jsonl:7``, or the prompt), before anything is generated; it is never cut silently.
+    """
     _quiet_transformers()
-    from .atomic import write_atomic
+    from .atomic import check_writable, write_texts
+    from .data import lone_surrogate, read_numbered_rows
     from .generation import GenerationSettings
     from .generation import generate as run_generate
 
@@ -270,10 +291,26 @@ def generate(
         raise UsageError("--input and --output go together: rows in, predictions out")
     if max_new_tokens < 1 or num_beams < 1 or batch_size < 1:
         raise UsageError("--max-new-tokens, --num-beams and --batch-size must be at least 1")
-    rows = _read_prompt_rows(input) if input else None
-    text = None if rows else _read_prompt(prompt)
-    if output is not None and output.exists() and output.is_dir():
-        raise UsageError(f"--output {output}: is a folder; give a file path for the predictions")
+    rows, where, text = None, None, None
+    if input:
+        rows, fmt, linenos = read_numbered_rows(input)
+        if fmt == "text":
+            raise UsageError(f'{input}: rows need a "prompt" (or "messages") to generate from, not "text"')
+        where = [f"{input}:{n}" for n in linenos]
+    else:
+        try:
+            text = _read_prompt(prompt)
+        except UnicodeDecodeError as exc:
+            raise UsageError(f"stdin: not UTF-8 (byte {exc.start}); pipe in UTF-8 text") from None
+        bad = lone_surrogate(text)
+        if bad is not None:
+            raise UsageError(
+                f"the prompt is not valid UTF-8 text (it holds \\u{ord(bad):04x}, an undecodable byte); pass UTF-8 text"
+            )
+    if output is not None:
+        if output.exists() and output.is_dir():
+            raise UsageError(f"--output {output}: is a folder; give a file path for the predictions")
+        check_writable(output, "--output")  # fail before loading the model
     target = _load_target(model, adapter, revision, dtype, device, trust_remote_code, force)
     use_chat = chat if chat is not None else bool(target.info and target.info.chat_template)
     settings = GenerationSettings(
@@ -289,12 +326,13 @@ def generate(
     if rows is None:
         stream = display.out.is_terminal and num_beams == 1
         on_text = (lambda piece: display.out.print(piece, end="", soft_wrap=True)) if stream else None
-        result = run_generate(lm, tokenizer, [text], settings, chat=use_chat, on_text=on_text)[0]
+        result = run_generate(lm, tokenizer, [text], settings, chat=use_chat, on_text=on_text, where=["prompt"])[0]
         display.out.print("" if stream else result, soft_wrap=True)
         return
-    predictions = run_generate(lm, tokenizer, [_prompt_of(r) for r in rows], settings, chat=use_chat, batch_size=batch_size)
+    prompts = [_prompt_of(r) for r in rows]
+    predictions = run_generate(lm, tokenizer, prompts, settings, chat=use_chat, batch_size=batch_size, where=where)
     lines = "".join(json.dumps(r | {"prediction": p}, ensure_ascii=False) + "\n" for r, p in zip(rows, predictions))
-    write_atomic(output, lambda tmp: tmp.write_text(lines, encoding="utf-8"))
+    write_texts({output: lines}, flag="--output")  # a full disk: one line, the old file kept
     display.out.print(f"wrote {len(predictions)} predictions to {output}")
 
 
@@ -367,25 +405,28 @@ def eval_command(
     force: Annotated[bool, typer.Option("--force", help="Attach an adapter whose base fingerprint differs.")] = False,
     json_out: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
-    """Loss and perplexity, and generation scored with BLEU, NIST, METEOR, ROUGE-L, CIDEr and chrF."""
+    """Loss and perplexity, and generation scored with BLEU, NIST, METEOR, ROUGE-L, CIDEr and chrF.
+
+    The loss cuts examples to min(--max-seq-length, the model's context); generation refuses a
+    prompt that does not fit the context with --max-new-tokens, naming its file:line.
+    """
     if predictions is None:
         _quiet_transformers()
-    from .atomic import write_json
+    from .atomic import check_writable
     from .evaluation import (
         eval_set,
-        load_eval_rows,
+        load_numbered_eval_rows,
         loss_and_perplexity,
-        metrics_path,
         predict,
         read_predictions,
-        write_predictions,
+        write_outputs,
     )
     from .generation import GenerationSettings
     from .metrics import score
 
     if max_new_tokens < 1 or num_beams < 1 or batch_size < 1 or (limit is not None and limit < 1):
         raise UsageError("--max-new-tokens, --num-beams, --batch-size and --limit must be at least 1")
-    rows, fmt = load_eval_rows(data)
+    rows, fmt, where = load_numbered_eval_rows(data)
     result: dict = {"data": str(data)}
     if predictions is not None:
         if model or adapter:
@@ -399,6 +440,8 @@ def eval_command(
         return
     if output is not None and output.is_dir():
         raise UsageError(f"--output {output}: is a folder; give a file path for the predictions")
+    if output is not None and generate_text and fmt != "text":
+        check_writable(output, "--output")  # predictions and metrics go there: fail before loading the model
     target = _load_target(model, adapter, revision, dtype, device, trust_remote_code, force)
     lm, tokenizer = target.loaded.model, target.loaded.tokenizer
     use_chat = chat if chat is not None else bool(target.info and target.info.chat_template)
@@ -414,7 +457,7 @@ def eval_command(
     )
     result |= losses or {}
     if generate_text and fmt != "text":
-        targets = eval_set(rows, fmt)
+        targets = eval_set(rows, fmt, where)
         if limit:
             targets.prompts, targets.references = targets.prompts[:limit], targets.references[:limit]
         settings = GenerationSettings(
@@ -427,8 +470,7 @@ def eval_command(
             preds = predict(lm, tokenizer, targets, settings, chat=use_chat, batch_size=batch_size, on_batch=advance)
         result |= {"prompts": len(preds)} | score(preds, targets.references).to_dict()
         if output is not None:
-            write_predictions(output, targets, preds)
-            write_json(metrics_path(output), result)
+            write_outputs(output, targets, preds, result)  # both or neither; a full disk is one line
             result["predictions"] = str(output)
     _show_eval(result, json_out)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import random
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -93,8 +94,64 @@ def _check_row(row, where: str) -> str:
     return fmt
 
 
+def lone_surrogate(row) -> str | None:
+    """The first lone surrogate (an unpaired ``\\ud800``-style escape) in any key or string of ``row``.
+
+    Such a string is not text: it cannot be encoded as UTF-8, tokenized or printed.
+    """
+    stack = [row]
+    while stack:  # iterative: rows may be nested as deep as the JSON reader allows
+        value = stack.pop()
+        if isinstance(value, str):
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError as exc:
+                return value[exc.start]
+        elif isinstance(value, dict):
+            stack.extend(value.keys())
+            stack.extend(value.values())
+        elif isinstance(value, list):
+            stack.extend(value)
+    return None
+
+
+def parse_json_line(line: str, where: str):
+    """One JSON value from one line, or a :class:`UsageError` naming ``where`` and the fix.
+
+    Beyond syntax errors this refuses what ``json.loads`` parses but nothing downstream can use:
+    integers longer than Python's digit limit, nesting deeper than the recursion limit, and
+    strings holding lone surrogates.
+    """
+    try:
+        value = json.loads(line)
+    except json.JSONDecodeError as exc:
+        raise UsageError(f"{where}:{exc.colno}: not valid JSON ({exc.msg}); each line must be one JSON object") from None
+    except RecursionError:
+        raise UsageError(f"{where}: JSON nested too deeply to read; flatten the row (a few levels are plenty)") from None
+    except ValueError as exc:  # int() refused a literal longer than sys.get_int_max_str_digits()
+        if "digits" in str(exc):
+            raise UsageError(
+                f"{where}: a number with more than {sys.get_int_max_str_digits()} digits; "
+                "write it as a string (in quotes) or remove it"
+            ) from None
+        raise UsageError(f"{where}: not valid JSON ({exc}); each line must be one JSON object") from None
+    char = lone_surrogate(value)
+    if char is not None:
+        raise UsageError(
+            f"{where}: a string holds a lone surrogate \\u{ord(char):04x} (half of a UTF-16 pair, not a character); "
+            "fix or remove that escape"
+        )
+    return value
+
+
 def read_rows(path: str | Path) -> tuple[list[dict], str]:
     """Read and check every row of a JSONL file; return the rows and their (single) format."""
+    rows, fmt, _ = read_numbered_rows(path)
+    return rows, fmt
+
+
+def read_numbered_rows(path: str | Path) -> tuple[list[dict], str, list[int]]:
+    """:func:`read_rows`, plus the line number of each row (blank lines are skipped but counted)."""
     path = Path(path)
     try:
         raw = path.read_bytes()
@@ -105,17 +162,14 @@ def read_rows(path: str | Path) -> tuple[list[dict], str]:
     except UnicodeDecodeError as exc:
         line = raw[: exc.start].count(b"\n") + 1
         raise UsageError(f"{path}:{line}: not UTF-8 (byte {exc.start}); re-save the file as UTF-8") from None
-    rows, fmt, first_line = [], None, 0
+    rows, linenos, fmt, first_line = [], [], None, 0
     # Split on "\n" only: JSON strings may hold U+2028 and friends, which splitlines() breaks on.
     for lineno, line in enumerate(text.split("\n"), start=1):
         line = line.removesuffix("\r")
         if not line.strip():
             continue
         where = f"{path}:{lineno}"
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise UsageError(f"{where}:{exc.colno}: not valid JSON ({exc.msg}); each line must be one JSON object") from None
+        row = parse_json_line(line, where)
         row_format = _check_row(row, where)
         if fmt is None:
             fmt, first_line = row_format, lineno
@@ -124,9 +178,37 @@ def read_rows(path: str | Path) -> tuple[list[dict], str]:
                 f"{where}: a {row_format!r} row in a file of {fmt!r} rows (line {first_line}); use one format per file"
             )
         rows.append(row)
+        linenos.append(lineno)
     if not rows:
         raise UsageError(f'{path}: the file has no rows; add JSONL rows such as {{"prompt": ..., "completion": ...}}')
-    return rows, fmt
+    return rows, fmt, linenos
+
+
+# Tokenizers without a declared limit report transformers' VERY_LARGE_INTEGER (1e30).
+_UNDECLARED = 10**9
+
+
+def context_length(model) -> int | None:
+    """The most positions ``model`` can attend over, from its config; ``None`` if it declares none.
+
+    Read from ``max_position_embeddings`` (Llama, Qwen2, GPT-NeoX, ...), ``n_positions`` or
+    ``n_ctx`` (GPT-2); a model past its context fails inside torch (GPT-2: IndexError).
+    """
+    config = getattr(model, "config", None)
+    if config is None:
+        return None
+    text_config = config.get_text_config() if hasattr(config, "get_text_config") else config
+    for key in ("max_position_embeddings", "n_positions", "n_ctx"):
+        value = getattr(text_config, key, None)
+        if isinstance(value, int) and not isinstance(value, bool) and 0 < value < _UNDECLARED:
+            return value
+    return None
+
+
+def tokenizer_context(tokenizer) -> int | None:
+    """The sequence limit a tokenizer declares (``model_max_length``: GPT-2's is 1024), if any."""
+    value = getattr(tokenizer, "model_max_length", None)
+    return value if isinstance(value, int) and 0 < value < _UNDECLARED else None
 
 
 @dataclass
@@ -144,6 +226,7 @@ class EncodedData:
     skipped: int = 0  # rows whose prompt alone was longer than the sequence limit
     truncated: int = 0
     stats: dict = field(default_factory=dict)
+    limit: int = 0  # the token limit applied: min(max_len, the model's context)
 
 
 def uses_chat_template(fmt: str, tokenizer, chat_template: bool | None) -> bool:
@@ -206,11 +289,21 @@ def encode(row: dict, fmt: str, tokenizer, *, use_chat: bool, train_on_prompt: b
     return Example(ids, labels, truncated)
 
 
-def encode_rows(rows, fmt, tokenizer, *, chat_template: bool | None, train_on_prompt: bool, max_len: int) -> EncodedData:
+def encode_rows(
+    rows, fmt, tokenizer, *, chat_template: bool | None, train_on_prompt: bool, max_len: int, context: int | None = None
+) -> EncodedData:
+    """Tokenize every row, cutting each example to ``min(max_len, context)`` tokens.
+
+    ``context`` is the model's context length (:func:`context_length`); a model fed more positions
+    than it has fails inside torch. Without it, the limit the tokenizer declares is used, if any.
+    Rows whose prompt alone reaches the limit are skipped and counted in ``skipped``.
+    """
     use_chat = uses_chat_template(fmt, tokenizer, chat_template)
+    context = context if context is not None else tokenizer_context(tokenizer)
+    limit = min(max_len, context) if context else max_len
     examples, skipped, truncated = [], 0, 0
     for row in rows:
-        example = encode(row, fmt, tokenizer, use_chat=use_chat, train_on_prompt=train_on_prompt, max_len=max_len)
+        example = encode(row, fmt, tokenizer, use_chat=use_chat, train_on_prompt=train_on_prompt, max_len=limit)
         if example is None:
             skipped += 1
             continue
@@ -227,7 +320,7 @@ def encode_rows(rows, fmt, tokenizer, *, chat_template: bool | None, train_on_pr
         "max_length": max(lengths, default=0),
         "mean_length": round(sum(lengths) / max(1, len(lengths)), 1),
     }
-    return EncodedData(examples, fmt, use_chat, skipped, truncated, stats)
+    return EncodedData(examples, fmt, use_chat, skipped, truncated, stats, limit)
 
 
 def collate(examples: list[Example], pad_id: int) -> dict[str, torch.Tensor]:

@@ -7,7 +7,7 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .data import encode_rows, read_rows
+from .data import context_length, encode_rows, parse_json_line, read_numbered_rows
 from .errors import UsageError
 from .generation import GenerationSettings, generate
 from .trainer import evaluate_loss
@@ -21,25 +21,33 @@ class EvalSet:
     references: list[list[str]]
     rows: list[dict] = field(default_factory=list)
     fmt: str = "completion"
+    where: list[str] = field(default_factory=list)  # each prompt's first row, "file:line", for error messages
 
 
 def _prompt_key(prompt) -> str:
     return prompt if isinstance(prompt, str) else json.dumps(prompt, sort_keys=True)
 
 
-def eval_set(rows: list[dict], fmt: str) -> EvalSet:
-    """Group rows by prompt (E2E has one row per reference) into prompts with reference lists."""
+def eval_set(rows: list[dict], fmt: str, where: list[str] | None = None) -> EvalSet:
+    """Group rows by prompt (E2E has one row per reference) into prompts with reference lists.
+
+    ``where`` names each row (``file:line``); a prompt is named after its first row.
+    """
     if fmt == "text":
         raise UsageError("text rows have no prompt to generate from; use prompt/completion, prompt/references or chat rows")
+    where = where if where is not None else [f"row {n}" for n in range(1, len(rows) + 1)]
     grouped: dict[str, tuple] = {}
-    for row in rows:
+    first: dict[str, str] = {}
+    for row, label in zip(rows, where):
         if fmt == "chat":
             messages = row["messages"]
             prompt, refs = messages[:-1], [messages[-1]["content"]] if messages[-1]["role"] == "assistant" else []
         else:
             prompt = row["prompt"]
             refs = list(row.get("references") or []) + ([row["completion"]] if "completion" in row else [])
-        entry = grouped.setdefault(_prompt_key(prompt), (prompt, []))
+        key = _prompt_key(prompt)
+        entry = grouped.setdefault(key, (prompt, []))
+        first.setdefault(key, label)
         entry[1].extend(refs)
     prompts = [p for p, _ in grouped.values()]
     references = [r for _, r in grouped.values()]
@@ -49,16 +57,27 @@ def eval_set(rows: list[dict], fmt: str) -> EvalSet:
             f"{len(missing)} prompts have no reference to score against (first: prompt #{missing[0] + 1}); "
             'add "references" or a "completion"'
         )
-    return EvalSet(prompts, references, rows, fmt)
+    return EvalSet(prompts, references, rows, fmt, list(first.values()))
 
 
 def loss_and_perplexity(
     model, tokenizer, rows: list[dict], fmt: str, *, chat_template: bool | None, max_seq_length: int, batch_size: int, device
 ) -> dict | None:
-    """Token-weighted loss on the trained tokens (as in training) and its perplexity; None if nothing to score."""
+    """Token-weighted loss on the trained tokens (as in training) and its perplexity; None if nothing to score.
+
+    Examples are cut to ``min(max_seq_length, the model's context)`` tokens, as in training.
+    """
     if fmt == "prompt":
         return None
-    encoded = encode_rows(rows, fmt, tokenizer, chat_template=chat_template, train_on_prompt=False, max_len=max_seq_length)
+    encoded = encode_rows(
+        rows,
+        fmt,
+        tokenizer,
+        chat_template=chat_template,
+        train_on_prompt=False,
+        max_len=max_seq_length,
+        context=context_length(model),
+    )
     if not encoded.examples:
         return None
     loss = evaluate_loss(model, encoded.examples, batch_size, tokenizer.pad_token_id, device)
@@ -68,10 +87,14 @@ def loss_and_perplexity(
 def predict(
     model, tokenizer, data: EvalSet, settings: GenerationSettings, *, chat: bool, batch_size: int, on_batch=None
 ) -> list[str]:
-    """Greedy (or beam) predictions for every prompt, batched with left padding."""
-    return [
-        p.strip() for p in generate(model, tokenizer, data.prompts, settings, chat=chat, batch_size=batch_size, on_batch=on_batch)
-    ]
+    """Greedy (or beam) predictions for every prompt, batched with left padding.
+
+    A prompt that does not fit the model's context with ``--max-new-tokens`` is refused before
+    anything is generated, named by its row (see :func:`solo_cli.generation.check_context`).
+    """
+    where = data.where[: len(data.prompts)] if len(data.where) >= len(data.prompts) else None
+    outputs = generate(model, tokenizer, data.prompts, settings, chat=chat, batch_size=batch_size, on_batch=on_batch, where=where)
+    return [p.strip() for p in outputs]
 
 
 def read_predictions(path: str | Path, expected: int) -> list[str]:
@@ -90,10 +113,10 @@ def read_predictions(path: str | Path, expected: int) -> list[str]:
     if lines and lines[0].lstrip().startswith("{"):
         predictions = []
         for n, line in enumerate(lines, start=1):
+            row = parse_json_line(line, f"--predictions {path}:{n}")  # also refuses huge, deep and surrogate JSON
             try:
-                row = json.loads(line)
                 predictions.append(str(row["prediction"]))
-            except (json.JSONDecodeError, KeyError, TypeError):
+            except (KeyError, TypeError, RecursionError):
                 raise UsageError(f'--predictions {path}:{n}: expected a JSON object with a "prediction"') from None
     else:
         predictions = lines
@@ -105,14 +128,34 @@ def read_predictions(path: str | Path, expected: int) -> list[str]:
     return predictions
 
 
-def write_predictions(path: str | Path, data: EvalSet, predictions: list[str]) -> None:
-    from .atomic import write_text
-
+def predictions_text(data: EvalSet, predictions: list[str]) -> str:
     lines = [
         json.dumps({"prompt": p, "prediction": y, "references": r}, ensure_ascii=False)
         for p, y, r in zip(data.prompts, predictions, data.references)
     ]
-    write_text(path, "\n".join(lines) + "\n")
+    return "\n".join(lines) + "\n"
+
+
+def write_predictions(path: str | Path, data: EvalSet, predictions: list[str]) -> None:
+    from .atomic import write_text
+
+    write_text(path, predictions_text(data, predictions))
+
+
+def write_outputs(path: str | Path, data: EvalSet, predictions: list[str], metrics: dict) -> None:
+    """Write the predictions and, beside them, the metrics: both or neither (old files stay on failure).
+
+    A full disk or another write error is one line (:class:`RuntimeFailure`) naming the file.
+    """
+    from .atomic import write_texts
+
+    write_texts(
+        {
+            Path(path): predictions_text(data, predictions),
+            metrics_path(path): json.dumps(metrics, indent=2, ensure_ascii=False) + "\n",
+        },
+        flag="--output",
+    )
 
 
 def metrics_path(predictions_path: str | Path) -> Path:
@@ -122,12 +165,21 @@ def metrics_path(predictions_path: str | Path) -> Path:
 
 def load_eval_rows(path: str | Path) -> tuple[list[dict], str]:
     """``--data``: a JSONL file, or a folder (its test.jsonl, else valid.jsonl)."""
+    rows, fmt, _ = load_numbered_eval_rows(path)
+    return rows, fmt
+
+
+def load_numbered_eval_rows(path: str | Path) -> tuple[list[dict], str, list[str]]:
+    """:func:`load_eval_rows`, plus where each row is (``file:line``), for error messages."""
     path = Path(path)
     if path.is_dir():
         for name in ("test.jsonl", "valid.jsonl"):
             if (path / name).is_file():
-                return read_rows(path / name)
-        raise UsageError(f"--data {path}: the folder has no test.jsonl or valid.jsonl; pass a .jsonl file")
-    if not path.is_file():
+                path = path / name
+                break
+        else:
+            raise UsageError(f"--data {path}: the folder has no test.jsonl or valid.jsonl; pass a .jsonl file")
+    elif not path.is_file():
         raise UsageError(f"--data {path}: no such file or folder")
-    return read_rows(path)
+    rows, fmt, linenos = read_numbered_rows(path)
+    return rows, fmt, [f"{path}:{n}" for n in linenos]

@@ -12,6 +12,9 @@ from dataclasses import dataclass, field
 import torch
 from transformers import TextStreamer
 
+from .data import context_length
+from .errors import UsageError
+
 
 @dataclass
 class GenerationSettings:
@@ -68,6 +71,32 @@ def _cut_at_stop(text: str, stops: list[str]) -> str:
     return text[: min(cuts)] if cuts else text
 
 
+def check_context(
+    model, tokenizer, texts: list[str], settings: GenerationSettings, *, add_special: bool, where: list[str]
+) -> None:
+    """Refuse (UsageError) a prompt whose tokens plus ``--max-new-tokens`` exceed the model's context.
+
+    A model fed more positions than it has fails inside torch (GPT-2: IndexError) or degrades
+    silently, so no prompt is cut behind the user's back: the error names the prompt (``where``,
+    e.g. ``rows.jsonl:7``) and says to shorten it or lower --max-new-tokens. A model whose config
+    declares no context length is not limited.
+    """
+    context = context_length(model)
+    if context is None:
+        return
+    for label, text in zip(where, texts):
+        n = len(tokenizer(text, add_special_tokens=add_special)["input_ids"])
+        if n + settings.max_new_tokens <= context:
+            continue
+        if n >= context:
+            raise UsageError(f"{label}: {n} prompt tokens, more than the model's context of {context} tokens; shorten the prompt")
+        raise UsageError(
+            f"{label}: {n} prompt tokens + --max-new-tokens {settings.max_new_tokens} = "
+            f"{n + settings.max_new_tokens}, more than the model's context of {context} tokens; "
+            f"shorten the prompt or lower --max-new-tokens to {context - n} or less"
+        )
+
+
 @torch.no_grad()
 def generate(
     model,
@@ -79,17 +108,22 @@ def generate(
     batch_size: int = 8,
     on_text: Callable[[str], None] | None = None,
     on_batch: Callable[[int], None] | None = None,
+    where: list[str] | None = None,
 ) -> list[str]:
     """Generate a completion for each prompt, in batches with left padding.
 
     ``on_text`` streams the text of a single prompt as it is produced; ``on_batch(n)`` reports
-    progress after each batch of ``n`` prompts.
+    progress after each batch of ``n`` prompts. Before anything is generated, every prompt is
+    checked against the model's context (:func:`check_context`); ``where`` names each prompt in
+    that error (default ``prompt #n``).
     """
     model.eval()
     device = next(model.parameters()).device
     config = _generation_config(model, tokenizer, settings)
     texts = [build_prompt(tokenizer, p, chat) for p in prompts]
     add_special = not (chat or any(isinstance(p, list) for p in prompts))
+    labels = where if where is not None else [f"prompt #{n}" for n in range(1, len(texts) + 1)]
+    check_context(model, tokenizer, texts, settings, add_special=add_special, where=labels)
     outputs: list[str] = []
     side = tokenizer.padding_side
     tokenizer.padding_side = "left"

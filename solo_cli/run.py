@@ -25,7 +25,7 @@ from .atomic import write_json, write_text
 from .blocks import Fingerprint, fingerprint
 from .checkpoint import find_checkpoint, load_checkpoint, prune_checkpoints, save_checkpoint
 from .config import TrainConfig
-from .data import EncodedData, encode_rows, read_rows, resolve_data
+from .data import EncodedData, context_length, encode_rows, read_rows, resolve_data
 from .distributed import DistContext
 from .errors import UsageError
 from .models import LoadedModel, load_model
@@ -73,15 +73,24 @@ class PreparedRun:
     ctx: DistContext
 
 
-def _encode(path, tokenizer, cfg: TrainConfig, fmt_expected: str | None = None) -> EncodedData:
+def _encode(path, tokenizer, cfg: TrainConfig, fmt_expected: str | None = None, context: int | None = None) -> EncodedData:
     rows, fmt = read_rows(path)
     if fmt_expected and fmt != fmt_expected:
         raise UsageError(f"{path}: its rows are {fmt!r} but the training rows are {fmt_expected!r}; use one format")
     encoded = encode_rows(
-        rows, fmt, tokenizer, chat_template=cfg.chat_template, train_on_prompt=cfg.train_on_prompt, max_len=cfg.max_seq_length
+        rows,
+        fmt,
+        tokenizer,
+        chat_template=cfg.chat_template,
+        train_on_prompt=cfg.train_on_prompt,
+        max_len=cfg.max_seq_length,
+        context=context,
     )
     if not encoded.examples:
-        raise UsageError(f"{path}: every row's prompt is longer than --max-seq-length {cfg.max_seq_length}; raise it")
+        raise UsageError(
+            f"{path}: every row's prompt is longer than the limit of {encoded.limit} tokens "
+            f"(--max-seq-length {cfg.max_seq_length}, or the model's context); shorten the prompts or raise --max-seq-length"
+        )
     return encoded
 
 
@@ -101,7 +110,8 @@ def prepare(cfg: TrainConfig, loaded: LoadedModel | None = None, ctx: DistContex
     )
     fp = fingerprint(loaded.model)
     connections = parse_connections(cfg.connections, fp.num_blocks)
-    train = _encode(files.train, loaded.tokenizer, cfg)
+    context = context_length(loaded.model)
+    train = _encode(files.train, loaded.tokenizer, cfg, context=context)
     if len(train.examples) < cfg.batch_size * ctx.world_size:
         raise UsageError(
             f"--data {files.train}: {len(train.examples)} usable examples, fewer than one batch "
@@ -109,7 +119,7 @@ def prepare(cfg: TrainConfig, loaded: LoadedModel | None = None, ctx: DistContex
         )
     valid = None
     if files.valid:
-        valid = _encode(files.valid, loaded.tokenizer, cfg, train.fmt)
+        valid = _encode(files.valid, loaded.tokenizer, cfg, train.fmt, context)
         valid.examples = valid.examples[: cfg.max_eval_rows] if cfg.max_eval_rows else valid.examples
     steps = total_steps(cfg, len(train.examples), ctx.world_size)
     homotopy = cfg.homotopy_steps or max(1, steps // 10)
