@@ -55,7 +55,9 @@ def solo_method(name, model, spec: str, rank: int, gate: str, lr: float, steps: 
     fp = fingerprint(model)
     torch.manual_seed(0)
     adapter = SoloAdapter(
-        AdapterConfig(parse_connections(spec, fp.num_blocks), rank, gate, homotopy or max(1, steps // 10), fp.hidden_size)
+        AdapterConfig(
+            parse_connections(spec, fp.num_blocks), rank, gate, homotopy or max(1, steps // 10), fp.hidden_size, source_norm="rms"
+        )
     )
     handle = attach(model, adapter)
     optimizer, scheduler = make_optimizer(adapter, TrainConfig(lr=lr, warmup=max(1, steps // 20), schedule="linear"), steps)

