@@ -94,8 +94,11 @@ SEARCH = [
     solo("solo-c2-r3-rms", spans(2), 3, 2e-2),
 ]
 
+# A second seed of the decision that the proxy made (source normalisation on the chosen plan).
+SEEDS = [solo("solo-c5-r2-rms", spans(5), 2, 2e-2, seed=1), solo("ref-solo-c5-r2", spans(5), 2, 2e-2, norm="none", seed=1)]
+
 GRIDS = {
-    "proxy": SEARCH + list(REFERENCE),
+    "proxy": SEARCH + list(REFERENCE) + SEEDS,
     "smoke": [lora("lora-r1", 1, 1e-2), solo("solo-c5-r2-rms", spans(5), 2, 2e-2)],
     "full": [
         *[lora(f"lora-r4-{lr:g}", 4, lr) for lr in (2e-3, 5e-3, 1e-2)],
@@ -218,7 +221,8 @@ def spearman(a: list[float], b: list[float]) -> float:
 
 def agreement(proxy_path: Path) -> dict:
     """Rank the reference configurations by proxy validation loss and by the full protocol's."""
-    proxy = {r["name"]: r["valid_loss"] for r in json.loads(proxy_path.read_text())["runs"] if r.get("valid_loss") is not None}
+    runs = json.loads(proxy_path.read_text())["runs"]
+    proxy = {r["name"]: r["valid_loss"] for r in runs if r.get("valid_loss") is not None and r["seed"] == 0}
     pairs = [(run.name, proxy[run.name], full) for run, full in REFERENCE.items() if run.name in proxy]
     rho = spearman([p for _, p, _ in pairs], [f for _, _, f in pairs]) if len(pairs) > 2 else None
     return {"configurations": len(pairs), "spearman": rho, "pairs": [{"name": n, "proxy": p, "full": f} for n, p, f in pairs]}
@@ -277,7 +281,7 @@ def main() -> None:
         "--jobs", type=int, default=None, help="runs at once, each its own process (default: 7 on CUDA, 2 on CPU)"
     )
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--only", default=None, help="comma-separated run names; results merge into the existing file")
+    parser.add_argument("--only", default=None, help="comma-separated NAME or NAME@SEED; results merge into the existing file")
     parser.add_argument("--work", default=None, help="where run folders go (default /tmp/solo-e2e/<protocol>)")
     parser.add_argument("--agreement", action="store_true", help="only recompute the proxy/full agreement")
     opts = parser.parse_args()
@@ -298,15 +302,18 @@ def main() -> None:
     data = prepare_data(opts.protocol, work)
     grid = GRIDS[opts.protocol]
     if opts.only:
-        wanted = set(opts.only.split(","))
-        grid = [r for r in grid if r.name in wanted]
+        wanted = set(opts.only.split(","))  # NAME (every seed) or NAME@SEED
+        grid = [r for r in grid if r.name in wanted or f"{r.name}@{r.seed}" in wanted]
     old = json.loads(out.read_text()) if out.exists() else {"runs": []}
     old["runs"] = old["runs"] if opts.only else []
     keep = [r for r in old["runs"] if (r["name"], r["seed"]) not in {(g.name, g.seed) for g in grid}]
     p = PROTOCOLS[opts.protocol]
     report = {
         "device": device_name(opts.device),
-        "command": "python bench/e2e.py " + " ".join(sys.argv[1:]),
+        # an --only run adds to the results, so its command is added to the one that made them
+        "command": "; ".join(
+            filter(None, [old.get("command") if opts.only else None, "python bench/e2e.py " + " ".join(sys.argv[1:])])
+        ),
         "protocol": {
             "name": opts.protocol,
             "train_rows": p["train_rows"] or 42061,
@@ -324,7 +331,7 @@ def main() -> None:
             print(json.dumps(row), flush=True)
             if "error" not in row:
                 report["runs"].append(row)
-    report["seconds"] = round(time.perf_counter() - started, 1)
+    report["seconds"] = round(time.perf_counter() - started + (old.get("seconds", 0) if opts.only else 0), 1)
     solo_runs = [
         r
         for r in report["runs"]

@@ -22,7 +22,7 @@ from .adapter import GATE_MODES, SOURCE_NORMS, AdapterConfig, SoloAdapter
 from .atomic import write_atomic
 from .blocks import Fingerprint
 from .data import lone_surrogate
-from .errors import UsageError
+from .errors import RuntimeFailure, UsageError
 
 FORMAT_NAME = "solo-adapter"
 FORMAT_VERSION = 2  # 2 added source_norm; version 1 files (no field) were trained without one
@@ -63,12 +63,28 @@ class AdapterInfo:
         return {key: json.dumps(value, ensure_ascii=False) for key, value in values.items()}
 
 
+def non_finite(tensors: dict[str, torch.Tensor]) -> list[str]:
+    """Names of the floating tensors that hold a NaN or an infinite value."""
+    return [k for k, v in tensors.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+
+
 def save_adapter(path: str | os.PathLike, adapter: SoloAdapter, info: AdapterInfo) -> Path:
-    """Write ``adapter`` to ``path`` (a file, or a folder that gets ``adapter.safetensors``) atomically."""
+    """Write ``adapter`` to ``path`` (a file, or a folder that gets ``adapter.safetensors``) atomically.
+
+    A tensor holding NaN or infinite values is refused (:class:`RuntimeFailure`, naming it) and
+    nothing is written: solo never writes an adapter that its own loader would refuse as damaged.
+    """
     path = Path(path)
     if path.suffix != ".safetensors":
         path = path / ADAPTER_FILENAME
     tensors = {key: value.detach().to("cpu", torch.float32).contiguous() for key, value in adapter.state_dict().items()}
+    bad = non_finite(tensors)
+    if bad:
+        more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
+        raise RuntimeFailure(
+            f"not writing {path}: tensor {bad[0]}{more} holds NaN or infinite values; nothing was written "
+            "(if it was trained, the training diverged: lower --lr or add --warmup)"
+        )
     write_atomic(path, lambda tmp: save_file(tensors, str(tmp), metadata=info.to_metadata()))
     return path
 

@@ -10,6 +10,7 @@ import contextlib
 import errno
 import json
 import os
+import secrets
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator
@@ -50,19 +51,42 @@ def write_json(target: str | os.PathLike, obj) -> None:
     write_text(target, json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
 
 
+# Hidden names beside a target of atomic_dir: ``.NAME.XXXXXXXX.tmp`` (the new copy being written) and
+# ``.NAME.XXXXXXXX.old`` (the previous copy, during a swap); XXXXXXXX is 8 characters of [a-z0-9_].
+STAGING_SUFFIX, ASIDE_SUFFIX = ".tmp", ".old"
+
+
 @contextlib.contextmanager
 def atomic_dir(target: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary folder beside ``target``; on success it replaces ``target`` as a whole."""
+    """Yield a temporary folder beside ``target``; on success it replaces ``target`` as a whole.
+
+    An existing ``target`` is renamed aside first, the new folder renamed in, and only then the
+    old copy deleted, so a complete copy is on disk at every moment (under the aside name between
+    the two renames, which :func:`solo_cli.checkpoint.clean_staging` restores after a crash there).
+    A failure while renaming in puts the old copy back.
+    """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=STAGING_SUFFIX, dir=target.parent))
     try:
         yield staging
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(staging, target)
+        if not (target.exists() or target.is_symlink()):
+            os.replace(staging, target)
+            return
+        aside = target.parent / f".{target.name}.{secrets.token_hex(4)}{ASIDE_SUFFIX}"
+        os.replace(target, aside)
+        try:
+            os.replace(staging, target)
+        except BaseException:
+            os.replace(aside, target)
+            raise
+        if aside.is_dir() and not aside.is_symlink():
+            shutil.rmtree(aside, ignore_errors=True)
+        else:
+            aside.unlink(missing_ok=True)
     finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
 
 
 def write_error(exc: OSError, target: str | os.PathLike, flag: str = "--output") -> RuntimeFailure:

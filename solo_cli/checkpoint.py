@@ -10,6 +10,7 @@ crash never leaves a half-written checkpoint.
 from __future__ import annotations
 
 import json
+import math
 import re
 import shutil
 from pathlib import Path
@@ -19,9 +20,11 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from .adapter import SoloAdapter
-from .adapter_file import ADAPTER_FILENAME, AdapterInfo, load_adapter, save_adapter
-from .atomic import atomic_dir
-from .errors import UsageError
+from .adapter_file import ADAPTER_FILENAME, AdapterInfo, load_adapter, non_finite, save_adapter
+from .atomic import ASIDE_SUFFIX, atomic_dir
+from .blocks import Fingerprint
+from .errors import RuntimeFailure, UsageError
+from .topology import format_connections
 from .trainer import Trainer, TrainState
 
 STATE_FILE = "trainer_state.json"
@@ -49,23 +52,33 @@ def _param_names(adapter: SoloAdapter) -> dict[int, str]:
 
 
 def save_checkpoint(folder: Path, trainer: Trainer, state: TrainState, info: AdapterInfo) -> Path:
-    """Write a resumable checkpoint of ``trainer`` at ``state`` into ``folder`` atomically."""
+    """Write a resumable checkpoint of ``trainer`` at ``state`` into ``folder`` atomically.
+
+    A NaN or infinite value in the adapter or the optimizer state is refused (:class:`RuntimeFailure`,
+    naming the tensor) before anything is written: a checkpoint is always one a run can resume from.
+    """
+    names = _param_names(trainer.adapter)
+    tensors, scalars = {}, {}
+    index_to_name = {}
+    for group in trainer.optimizer.param_groups:
+        for p in group["params"]:
+            index_to_name[len(index_to_name)] = names[id(p)]
+    for p, slots in trainer.optimizer.state.items():
+        name = names[id(p)]
+        for slot, value in slots.items():
+            if torch.is_tensor(value) and value.ndim > 0:
+                tensors[f"{name}.{slot}"] = value.detach().cpu().contiguous()
+            else:
+                scalars[f"{name}.{slot}"] = float(value)
+    bad = non_finite(dict(trainer.adapter.state_dict()) | tensors) + [k for k, v in scalars.items() if not math.isfinite(v)]
+    if bad:
+        raise RuntimeFailure(
+            f"not writing checkpoint {folder}: tensor {bad[0]} holds NaN or infinite values; nothing was written "
+            "(the training diverged: lower --lr or add --warmup)"
+        )
+    tensors |= rng_state()
     with atomic_dir(folder) as staging:
         save_adapter(staging / ADAPTER_FILENAME, trainer.adapter, info)
-        names = _param_names(trainer.adapter)
-        tensors, scalars = {}, {}
-        index_to_name = {}
-        for group in trainer.optimizer.param_groups:
-            for p in group["params"]:
-                index_to_name[len(index_to_name)] = names[id(p)]
-        for p, slots in trainer.optimizer.state.items():
-            name = names[id(p)]
-            for slot, value in slots.items():
-                if torch.is_tensor(value) and value.ndim > 0:
-                    tensors[f"{name}.{slot}"] = value.detach().cpu().contiguous()
-                else:
-                    scalars[f"{name}.{slot}"] = float(value)
-        tensors |= rng_state()
         save_file(tensors, str(staging / OPTIMIZER_FILE))
         groups = [{k: v for k, v in g.items() if k != "params"} for g in trainer.optimizer.param_groups]
         payload = {
@@ -96,6 +109,30 @@ def list_checkpoints(run_dir: Path) -> list[tuple[int, Path]]:
     return sorted(found)
 
 
+_STAGING_DIR = re.compile(r"^\.(step-\d+)\.[a-z0-9_]{8}(\.tmp|\.old)?$")  # atomic_dir's hidden names
+
+
+def clean_staging(run_dir: Path) -> None:
+    """Tidy ``checkpoints/`` after a run that was killed while saving (call it holding the run's lock).
+
+    A previous copy moved aside by a swap that never finished (``.step-N.XXXXXXXX.old`` with no
+    ``step-N``) is put back; every other hidden staging folder of solo's is deleted. Nothing whose
+    name is not solo's own staging pattern is touched.
+    """
+    root = Path(run_dir) / "checkpoints"
+    if not root.is_dir():
+        return
+    for child in sorted(root.iterdir()):
+        match = _STAGING_DIR.match(child.name)
+        if not match or not child.is_dir() or child.is_symlink():
+            continue
+        final = root / match.group(1)
+        if match.group(2) == ASIDE_SUFFIX and not final.exists() and (child / STATE_FILE).is_file():
+            child.rename(final)
+        else:
+            shutil.rmtree(child, ignore_errors=True)
+
+
 def prune_checkpoints(run_dir: Path, keep: int | None) -> None:
     """Keep only the newest ``keep`` checkpoints (None or 0: keep all)."""
     if not keep:
@@ -117,19 +154,41 @@ def find_checkpoint(run_dir: Path, resume: str) -> Path:
     return path
 
 
-def load_checkpoint(folder: Path, trainer: Trainer) -> TrainState:
-    """Restore adapter, optimizer, scheduler and RNG from ``folder``; return the state to continue from."""
+def load_checkpoint(folder: Path, trainer: Trainer, fingerprint: Fingerprint | None = None) -> TrainState:
+    """Restore adapter, optimizer, scheduler and RNG from ``folder``; return the state to continue from.
+
+    The checkpoint's adapter must have been trained on a base of ``fingerprint`` (when given) with
+    this run's connections, rank, gate, source norm and homotopy steps; otherwise one line lists
+    the differences and nothing is changed.
+    """
     folder = Path(folder)
     try:
         payload = json.loads((folder / STATE_FILE).read_text(encoding="utf-8"))
         tensors = load_file(str(folder / OPTIMIZER_FILE))
     except (OSError, json.JSONDecodeError, UnicodeDecodeError, SafetensorError) as exc:
         raise UsageError(f"--resume {folder}: the checkpoint is damaged ({exc}); resume from an earlier one") from None
-    saved, _ = load_adapter(folder / ADAPTER_FILENAME)
-    if saved.config.connections != trainer.adapter.config.connections or saved.config.rank != trainer.adapter.config.rank:
+    saved, info = load_adapter(folder / ADAPTER_FILENAME)
+    if fingerprint is not None and info.fingerprint != fingerprint:
         raise UsageError(
-            f"--resume {folder}: the checkpoint's connections or rank differ from this run's flags; "
-            "resume with the flags the run was started with"
+            f"--resume {folder}: the checkpoint was trained on {info.base_model} ({info.fingerprint.describe()}) "
+            f"but --model is {fingerprint.describe()}; resume with the run's --model"
+        )
+    old, new = saved.config, trainer.adapter.config
+    differences = [
+        f"--{flag} {a} -> {b}"
+        for flag, a, b in (
+            ("connections", format_connections(old.connections), format_connections(new.connections)),
+            ("rank", old.rank, new.rank),
+            ("gate", old.gate, new.gate),
+            ("source-norm", old.source_norm, new.source_norm),
+            ("homotopy-steps", old.homotopy_steps, new.homotopy_steps),
+        )
+        if a != b
+    ]
+    if differences:
+        raise UsageError(
+            f"--resume {folder}: the checkpoint's adapter differs from this run's flags: {', '.join(differences)}; "
+            "resume with the run's flags (those it was started with)"
         )
     with torch.no_grad():
         for name, value in saved.state_dict().items():

@@ -145,13 +145,18 @@ def train(
     _quiet_transformers()
     from . import distributed
     from .config import build_config
+    from .lock import release
     from .run import check_output, execute, param_summary, prepare
     from .trainer import Interrupted
 
     cfg = build_config(config, flags)
     if not dry_run:
-        check_output(cfg)  # fail before loading anything
-    run = prepare(cfg)
+        check_output(cfg)  # fail before loading anything; takes the folder's lock, which execute releases
+    try:
+        run = prepare(cfg)
+    except BaseException:
+        release(cfg.output)
+        raise
     if run.train.skipped:
         display.warning(
             f"skipped {run.train.skipped} of {run.train.stats['rows']} training rows whose prompt "
@@ -286,6 +291,7 @@ def generate(
     from .data import lone_surrogate, read_numbered_rows
     from .generation import GenerationSettings
     from .generation import generate as run_generate
+    from .outputs import check_predictions_target
 
     if (input is None) != (output is None):
         raise UsageError("--input and --output go together: rows in, predictions out")
@@ -310,6 +316,7 @@ def generate(
     if output is not None:
         if output.exists() and output.is_dir():
             raise UsageError(f"--output {output}: is a folder; give a file path for the predictions")
+        check_predictions_target(output)  # solo replaces only predictions it wrote
         check_writable(output, "--output")  # fail before loading the model
     target = _load_target(model, adapter, revision, dtype, device, trust_remote_code, force)
     use_chat = chat if chat is not None else bool(target.info and target.info.chat_template)
@@ -417,12 +424,14 @@ def eval_command(
         eval_set,
         load_numbered_eval_rows,
         loss_and_perplexity,
+        metrics_path,
         predict,
         read_predictions,
         write_outputs,
     )
     from .generation import GenerationSettings
     from .metrics import score
+    from .outputs import check_predictions_target
 
     if max_new_tokens < 1 or num_beams < 1 or batch_size < 1 or (limit is not None and limit < 1):
         raise UsageError("--max-new-tokens, --num-beams, --batch-size and --limit must be at least 1")
@@ -441,6 +450,7 @@ def eval_command(
     if output is not None and output.is_dir():
         raise UsageError(f"--output {output}: is a folder; give a file path for the predictions")
     if output is not None and generate_text and fmt != "text":
+        check_predictions_target(output, metrics_path(output))  # solo replaces only predictions and metrics it wrote
         check_writable(output, "--output")  # predictions and metrics go there: fail before loading the model
     target = _load_target(model, adapter, revision, dtype, device, trust_remote_code, force)
     lm, tokenizer = target.loaded.model, target.loaded.tokenizer
@@ -497,6 +507,8 @@ def merge(
 ) -> None:
     """Combine adapters of one base into one, or export base + adapter as a standalone model folder."""
     _quiet_transformers()
+    from .outputs import check_adapter_target
+
     if export is not None:
         from .export import export_model
 
@@ -521,8 +533,7 @@ def merge(
 
     if output is None:
         raise UsageError("give -o merged.safetensors for the merged adapter (or --export DIR with one adapter)")
-    if output.exists() and not overwrite:
-        raise UsageError(f"--output {output}: already exists; choose a new path or pass --overwrite")
+    check_adapter_target(output, overwrite)  # solo replaces only an adapter it wrote
     result = merge_adapters(adapters, parse_weights(weights, len(adapters)), rank)
     path = save_adapter(output, result.adapter, result.info)
     display.show_merge(path, result)

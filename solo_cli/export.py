@@ -26,6 +26,7 @@ from .blocks import find_blocks
 from .errors import RuntimeFailure, UsageError
 from .inference import load_for_inference
 from .models import DTYPES, load_config, resolve_dtype
+from .outputs import check_export_target
 
 MARKER = "solo_adapter"  # the config key that makes a folder a solo export
 MODELING_FILE = "modeling_solo.py"
@@ -184,8 +185,7 @@ def export_model(
     double on disk); the adapter tensors stay float32.
     """
     output = Path(output)
-    if output.exists() and not overwrite:
-        raise UsageError(f"--export {output}: already exists; choose a new folder or pass --overwrite")
+    check_export_target(output, overwrite)  # only an export solo wrote is replaced, never the current folder
     adapter_path = resolve_adapter_path(adapter)
     dtype = dtype or stored_dtype(model or read_info(adapter_path).base_model, revision, trust_remote_code)
     target = load_for_inference(

@@ -7,8 +7,9 @@ Output folder: ``adapter.safetensors``, ``best/adapter.safetensors`` (with valid
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import hashlib
 import json
-import shutil
 import signal
 import threading
 import time
@@ -18,17 +19,18 @@ from pathlib import Path
 import torch
 from transformers import set_seed
 
-from . import __version__, distributed
+from . import __version__, distributed, lock
 from .adapter import AdapterConfig, AttachedAdapter, SoloAdapter, attach
 from .adapter_file import AdapterInfo, save_adapter
 from .atomic import write_json, write_text
 from .blocks import Fingerprint, fingerprint
-from .checkpoint import find_checkpoint, load_checkpoint, prune_checkpoints, save_checkpoint
+from .checkpoint import clean_staging, find_checkpoint, load_checkpoint, prune_checkpoints, save_checkpoint
 from .config import TrainConfig
 from .data import EncodedData, context_length, encode_rows, read_rows, resolve_data
 from .distributed import DistContext
 from .errors import UsageError
 from .models import LoadedModel, load_model
+from .outputs import describe, is_run_folder, refuse_current_folder, remove_run_outputs, run_outputs
 from .plot import plot_losses
 from .topology import format_connections, parse_connections
 from .trainer import Callback, Interrupted, Trainer, TrainState, evaluate_loss, set_checkpointing, total_steps
@@ -129,37 +131,144 @@ def prepare(cfg: TrainConfig, loaded: LoadedModel | None = None, ctx: DistContex
 
 
 def check_output(cfg: TrainConfig) -> Path:
-    """Refuse to train into a folder that holds a run, unless --overwrite; fail early if unwritable.
+    """Take ``--output`` for this run, or refuse in one line; nothing is loaded yet.
 
-    Under a distributed launcher only rank 0 touches the folder.
+    The folder's lock (:mod:`solo_cli.lock`) is taken before anything is written and held until
+    :func:`execute` ends (call :func:`solo_cli.lock.release` if the run never gets there). A folder
+    holding a run is refused unless ``--resume`` (whose settings must be the run's) or
+    ``--overwrite`` (which deletes only what solo wrote there, and never in the current folder or
+    one above it); a folder whose solo output names hold files solo did not write is refused
+    either way. Staging folders left by a killed save are tidied. Under a distributed launcher only
+    rank 0 touches the folder.
     """
     out = Path(cfg.output)
     if not distributed.from_env().is_main:
         return out
     if out.exists() and not out.is_dir():
-        raise UsageError(f"--output {out}: exists and is not a folder; choose another path")
-    held = [m for m in RUN_MARKERS if (out / m).exists()]
-    if cfg.resume is not None:
-        find_checkpoint(out, cfg.resume)  # fails now, before any loading, if there is nothing to resume
-        return out
-    if held and not cfg.overwrite:
-        raise UsageError(f"--output {out}: already holds a run ({', '.join(held)}); pass --overwrite or choose another folder")
+        raise UsageError(f"--output {out}: exists and is not a folder ({describe(out)}); choose another path")
+    if cfg.resume is not None and not out.is_dir():
+        find_checkpoint(out, cfg.resume)  # auto: nothing to resume; PATH: fails now if it is no checkpoint
     try:
         out.mkdir(parents=True, exist_ok=True)
-        probe = out / ".solo-write-test"
-        probe.write_text("")
-        probe.unlink()
     except OSError as exc:
         raise UsageError(f"--output {out}: cannot write there ({exc.strerror}); choose a writable folder") from None
-    if held:
-        for marker in held:
-            target = out / marker
-            shutil.rmtree(target) if target.is_dir() else target.unlink()
-        for extra in ("best", "loss.png", "config.json"):
-            target = out / extra
-            if target.exists():
-                shutil.rmtree(target) if target.is_dir() else target.unlink()
+    lock.acquire(out)  # the lock's file is also the probe that the folder is writable
+    try:
+        present = run_outputs(out)
+        if present and not is_run_folder(out):
+            raise UsageError(
+                f"--output {out}: holds {', '.join(present)} that are not a solo run's outputs; "
+                "solo never replaces them; choose another folder"
+            )
+        if present and cfg.resume is None:
+            if not cfg.overwrite:
+                raise UsageError(
+                    f"--output {out}: already holds a run ({', '.join(present)}); pass --overwrite or choose another folder"
+                )
+            refuse_current_folder(out, "--output")
+        if present:
+            clean_staging(out)
+        if cfg.resume is not None:
+            check_resume(cfg, out, find_checkpoint(out, cfg.resume))
+        elif present:
+            remove_run_outputs(out)
+    except BaseException:
+        lock.release(out)
+        raise
     return out
+
+
+# Flags that may differ when a run is resumed: they change what is logged, kept or where it runs,
+# never the arithmetic of the run (every other TrainConfig field must be the run's).
+RESUME_MAY_CHANGE = frozenset(
+    {
+        "output",
+        "resume",
+        "overwrite",
+        "eval_every",
+        "save_every",
+        "keep_checkpoints",
+        "log_every",
+        "device",
+        "grad_checkpoint",
+        "trust_remote_code",
+    }
+)
+
+
+_COMPARED_RESOLVED = ("connections", "homotopy_steps")  # compared once resolved on the model, by load_checkpoint
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def data_fingerprint(data: str) -> dict[str, str | None]:
+    """sha256 of the training (and validation) file's bytes, recorded in config.json at the start of a run."""
+    files = resolve_data(data)
+    return {"train": _sha256(files.train), "valid": _sha256(files.valid) if files.valid else None}
+
+
+def _shown(value) -> str:
+    if value is None:
+        return "unset"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def _same_path(a, b) -> bool:
+    return a == b or (isinstance(a, str) and isinstance(b, str) and Path(a).resolve() == Path(b).resolve())
+
+
+def _run_config(out: Path, checkpoint: Path) -> dict | None:
+    """config.json of the run ``checkpoint`` belongs to (that of ``out`` if it is not in a run's checkpoints/)."""
+    candidates = [checkpoint.parent.parent / "config.json"] if checkpoint.parent.name == "checkpoints" else []
+    for path in [*candidates, out / "config.json"]:
+        try:
+            recorded = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError, ValueError):
+            continue
+        if isinstance(recorded, dict) and "solo_version" in recorded:
+            return recorded
+    return None
+
+
+def check_resume(cfg: TrainConfig, out: Path, checkpoint: Path) -> None:
+    """Refuse to resume with settings other than the run's (its config.json), listing each difference.
+
+    Compared: every TrainConfig field but those in :data:`RESUME_MAY_CHANGE`, and the sha256 of
+    the data files. The model's fingerprint and the adapter's shape (connections and homotopy
+    steps as resolved on the model, so ``chain`` and its spelled-out plan are the same) are
+    compared with the checkpoint itself when it is loaded (:func:`solo_cli.checkpoint.load_checkpoint`).
+    """
+    recorded = _run_config(out, checkpoint)
+    if recorded is None:
+        return
+    differences = []
+    for f in dataclasses.fields(TrainConfig):
+        if f.name in RESUME_MAY_CHANGE or f.name in _COMPARED_RESOLVED or f.name not in recorded:
+            continue
+        old, new = recorded[f.name], getattr(cfg, f.name)
+        same = _same_path(old, new) if f.name in ("model", "data") else old == new
+        if not same:
+            differences.append(f"--{f.name.replace('_', '-')} {_shown(old)} -> {_shown(new)}")
+    sha = recorded.get("data_sha256")
+    if isinstance(sha, dict) and cfg.data:
+        files, now = resolve_data(cfg.data), data_fingerprint(cfg.data)
+        for part, path in (("train", files.train), ("valid", files.valid)):
+            if sha.get(part) != now[part]:
+                old, new = (str(v)[:12] if v else "none" for v in (sha.get(part), now[part]))
+                differences.append(f"--data {path or part} contents sha256 {old} -> {new}")
+    if differences:
+        raise UsageError(
+            f"--resume {cfg.resume}: {checkpoint} belongs to a run started with other settings: "
+            f"{', '.join(differences)}; resume with the run's flags (its config.json), or start a new run in another --output"
+        )
 
 
 def _info(run: PreparedRun, state: TrainState, started: float) -> AdapterInfo:
@@ -236,7 +345,16 @@ def execute(run: PreparedRun, callback: Callback | None = None) -> TrainResult:
     """Train ``run``'s adapter and write every output. The folder must have passed ``check_output``.
 
     Raises :class:`Interrupted` (exit 130) after checkpointing when SIGINT or SIGTERM arrives.
+    The folder's lock is released when this returns or raises.
     """
+    try:
+        return _execute(run, callback)
+    finally:
+        if run.ctx.is_main:
+            lock.release(run.cfg.output)
+
+
+def _execute(run: PreparedRun, callback: Callback | None) -> TrainResult:
     cfg, ctx = run.cfg, run.ctx
     callback = callback if (callback and ctx.is_main) else (lambda event, info: None)  # only rank 0 reports
     out = Path(cfg.output)
@@ -256,7 +374,7 @@ def execute(run: PreparedRun, callback: Callback | None = None) -> TrainResult:
     state = TrainState()
     if cfg.resume is not None:
         folder = find_checkpoint(out, cfg.resume)
-        state = load_checkpoint(folder, trainer)
+        state = load_checkpoint(folder, trainer, run.fingerprint)
         if ctx.is_main:
             _truncate_metrics(metrics_file, state.step)
         callback("resume", {"step": state.step, "path": str(folder)})
@@ -267,6 +385,7 @@ def execute(run: PreparedRun, callback: Callback | None = None) -> TrainResult:
             "total_steps": run.steps,
             "trainable_params": run.adapter.num_parameters(),
             "solo_version": __version__,
+            "data_sha256": data_fingerprint(cfg.data),  # a resume refuses other data
         }
         write_json(out / "config.json", resolved)
 
@@ -282,6 +401,8 @@ def execute(run: PreparedRun, callback: Callback | None = None) -> TrainResult:
                 save_adapter(best_path, run.adapter, _info(run, st, started))
         callback("eval", {"step": st.step, "valid_loss": loss, "best": improved})
 
+    saved: dict[int, Path] = {}  # the step last checkpointed, so an interrupt right after it does not save it again
+
     def on_save(st: TrainState) -> Path:
         folder = out / "checkpoints" / f"step-{st.step}"
         if ctx.is_main:
@@ -289,6 +410,8 @@ def execute(run: PreparedRun, callback: Callback | None = None) -> TrainResult:
             prune_checkpoints(out, cfg.keep_checkpoints)
             callback("save", {"step": st.step, "path": str(folder)})
         ctx.barrier()  # no rank runs ahead of a checkpoint it may be asked to resume from
+        saved.clear()
+        saved[st.step] = folder
         return folder
 
     if cfg.grad_checkpoint:
@@ -308,7 +431,7 @@ def execute(run: PreparedRun, callback: Callback | None = None) -> TrainResult:
         with _stop_on_signals(trainer):
             trainer.run(run.train.examples, state, on_eval, on_save)
     except Interrupted as exc:
-        folder = on_save(state)
+        folder = saved.get(state.step) or on_save(state)
         raise Interrupted(f"{exc.message}; checkpoint saved in {folder}") from None
     finally:
         handle.detach()

@@ -200,6 +200,13 @@ class Trainer:
         loss_sum, seen = ctx.sum([loss_sum, float(seen)], self.device)
         return loss_sum / total, int(seen)
 
+    def _non_finite_parameter(self) -> str | None:
+        """The name of the first adapter parameter holding NaN or inf, or None (one device sync)."""
+        params = list(self.adapter.named_parameters())
+        if not params or bool(torch.stack([torch.isfinite(p).all() for _, p in params]).all()):
+            return None
+        return next(name for name, p in params if not bool(torch.isfinite(p).all()))
+
     def run(self, train: list[Example], state: TrainState, on_eval, on_save) -> TrainState:
         cfg, steps = self.cfg, self.steps
         optimizer, scheduler = self.optimizer, self.scheduler
@@ -235,6 +242,14 @@ class Trainer:
             self.scaler.update()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
+            # the loss can be finite while the update is not (a huge --lr): stop before anything is saved
+            broken = self._non_finite_parameter()
+            if self.ctx.any(broken is not None, self.device):
+                raise RuntimeFailure(
+                    f"training stopped at step {state.step + 1}: the update made the adapter's weights NaN or "
+                    f"infinite ({broken or 'on another process'}; diverged); lower --lr (now {cfg.lr:g}) or add --warmup; "
+                    "the last good checkpoint is kept"
+                )
             state.step += 1
             state.micro_batches += cfg.grad_accum
             state.tokens += tokens

@@ -295,11 +295,12 @@ def test_full_disk_in_generate_keeps_the_old_predictions(tiny_model_dir, tmp_pat
     out_dir = tmp_path / "out"
     out_dir.mkdir()
     out = out_dir / "p.jsonl"
-    out.write_text("old\n")
+    old = '{"prompt": "p ->", "prediction": "old"}\n'  # predictions solo wrote: the only file it replaces
+    out.write_text(old)
     code, lines = run("generate", "--model", tiny_model_dir, "--input", data, "--output", out, "--max-new-tokens", 2)
     assert code == 1
     assert_one_line(lines, "no space left on device", str(out), "--output")
-    assert out.read_text() == "old\n"
+    assert out.read_text() == old
     assert [p.name for p in out_dir.iterdir()] == ["p.jsonl"]
 
 
@@ -308,12 +309,13 @@ def test_full_disk_in_eval_keeps_predictions_and_metrics(tiny_model_dir, tmp_pat
     out_dir = tmp_path / "out"
     out_dir.mkdir()
     out, metrics = out_dir / "p.jsonl", out_dir / "p.metrics.json"
-    for path in (out, metrics):
-        path.write_text("old\n")
+    old = {out: '{"prompt": "p ->", "prediction": "old"}\n', metrics: '{"data": "d.jsonl", "prompts": 1}\n'}
+    for path, text in old.items():  # what an earlier `solo eval` wrote: the only files it replaces
+        path.write_text(text)
     code, lines = run("eval", "--model", tiny_model_dir, "--data", data, "--output", out, "--max-new-tokens", 2)
     assert code == 1
     assert_one_line(lines, "no space left on device", "--output")
-    assert out.read_text() == "old\n" and metrics.read_text() == "old\n"
+    assert all(path.read_text() == text for path, text in old.items())
     assert sorted(p.name for p in out_dir.iterdir()) == ["p.jsonl", "p.metrics.json"]
 
 
