@@ -19,7 +19,7 @@ from safetensors.torch import save_file
 
 from . import __version__
 from .adapter import GATE_MODES, SOURCE_NORMS, AdapterConfig, SoloAdapter
-from .atomic import write_atomic
+from .atomic import write_atomic, write_error
 from .blocks import Fingerprint
 from .data import lone_surrogate
 from .errors import RuntimeFailure, UsageError
@@ -85,16 +85,26 @@ def save_adapter(path: str | os.PathLike, adapter: SoloAdapter, info: AdapterInf
             f"not writing {path}: tensor {bad[0]}{more} holds NaN or infinite values; nothing was written "
             "(if it was trained, the training diverged: lower --lr or add --warmup)"
         )
-    write_atomic(path, lambda tmp: save_file(tensors, str(tmp), metadata=info.to_metadata()))
+    try:
+        write_atomic(path, lambda tmp: save_file(tensors, str(tmp), metadata=info.to_metadata()))
+    except OSError as exc:  # a full disk, a folder gone read-only: the old file is untouched, no temp file is left
+        raise write_error(exc, path) from None
     return path
 
 
 def resolve_adapter_path(path: str | os.PathLike) -> Path:
     path = Path(path)
-    if path.is_dir():
-        path = path / ADAPTER_FILENAME
-    if not path.is_file():
-        raise UsageError(f"adapter {path}: no such file; pass the adapter.safetensors that `solo train` wrote")
+    try:
+        if path.is_dir():
+            path = path / ADAPTER_FILENAME
+        if path.exists() and not path.is_file():  # a FIFO would be read forever
+            raise UsageError(f"adapter {path}: not a regular file (a FIFO, socket or device); pass an adapter.safetensors")
+        with path.open("rb"):  # safetensors says "No such file or directory" for any file it cannot open
+            pass
+    except (FileNotFoundError, NotADirectoryError):
+        raise UsageError(f"adapter {path}: no such file; pass the adapter.safetensors that `solo train` wrote") from None
+    except OSError as exc:
+        raise UsageError(f"adapter {path}: cannot read it ({exc.strerror or exc}); check its permissions") from None
     return path
 
 

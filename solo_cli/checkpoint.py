@@ -21,7 +21,7 @@ from safetensors.torch import load_file, save_file
 
 from .adapter import SoloAdapter
 from .adapter_file import ADAPTER_FILENAME, AdapterInfo, load_adapter, non_finite, save_adapter
-from .atomic import ASIDE_SUFFIX, atomic_dir
+from .atomic import ASIDE_SUFFIX, atomic_dir, write_error
 from .blocks import Fingerprint
 from .errors import RuntimeFailure, UsageError
 from .topology import format_connections
@@ -77,23 +77,26 @@ def save_checkpoint(folder: Path, trainer: Trainer, state: TrainState, info: Ada
             "(the training diverged: lower --lr or add --warmup)"
         )
     tensors |= rng_state()
-    with atomic_dir(folder) as staging:
-        save_adapter(staging / ADAPTER_FILENAME, trainer.adapter, info)
-        save_file(tensors, str(staging / OPTIMIZER_FILE))
-        groups = [{k: v for k, v in g.items() if k != "params"} for g in trainer.optimizer.param_groups]
-        payload = {
-            "step": state.step,
-            "micro_batches": state.micro_batches,
-            "best_valid_loss": state.best_valid_loss,
-            "last_loss": state.last_loss,
-            "tokens": state.tokens,
-            "scheduler": {k: v for k, v in trainer.scheduler.state_dict().items() if k != "lr_lambdas"},
-            "optimizer_groups": groups,
-            "optimizer_scalars": scalars,
-            "param_order": [index_to_name[i] for i in range(len(index_to_name))],
-            "grad_scaler": trainer.scaler.state_dict() if trainer.scaler.is_enabled() else None,
-        }
-        (staging / STATE_FILE).write_text(json.dumps(payload, indent=2), encoding="utf-8")
+    try:
+        with atomic_dir(folder) as staging:
+            save_adapter(staging / ADAPTER_FILENAME, trainer.adapter, info)
+            save_file(tensors, str(staging / OPTIMIZER_FILE))
+            groups = [{k: v for k, v in g.items() if k != "params"} for g in trainer.optimizer.param_groups]
+            payload = {
+                "step": state.step,
+                "micro_batches": state.micro_batches,
+                "best_valid_loss": state.best_valid_loss,
+                "last_loss": state.last_loss,
+                "tokens": state.tokens,
+                "scheduler": {k: v for k, v in trainer.scheduler.state_dict().items() if k != "lr_lambdas"},
+                "optimizer_groups": groups,
+                "optimizer_scalars": scalars,
+                "param_order": [index_to_name[i] for i in range(len(index_to_name))],
+                "grad_scaler": trainer.scaler.state_dict() if trainer.scaler.is_enabled() else None,
+            }
+            (staging / STATE_FILE).write_text(json.dumps(payload, indent=2), encoding="utf-8")
+    except OSError as exc:  # a full disk: the staging folder is removed, an older checkpoint kept
+        raise write_error(exc, folder) from None
     return Path(folder)
 
 
@@ -146,6 +149,11 @@ def find_checkpoint(run_dir: Path, resume: str) -> Path:
     if resume == "auto":
         found = list_checkpoints(run_dir)
         if not found:
+            if (Path(run_dir) / "config.json").is_file():  # a run that stopped before its first save
+                raise UsageError(
+                    f"--resume auto: {run_dir} has no checkpoint to resume from yet (the run stopped before its "
+                    "first save); start it over with the same command and --overwrite instead of --resume auto"
+                )
             raise UsageError(f"--resume auto: {run_dir} has no checkpoint to resume from; train without --resume")
         return found[-1][1]
     path = Path(resume)

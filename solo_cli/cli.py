@@ -7,22 +7,93 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import shlex
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
-import typer
+from .errors import SoloError, UsageError, caused_by_interrupt, exit_on_signals, interrupt_on_signals
 
-from . import __version__, display
-from .errors import SoloError, UsageError
+# The `solo` script imports this module first: a signal while typer and rich import ends in one
+# line and exit 130 (as in `python -m solo_cli`, whose __main__ does the same); main() takes over.
+if os.path.basename(sys.argv[0]).removesuffix(".exe") == "solo":
+    exit_on_signals()
+
+import typer  # noqa: E402
+from typer.core import TyperGroup  # noqa: E402
+
+from . import __version__, display  # noqa: E402
+
+try:  # typer >= 0.22 ships its own copy of click
+    from typer._click import exceptions as click_errors
+except ImportError:  # pragma: no cover - older typer uses click itself
+    from click import exceptions as click_errors
+
+
+def _usage_line(exc) -> str:
+    """A click usage error (missing option, bad value, unknown option or command) as one line."""
+    message = " ".join(exc.format_message().split()).rstrip(".")
+    message = message[:1].lower() + message[1:]
+    where = exc.ctx.command_path if exc.ctx is not None else "solo"
+    return f"{message} (see {where} --help)"
+
+
+class SoloGroup(TyperGroup):
+    """Every way a command ends: an exit code, and for a problem one line on stderr.
+
+    Replaces typer's own ending, which draws usage errors as boxes and ends an interrupt
+    silently: usage errors (missing option, bad value) are one line and exit 2, engine errors
+    their own line and code, an interrupt (Ctrl+C, SIGTERM) "interrupted" and exit 130.
+    """
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        extra.pop("windows_expand_args", None)
+        code = self._run(sys.argv[1:] if args is None else list(args), prog_name or "solo", extra)
+        if standalone_mode:
+            sys.exit(code)
+        return code
+
+    def _run(self, args: list[str], prog_name: str, extra: dict) -> int:
+        try:
+            with self.make_context(prog_name, args, **extra) as ctx:
+                self.invoke(ctx)
+            return 0
+        except typer.Exit as exc:
+            return exc.exit_code
+        except getattr(click_errors, "NoArgsIsHelpError", ()) as exc:  # bare `solo`: the help
+            display.err.print(exc.format_message(), soft_wrap=True)
+            return 2
+        except click_errors.UsageError as exc:
+            display.error(_usage_line(exc))
+            return 2
+        except click_errors.ClickException as exc:
+            display.error(exc.format_message())
+            return exc.exit_code
+        except SoloError as exc:
+            display.error(exc.message)
+            return exc.exit_code
+        except (KeyboardInterrupt, typer.Abort):
+            return _interrupted()
+        except Exception as exc:
+            if caused_by_interrupt(exc):
+                return _interrupted()
+            raise
+
+
+def _interrupted() -> int:
+    display.error("interrupted")
+    return 130
+
 
 app = typer.Typer(
     name="solo",
+    cls=SoloGroup,
     help="Parameter-efficient fine-tuning of causal LMs with Solo Connection (low-rank long skip connections).",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
+    rich_markup_mode=None,  # plain help: readable at 80 columns, and [brackets] in it are printed as written
 )
 
 
@@ -37,8 +108,11 @@ def handle_errors(command):
             display.error(exc.message)
             raise typer.Exit(exc.exit_code) from None
         except KeyboardInterrupt:
-            display.error("interrupted")
-            raise typer.Exit(130) from None
+            raise typer.Exit(_interrupted()) from None
+        except Exception as exc:
+            if caused_by_interrupt(exc):  # an interrupt wrapped into another error
+                raise typer.Exit(_interrupted()) from None
+            raise
 
     return wrapper
 
@@ -82,8 +156,14 @@ def _seed_in_range(value: int | None) -> int | None:
     (typer's own ``min``/``max`` would print a multi-line usage box instead of solo's one line.)
     """
     if value is not None and not 0 <= value <= SEED_MAX:
-        display.error(f"--seed {value}: must be between 0 and {SEED_MAX} (2**32 - 1); pick a seed in that range")
-        raise typer.Exit(2)
+        raise UsageError(f"--seed {value}: must be between 0 and {SEED_MAX} (2**32 - 1); pick a seed in that range")
+    return value
+
+
+def _rank_at_least_1(value: int | None) -> int | None:
+    """--rank below 1: one error line and exit 2 while parsing (before any adapter is read)."""
+    if value is not None and value < 1:
+        raise UsageError(f"--rank {value}: must be at least 1 (the rank of every merged connection)")
     return value
 
 
@@ -198,7 +278,9 @@ def _show_dry_run(run, summary: dict) -> None:
 
     tokenizer = run.loaded.tokenizer
     first = run.train.examples[0]
-    pieces = [(tokenizer.decode([i]), label != -100) for i, label in zip(first.input_ids, first.labels)]
+    from .generation import token_pieces  # characters split across tokens show whole, not as U+FFFD
+
+    pieces = [(text, label != -100) for text, label in zip(token_pieces(tokenizer, first.input_ids), first.labels)]
     config = run.cfg.to_dict() | {
         "connections (resolved)": format_connections(run.adapter.config.connections),
         "total steps": run.steps,
@@ -230,10 +312,24 @@ def _load_target(model, adapter, revision, dtype, device, trust_remote_code, for
 
 def _read_prompt(prompt: str | None) -> str:
     if prompt == "-":
-        return sys.stdin.read().rstrip("\n")
+        text = sys.stdin.read().rstrip("\n")
+        if not text:
+            raise UsageError("the prompt is empty (stdin held no text); pipe in the prompt, or give it as an argument")
+        return text
     if prompt is None:
         raise UsageError("give a prompt (or - to read stdin), or --input rows.jsonl --output preds.jsonl")
+    if not prompt:
+        raise UsageError('the prompt is empty (""); give the text to continue, or - to read it from stdin')
     return prompt
+
+
+def _input_file(path: Path, flag: str) -> Path:
+    """A file to read rows from: refuse a folder, FIFO or device (reading a FIFO would wait forever)."""
+    if path.is_dir():
+        raise UsageError(f"{flag} {path}: is a folder, not a regular file; pass a .jsonl file")
+    if path.exists() and not path.is_file():
+        raise UsageError(f"{flag} {path}: not a regular file (a FIFO, socket or device); pass a .jsonl file")
+    return path
 
 
 def _read_prompt_rows(path: Path) -> list[dict]:
@@ -295,11 +391,20 @@ def generate(
 
     if (input is None) != (output is None):
         raise UsageError("--input and --output go together: rows in, predictions out")
-    if max_new_tokens < 1 or num_beams < 1 or batch_size < 1:
-        raise UsageError("--max-new-tokens, --num-beams and --batch-size must be at least 1")
+    settings = GenerationSettings(
+        max_new_tokens=max_new_tokens,
+        temperature=temperature,
+        top_p=top_p,
+        top_k=top_k,
+        num_beams=num_beams,
+        seed=seed,
+        stop=list(stop or []),
+    ).validate()  # before anything loads
+    if batch_size < 1:
+        raise UsageError(f"--batch-size {batch_size}: must be at least 1")
     rows, where, text = None, None, None
     if input:
-        rows, fmt, linenos = read_numbered_rows(input)
+        rows, fmt, linenos = read_numbered_rows(_input_file(input, "--input"))
         if fmt == "text":
             raise UsageError(f'{input}: rows need a "prompt" (or "messages") to generate from, not "text"')
         where = [f"{input}:{n}" for n in linenos]
@@ -320,27 +425,18 @@ def generate(
         check_writable(output, "--output")  # fail before loading the model
     target = _load_target(model, adapter, revision, dtype, device, trust_remote_code, force)
     use_chat = chat if chat is not None else bool(target.info and target.info.chat_template)
-    settings = GenerationSettings(
-        max_new_tokens=max_new_tokens,
-        temperature=temperature,
-        top_p=top_p,
-        top_k=top_k,
-        num_beams=num_beams,
-        seed=seed,
-        stop=list(stop or []),
-    )
     tokenizer, lm = target.loaded.tokenizer, target.loaded.model
     if rows is None:
         stream = display.out.is_terminal and num_beams == 1
-        on_text = (lambda piece: display.out.print(piece, end="", soft_wrap=True)) if stream else None
+        on_text = display.stream if stream else None
         result = run_generate(lm, tokenizer, [text], settings, chat=use_chat, on_text=on_text, where=["prompt"])[0]
-        display.out.print("" if stream else result, soft_wrap=True)
+        display.show_text("" if stream else result)
         return
     prompts = [_prompt_of(r) for r in rows]
     predictions = run_generate(lm, tokenizer, prompts, settings, chat=use_chat, batch_size=batch_size, where=where)
     lines = "".join(json.dumps(r | {"prediction": p}, ensure_ascii=False) + "\n" for r, p in zip(rows, predictions))
     write_texts({output: lines}, flag="--output")  # a full disk: one line, the old file kept
-    display.out.print(f"wrote {len(predictions)} predictions to {output}")
+    display.line(f"wrote {len(predictions)} predictions to {output}")
 
 
 @app.command()
@@ -421,6 +517,7 @@ def eval_command(
         _quiet_transformers()
     from .atomic import check_writable
     from .evaluation import (
+        check_max_seq_length,
         eval_set,
         load_numbered_eval_rows,
         loss_and_perplexity,
@@ -433,8 +530,16 @@ def eval_command(
     from .metrics import score
     from .outputs import check_predictions_target
 
-    if max_new_tokens < 1 or num_beams < 1 or batch_size < 1 or (limit is not None and limit < 1):
-        raise UsageError("--max-new-tokens, --num-beams, --batch-size and --limit must be at least 1")
+    settings = GenerationSettings(
+        max_new_tokens=max_new_tokens,
+        num_beams=num_beams,
+        length_penalty=length_penalty,
+        no_repeat_ngram_size=no_repeat_ngram_size,
+    ).validate()  # before anything loads
+    check_max_seq_length(max_seq_length)
+    for flag, value in (("--batch-size", batch_size), ("--limit", limit)):
+        if value is not None and value < 1:
+            raise UsageError(f"{flag} {value}: must be at least 1")
     rows, fmt, where = load_numbered_eval_rows(data)
     result: dict = {"data": str(data)}
     if predictions is not None:
@@ -470,12 +575,6 @@ def eval_command(
         targets = eval_set(rows, fmt, where)
         if limit:
             targets.prompts, targets.references = targets.prompts[:limit], targets.references[:limit]
-        settings = GenerationSettings(
-            max_new_tokens=max_new_tokens,
-            num_beams=num_beams,
-            length_penalty=length_penalty,
-            no_repeat_ngram_size=no_repeat_ngram_size,
-        )
         with display.counter("generate", len(targets.prompts), enabled=not json_out) as advance:
             preds = predict(lm, tokenizer, targets, settings, chat=use_chat, batch_size=batch_size, on_batch=advance)
         result |= {"prompts": len(preds)} | score(preds, targets.references).to_dict()
@@ -497,7 +596,10 @@ def merge(
     weights: Annotated[
         Optional[str], typer.Option(help="One weight per adapter, e.g. 0.7,0.3 (default: equal, summing to 1).")
     ] = None,
-    rank: Annotated[Optional[int], typer.Option(help="Rank of the merged adapter (default: the largest input rank).")] = None,
+    rank: Annotated[
+        Optional[int],
+        typer.Option(help="Rank of the merged adapter (default: the largest input rank).", callback=_rank_at_least_1),
+    ] = None,
     model: Model = None,
     export: Annotated[Optional[Path], typer.Option(help="Write a standalone model folder (base + adapter) here.")] = None,
     revision: Revision = None,
@@ -540,4 +642,12 @@ def merge(
 
 
 def main() -> None:
-    app()
+    """The `solo` entry point: Ctrl+C or SIGTERM at any moment ends in "error: interrupted" and exit 130."""
+    try:
+        interrupt_on_signals()
+        code = app(standalone_mode=False)
+    except BaseException as exc:  # before or after a command runs (typer building the command line, say)
+        if not caused_by_interrupt(exc):
+            raise
+        code = _interrupted()
+    sys.exit(code)

@@ -102,6 +102,8 @@ class TrainConfig:
             bad("label_smoothing", "must be in [0, 1)")
         if not (self.weight_decay >= 0 and math.isfinite(self.weight_decay)):
             bad("weight_decay", "must be 0 or more")
+        if not str(self.output).strip():  # "" would write the run into the current folder
+            bad("output", "is empty; name the run folder, e.g. runs/solo")
         if self.resume is not None and self.overwrite:
             problems.append("--resume and --overwrite contradict each other: resume continues the run, overwrite replaces it")
         if problems:

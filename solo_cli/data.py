@@ -42,6 +42,8 @@ def resolve_data(path: str | Path) -> DataFiles:
             raise UsageError(f"--data {path}: the folder has no train.jsonl; add one or pass a .jsonl file")
         optional = {name: path / f"{name}.jsonl" for name in ("valid", "test")}
         return DataFiles(train, *(p if p.is_file() else None for p in optional.values()))
+    if path.exists() and not path.is_file():  # a FIFO would be read forever
+        raise UsageError(f"--data {path}: not a regular file (a FIFO, socket or device); pass a .jsonl file or a folder")
     if not path.is_file():
         raise UsageError(f"--data {path}: no such file or folder; pass a .jsonl file or a folder with train.jsonl")
     return DataFiles(path)

@@ -5,22 +5,70 @@ from __future__ import annotations
 import contextlib
 import json
 import sys
+import unicodedata
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 from rich.text import Text
 
-out = Console(highlight=False)
-err = Console(stderr=True, highlight=False)
+# Nothing printed is read as rich markup or :emoji: codes: values from files print as written.
+out = Console(highlight=False, markup=False, emoji=False)
+err = Console(stderr=True, highlight=False, markup=False, emoji=False)
+
+_JOINERS = {"\u200c", "\u200d"}  # zero-width (non-)joiners: emoji sequences and Persian or Indic text need them
+
+
+def _escape(char: str) -> str:
+    if char in "\n\r\t":
+        return repr(char)[1:-1]
+    code = ord(char)
+    if code < 0x100:
+        return f"\\x{code:02x}"
+    return f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
+
+
+def clean(value, *, multiline: bool = False) -> str:
+    """``value`` as text that is safe to print: every control or invisible format character escaped.
+
+    C0 and C1 controls, DEL, bidirectional overrides, line separators, surrogates and other
+    non-printable characters become ``\\x1b`` / ``\\u202e`` escapes, so nothing read from a file
+    (an adapter's header, a data row, a path, generated text) can move the cursor, clear the
+    screen, set the window title or reorder a line. Letters of every script, emoji and spaces
+    are kept. ``multiline`` keeps newlines and tabs (generated text, token previews); a single
+    value escapes them too, so an error or a header field is always one line.
+    """
+    text = str(value)
+    if text.isprintable():
+        return text
+    keep = "\n\t" if multiline else ""
+    return "".join(
+        char if char.isprintable() or char in keep or char in _JOINERS or unicodedata.category(char) == "Zs" else _escape(char)
+        for char in text
+    )
+
+
+def line(text: str, console: Console = out) -> None:
+    """One line, escaped, never wrapped by rich (a pipe gets it whole; a terminal wraps it itself)."""
+    console.print(Text(clean(text)), soft_wrap=True)
 
 
 def error(message: str) -> None:
-    err.print(Text(f"error: {message}", style="bold red"), soft_wrap=True)
+    err.print(Text(f"error: {clean(message)}", style="bold red"), soft_wrap=True)
 
 
 def warning(message: str) -> None:
-    err.print(Text(f"warning: {message}", style="yellow"), soft_wrap=True)
+    err.print(Text(f"warning: {clean(message)}", style="yellow"), soft_wrap=True)
+
+
+def stream(piece: str) -> None:
+    """A piece of generated text as it arrives (escaped; newlines kept)."""
+    out.print(Text(clean(piece, multiline=True)), end="", soft_wrap=True)
+
+
+def show_text(text: str) -> None:
+    """Generated text, escaped, newlines kept."""
+    out.print(Text(clean(text, multiline=True)), soft_wrap=True)
 
 
 def emit_json(obj) -> None:
@@ -55,8 +103,8 @@ class TrainDisplay:
         getattr(self, f"on_{event}", lambda info: None)(info)
 
     def on_start(self, info: dict) -> None:
-        self.console.print(param_line(info))
-        self.console.print(f"connections: {info['connections']} | {info['examples']} examples | {info['total_steps']} steps")
+        line(param_line(info), self.console)
+        line(f"connections: {info['connections']} | {info['examples']} examples | {info['total_steps']} steps", self.console)
         if self.console.is_terminal:
             self.progress = Progress(
                 TextColumn("[bold]train"),
@@ -83,14 +131,15 @@ class TrainDisplay:
                 tps=f"{info['tokens_per_s']:.0f}",
             )
         elif info["step"] % self.every == 0 or info["step"] in (1, info["total_steps"]):
-            self.console.print(
+            line(
                 f"step {info['step']}/{info['total_steps']} loss {info['loss']:.4f} lr {info['lr']:.2e} "
                 f"gate {info['gate']:.3f} {info['tokens_per_s']:.0f} tok/s "
-                f"elapsed {_fmt_eta(info['elapsed'])} eta {_fmt_eta(info['remaining'])}"
+                f"elapsed {_fmt_eta(info['elapsed'])} eta {_fmt_eta(info['remaining'])}",
+                self.console,
             )
 
     def on_resume(self, info: dict) -> None:
-        self.console.print(f"resuming from step {info['step']} ({info['path']})")
+        line(f"resuming from step {info['step']} ({info['path']})", self.console)
 
     def on_eval(self, info: dict) -> None:
         mark = " (best)" if info["best"] else ""
@@ -102,36 +151,36 @@ class TrainDisplay:
     def on_end(self, info: dict) -> None:
         if self.progress is not None:
             self.progress.stop()
-        self.console.print(f"adapter: {info['adapter_path']} ({info['steps']} steps, {info['seconds']:.1f} s)")
+        line(f"adapter: {info['adapter_path']} ({info['steps']} steps, {info['seconds']:.1f} s)", self.console)
         if info.get("best_path"):
-            self.console.print(f"best:    {info['best_path']} (valid loss {info['best_valid_loss']:.4f})")
+            line(f"best:    {info['best_path']} (valid loss {info['best_valid_loss']:.4f})", self.console)
 
     def _print(self, text: str) -> None:
-        (self.progress.console if self.progress else self.console).print(text)
+        line(text, self.progress.console if self.progress else self.console)
 
 
 def show_dry_run(config: dict, stats: dict, example_tokens: list[tuple[str, bool]], summary: dict) -> None:
     table = Table(title="resolved config", show_header=False, box=None)
     for key, value in config.items():
-        table.add_row(key, str(value))
+        table.add_row(clean(key), clean(value))
     out.print(table)
     data = Table(title="data")
     data.add_column("")
     for split in stats:
         data.add_column(split, justify="right")
     for key in next(iter(stats.values())):
-        data.add_row(key.replace("_", " "), *(str(values[key]) for values in stats.values()))
+        data.add_row(key.replace("_", " "), *(clean(values[key]) for values in stats.values()))
     out.print(data)
-    out.print(param_line(summary))
+    line(param_line(summary))
     text = Text()
     for piece, trained in example_tokens:
-        text.append(piece, style="bold green" if trained else "dim")
+        text.append(clean(piece, multiline=True), style="bold green" if trained else "dim")
     out.print(Text("first example ", style="bold") + Text("(green: trained, dim: masked)"))
-    out.print(text)
+    out.print(text, soft_wrap=True)
 
 
 def show_adapter_report(rep: dict) -> None:
-    table = Table(title=f"{rep['path']}  ({rep['gate_mode']} gate, rank {rep['rank']})")
+    table = Table(title=clean(f"{rep['path']}  ({rep['gate_mode']} gate, rank {rep['rank']})"))
     for column in ("source", "destination", "rank", "gate", "params", "norm of t·BA"):
         table.add_column(column, justify="right")
     for row in rep["connections"]:
@@ -142,21 +191,21 @@ def show_adapter_report(rep: dict) -> None:
     table.add_row("total", "", "", "", f"{rep['trainable_params']:,}", "", style="bold")
     out.print(table)
     fp = rep["fingerprint"]
-    out.print(
+    line(
         f"base: {rep['base_model']} (revision {rep['base_revision'] or '-'}) — {fp['model_type']}, "
         f"{fp['num_blocks']} blocks, d={fp['hidden_size']}, vocab={fp['vocab_size']}"
     )
-    out.print(
+    line(
         f"data: {rep['data_format']} rows, chat template {'on' if rep['chat_template'] else 'off'}; "
         f"file {rep['file_bytes']:,} bytes; solo {rep['solo_version']}, format v{rep['format_version']}"
     )
     if rep["training"]:
-        out.print("training: " + ", ".join(f"{k}={v}" for k, v in rep["training"].items()))
+        line("training: " + ", ".join(f"{k}={v}" for k, v in rep["training"].items()))
 
 
 def show_plan_report(rep: dict) -> None:
     fp = rep["fingerprint"]
-    out.print(
+    line(
         f"{rep['model']}: {fp['model_type']}, {fp['num_blocks']} blocks of {rep['block_class']} at "
         f"{rep['blocks_path']}, d={fp['hidden_size']}, vocab={fp['vocab_size']}, {rep['total_params']:,} params "
         f"({rep['block_params']:,} per block)"
@@ -166,7 +215,7 @@ def show_plan_report(rep: dict) -> None:
     for column in ("", f"solo ({plan['count']} connections, r={plan['rank']}, {plan['gate']})", "LoRA r=4 on q,v"):
         table.add_column(column, justify="right")
     lora_params = f"{lora['trainable_params']:,}" if lora["trainable_params"] else "unknown layout"
-    table.add_row("connections", plan["connections"], "every block")
+    table.add_row("connections", clean(plan["connections"]), "every block")
     table.add_row("trainable params", f"{plan['trainable_params']:,}", lora_params)
     ratio = f"{100 * rep['ratio_to_lora']:.1f}% of LoRA" if rep["ratio_to_lora"] else "-"
     table.add_row("relative size", ratio, "100%")
@@ -200,7 +249,7 @@ METRIC_LABELS = {
 
 
 def show_eval(result: dict) -> None:
-    table = Table(title=f"eval: {result['data']}" + (f" ({result['prompts']} prompts)" if "prompts" in result else ""))
+    table = Table(title=clean(f"eval: {result['data']}" + (f" ({result['prompts']} prompts)" if "prompts" in result else "")))
     table.add_column("metric")
     table.add_column("value", justify="right")
     for key, label in METRIC_LABELS.items():
@@ -211,14 +260,14 @@ def show_eval(result: dict) -> None:
     for note in result.get("notes", []):
         warning(note)
     if "predictions" in result:
-        out.print(f"predictions: {result['predictions']}")
+        line(f"predictions: {result['predictions']}")
 
 
 def show_merge(path, result) -> None:
     conns = result.adapter.config.connections
-    out.print(
+    line(
         f"merged adapter: {path} ({len(conns)} connections, rank {result.adapter.config.rank}, "
         f"{result.adapter.num_parameters():,} params)"
     )
-    for name, error in result.errors.items():
-        out.print(f"  {name}: re-factored, relative reconstruction error {error:.2e}")
+    for name, relative in result.errors.items():
+        line(f"  {name}: re-factored, relative reconstruction error {relative:.2e}")

@@ -28,3 +28,95 @@ class RuntimeFailure(SoloError):
 
     def __init__(self, message: str) -> None:
         super().__init__(message, exit_code=1)
+
+
+# Signals. SIGTERM (sent by `kill`, schedulers and containers) is treated exactly like Ctrl+C: it
+# raises KeyboardInterrupt, which every command turns into one line, "error: interrupted", and exit
+# code 130 (training first writes a checkpoint and says how to resume).
+
+
+class SignalInterrupt(KeyboardInterrupt):
+    """What SIGINT and SIGTERM raise: caught as KeyboardInterrupt everywhere.
+
+    A subclass, not KeyboardInterrupt itself: CPython marks the process as "killed by Ctrl+C" when
+    a plain KeyboardInterrupt passes out of code run by exec() (dataclasses and namedtuples are
+    built that way while modules import), even if it is caught later, and then ends the process
+    with SIGINT instead of exit code 130.
+    """
+
+
+_unwinding = [False]  # an interrupt was raised and is on its way up
+
+
+def interrupt_on_signals() -> None:
+    """SIGINT and SIGTERM raise :class:`SignalInterrupt`; repeats are ignored while it unwinds.
+
+    A signal handler's exception lands wherever Python happens to be. In a ``__del__`` or a
+    weakref callback Python prints "Exception ignored" and carries on, so the interrupt would be
+    lost: the unraisable hook catches that case and, from another thread a moment later (so that
+    it lands outside the code that swallowed it), raises it again.
+    """
+    import _thread
+    import signal
+    import sys
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():  # only the main thread may set handlers
+        return
+
+    def interrupt(signum, frame):
+        if _unwinding[0]:
+            return
+        _unwinding[0] = True
+        raise SignalInterrupt
+
+    previous_hook = sys.unraisablehook
+
+    def unraisable(info):
+        if isinstance(info.exc_value, KeyboardInterrupt):  # swallowed: deliver it again
+            _unwinding[0] = False
+            again = threading.Timer(0.01, _thread.interrupt_main, (signal.SIGINT,))
+            again.daemon = True
+            again.start()
+            return
+        previous_hook(info)
+
+    sys.unraisablehook = unraisable
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, interrupt)
+
+
+def caused_by_interrupt(exc: BaseException | None) -> bool:
+    """Whether ``exc`` is an interrupt or was raised because of one.
+
+    Python 3.11 wraps an exception raised while a class is built (``__set_name__``) in a
+    RuntimeError, so an interrupt during an import can arrive dressed as one.
+    """
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, KeyboardInterrupt):
+            return True
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+def exit_on_signals() -> None:
+    """Before the command line is imported (`python -m solo_cli`): a signal prints the line and exits 130.
+
+    Nothing has been written yet, so the process ends at once (``os._exit``): an exception raised
+    here could be swallowed by the import machinery or wrapped into another.
+    """
+    import os
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return
+
+    def leave(signum, frame):
+        os.write(2, b"error: interrupted\n")
+        os._exit(130)
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, leave)

@@ -60,6 +60,11 @@ def eval_set(rows: list[dict], fmt: str, where: list[str] | None = None) -> Eval
     return EvalSet(prompts, references, rows, fmt, list(first.values()))
 
 
+def check_max_seq_length(max_seq_length: int) -> None:
+    if max_seq_length < 1:
+        raise UsageError(f"--max-seq-length {max_seq_length}: must be at least 1 (tokens per example for the loss)")
+
+
 def loss_and_perplexity(
     model, tokenizer, rows: list[dict], fmt: str, *, chat_template: bool | None, max_seq_length: int, batch_size: int, device
 ) -> dict | None:
@@ -67,6 +72,7 @@ def loss_and_perplexity(
 
     Examples are cut to ``min(max_seq_length, the model's context)`` tokens, as in training.
     """
+    check_max_seq_length(max_seq_length)
     if fmt == "prompt":
         return None
     encoded = encode_rows(
@@ -97,9 +103,14 @@ def predict(
     return [p.strip() for p in outputs]
 
 
+_JSON_KINDS = {type(None): "null", bool: "a boolean", int: "a number", float: "a number", dict: "an object", list: "an array"}
+
+
 def read_predictions(path: str | Path, expected: int) -> list[str]:
     """A predictions file: JSONL with a "prediction" field, or plain text with one prediction per line."""
     path = Path(path)
+    if path.is_dir() or (path.exists() and not path.is_file()):  # a FIFO would be read forever
+        raise UsageError(f"--predictions {path}: not a regular file (a folder, FIFO or device); pass the predictions file")
     try:
         text = path.read_text(encoding="utf-8-sig")
     except OSError as exc:
@@ -114,10 +125,15 @@ def read_predictions(path: str | Path, expected: int) -> list[str]:
         predictions = []
         for n, line in enumerate(lines, start=1):
             row = parse_json_line(line, f"--predictions {path}:{n}")  # also refuses huge, deep and surrogate JSON
-            try:
-                predictions.append(str(row["prediction"]))
-            except (KeyError, TypeError, RecursionError):
-                raise UsageError(f'--predictions {path}:{n}: expected a JSON object with a "prediction"') from None
+            if not isinstance(row, dict) or "prediction" not in row:
+                raise UsageError(f'--predictions {path}:{n}: expected a JSON object with a "prediction"')
+            value = row["prediction"]
+            if not isinstance(value, str):  # null, 5 or {} would be scored as the text "None", "5", "{}"
+                kind = _JSON_KINDS.get(type(value), "not text")
+                raise UsageError(
+                    f'--predictions {path}:{n}: "prediction" is {kind}, not a string; write the predicted text as a JSON string'
+                )
+            predictions.append(value)
     else:
         predictions = lines
     if len(predictions) != expected:
@@ -179,6 +195,8 @@ def load_numbered_eval_rows(path: str | Path) -> tuple[list[dict], str, list[str
                 break
         else:
             raise UsageError(f"--data {path}: the folder has no test.jsonl or valid.jsonl; pass a .jsonl file")
+    elif path.exists() and not path.is_file():  # a FIFO would be read forever
+        raise UsageError(f"--data {path}: not a regular file (a FIFO, socket or device); pass a .jsonl file or a folder")
     elif not path.is_file():
         raise UsageError(f"--data {path}: no such file or folder")
     rows, fmt, linenos = read_numbered_rows(path)

@@ -6,6 +6,7 @@ Nothing of decoding is written here; this module only builds inputs and settings
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -14,6 +15,8 @@ from transformers import TextStreamer
 
 from .data import context_length
 from .errors import UsageError
+
+SEED_MAX = 2**32 - 1  # torch.manual_seed and numpy accept no more
 
 
 @dataclass
@@ -27,6 +30,32 @@ class GenerationSettings:
     stop: list[str] = field(default_factory=list)
     length_penalty: float = 1.0
     no_repeat_ngram_size: int = 0
+
+    def validate(self) -> GenerationSettings:
+        """Refuse what transformers would take silently or fail on deep inside: one error naming each flag.
+
+        NaN, infinite or negative temperatures, a top-p outside (0, 1], a negative top-k and the
+        like would otherwise sample garbage, or crash mid-generation with a long traceback.
+        """
+        problems = []
+        for flag, value in (("--max-new-tokens", self.max_new_tokens), ("--num-beams", self.num_beams)):
+            if value < 1:
+                problems.append(f"{flag} {value}: must be at least 1")
+        if not (math.isfinite(self.temperature) and self.temperature >= 0):
+            problems.append(f"--temperature {self.temperature:g}: must be a finite number >= 0 (0 = greedy)")
+        if not 0 < self.top_p <= 1:  # also refuses nan
+            problems.append(f"--top-p {self.top_p:g}: must be in (0, 1] (1 = off)")
+        if self.top_k < 0:
+            problems.append(f"--top-k {self.top_k}: must be 0 or more (0 = off)")
+        if not math.isfinite(self.length_penalty):
+            problems.append(f"--length-penalty {self.length_penalty:g}: must be a finite number (1 = none)")
+        if self.no_repeat_ngram_size < 0:
+            problems.append(f"--no-repeat-ngram-size {self.no_repeat_ngram_size}: must be 0 or more (0 = off)")
+        if not 0 <= self.seed <= SEED_MAX:
+            problems.append(f"--seed {self.seed}: must be between 0 and {SEED_MAX} (2**32 - 1)")
+        if problems:
+            raise UsageError("; ".join(problems))
+        return self
 
 
 def build_prompt(tokenizer, prompt: str | list[dict], chat: bool) -> str:
@@ -66,6 +95,29 @@ def _generation_config(model, tokenizer, s: GenerationSettings):
     return config
 
 
+def token_pieces(tokenizer, ids: list[int]) -> list[str]:
+    """The text each token adds to the decoded sequence, for showing a tokenization.
+
+    Decoding tokens one by one shows U+FFFD for every character a byte-level tokenizer splits
+    across tokens (emoji, Hebrew, Arabic, CJK). Here the sequence is decoded incrementally, as in
+    streaming: a character appears whole at the token that completes it, the tokens before it
+    add "". A sequence cut inside a character (by --max-seq-length) shows what its bytes decode to.
+    """
+    pieces: list[str] = []
+    prefix = read = 0  # decode from ``prefix`` (context for tokenizers that strip leading spaces); ``read``: shown so far
+    for end in range(1, len(ids) + 1):
+        before = tokenizer.decode(ids[prefix:read])
+        text = tokenizer.decode(ids[prefix:end])
+        if len(text) > len(before) and not text.endswith("\ufffd") and text.startswith(before):
+            pieces.append(text[len(before) :])
+            prefix, read = read, end
+        else:
+            pieces.append("")
+    if read < len(ids):
+        pieces[-1] = tokenizer.decode(ids[read:])
+    return pieces
+
+
 def _cut_at_stop(text: str, stops: list[str]) -> str:
     cuts = [text.find(s) for s in stops if s and s in text]
     return text[: min(cuts)] if cuts else text
@@ -79,14 +131,14 @@ def check_context(
     A model fed more positions than it has fails inside torch (GPT-2: IndexError) or degrades
     silently, so no prompt is cut behind the user's back: the error names the prompt (``where``,
     e.g. ``rows.jsonl:7``) and says to shorten it or lower --max-new-tokens. A model whose config
-    declares no context length is not limited.
+    declares no context length is not limited. An empty prompt (no tokens) is refused too.
     """
     context = context_length(model)
-    if context is None:
-        return
     for label, text in zip(where, texts):
         n = len(tokenizer(text, add_special_tokens=add_special)["input_ids"])
-        if n + settings.max_new_tokens <= context:
+        if n == 0:  # transformers would fail deep inside generate with a long RuntimeError
+            raise UsageError(f"{label}: the prompt is empty (no tokens); give it some text")
+        if context is None or n + settings.max_new_tokens <= context:
             continue
         if n >= context:
             raise UsageError(f"{label}: {n} prompt tokens, more than the model's context of {context} tokens; shorten the prompt")
@@ -117,6 +169,7 @@ def generate(
     checked against the model's context (:func:`check_context`); ``where`` names each prompt in
     that error (default ``prompt #n``).
     """
+    settings.validate()
     model.eval()
     device = next(model.parameters()).device
     config = _generation_config(model, tokenizer, settings)

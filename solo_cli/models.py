@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -76,12 +77,36 @@ def builtin_path(name: str) -> Path:
     return target
 
 
+def _solo_run_base(path: Path) -> str | None:
+    """If ``path`` is a solo run folder (or its best/), the --model it was trained with; else None.
+
+    It holds adapter.safetensors and no model config (an export from ``merge --export`` holds
+    both, and is a model).
+    """
+    if not path.is_dir() or not (path / "adapter.safetensors").is_file():
+        return None
+    try:
+        config = json.loads((path / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        config = {}
+    if not isinstance(config, dict) or "model_type" in config:
+        return None
+    base = config.get("model")
+    return base if isinstance(base, str) and base else "BASE (the model it was trained on)"
+
+
 def resolve_model_path(name: str) -> tuple[str, bool]:
     """Map ``--model`` to something ``from_pretrained`` reads; the flag says if it is local."""
     if name in BUILTIN_MODELS:
         return str(builtin_path(name)), True
     if Path(name).expanduser().exists():
         path = Path(name).expanduser()
+        base = _solo_run_base(path)
+        if base is not None:  # `solo train -o runs/x` wrote it: an adapter, not a model
+            raise UsageError(
+                f"--model {name}: is a solo run folder, not a model; pass it as --adapter {name} "
+                f"with the model it was trained on: --model {base}"
+            )
         if not (path / "config.json").is_file():
             raise UsageError(f"--model {name}: the folder has no config.json; pass a Hugging Face model folder")
         if not any(path.glob("*.safetensors")) and any(path.glob("*.bin")):

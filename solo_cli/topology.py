@@ -94,7 +94,8 @@ def validate_connections(edges: list[Connection], num_blocks: int, spec: str = "
         problems.append("the plan has no connections (the model may be too shallow for this preset)")
     if problems:
         where = f" {spec!r}" if spec else ""
-        raise UsageError(f"--connections{where}: " + "; ".join(problems))
+        more = f"; ... and {len(problems) - 3} more" if len(problems) > 3 else ""  # top:99 would list them all
+        raise UsageError(f"--connections{where}: " + "; ".join(problems[:3]) + more)
 
 
 def format_connections(edges: list[Connection]) -> str:

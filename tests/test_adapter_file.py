@@ -10,7 +10,7 @@ from tiny import make_model
 
 from solo_cli import attach, fingerprint, load_adapter, read_info, save_adapter
 from solo_cli.adapter_file import FORMAT_VERSION, AdapterInfo
-from solo_cli.errors import UsageError
+from solo_cli.errors import RuntimeFailure, UsageError
 
 
 def info_for(model, adapter):
@@ -71,7 +71,7 @@ def test_write_is_atomic_and_leaves_no_temporary_files(tmp_path, monkeypatch):
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr("solo_cli.adapter_file.save_file", broken_save)
-    with pytest.raises(OSError):
+    with pytest.raises(RuntimeFailure, match="no space left on device writing .*adapter.safetensors"):
         save_adapter(path, perturb(adapter), info_for(model, adapter))
     assert path.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["adapter.safetensors"]

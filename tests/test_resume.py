@@ -213,3 +213,12 @@ def test_checkpoint_rng_covers_every_cuda_device(monkeypatch):
     assert set(state) == {"rng.torch", "rng.cuda.0", "rng.cuda.1"}
     checkpoint.set_rng_state(state)
     assert [t.tolist() for t in restored] == [[1, 2], [3, 4]]
+
+
+def test_resume_of_a_run_stopped_before_its_first_save_suggests_overwrite(tmp_path):
+    """Suggesting "train without --resume" there led to "already holds a run; pass --overwrite"."""
+    from solo_cli.checkpoint import find_checkpoint
+
+    (tmp_path / "config.json").write_text("{}")
+    with pytest.raises(UsageError, match="no checkpoint to resume from yet .* --overwrite instead of --resume auto"):
+        find_checkpoint(tmp_path, "auto")
