@@ -12,6 +12,7 @@ import json
 import os
 import secrets
 import shutil
+import stat
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -89,6 +90,15 @@ def atomic_dir(target: str | os.PathLike) -> Iterator[Path]:
             shutil.rmtree(staging, ignore_errors=True)
 
 
+def is_stream(path: str | os.PathLike) -> bool:
+    """A character device (/dev/null, a terminal) or a FIFO: written into as a stream, never replaced."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return False
+    return stat.S_ISCHR(mode) or stat.S_ISFIFO(mode)
+
+
 def write_error(exc: OSError, target: str | os.PathLike, flag: str = "--output") -> RuntimeFailure:
     """One line for an OSError met while writing ``target``: a full disk, or anything else."""
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
@@ -104,7 +114,13 @@ def write_texts(files: dict[Path, str], flag: str = "--output") -> None:
     one line (:class:`RuntimeFailure`) naming the file and ``flag``.
     """
     current: Path | None = None
+    streams = {Path(t): text for t, text in files.items() if is_stream(t)}
+    files = {Path(t): text for t, text in files.items() if Path(t) not in streams}
     try:
+        for current, text in streams.items():  # a device or FIFO: write into it, never rename over it
+            with open(current, "w", encoding="utf-8") as handle:
+                handle.write(text)
+        current = None
         with contextlib.ExitStack() as stack:  # an error unwinds every atomic_path: temporary files removed
             staged = []
             for target, text in files.items():
@@ -125,6 +141,8 @@ def check_writable(target: str | os.PathLike, flag: str = "--output") -> None:
     write will (a folder still to be made is made then); nothing is left behind.
     """
     target = Path(target)
+    if is_stream(target):
+        return  # written into as it is (see write_texts)
     folder = target.parent
     while not folder.exists() and folder != folder.parent:
         folder = folder.parent

@@ -225,11 +225,15 @@ def train(
     _quiet_transformers()
     from . import distributed
     from .config import build_config
+    from .data import resolve_data
     from .lock import release
     from .run import check_output, execute, param_summary, prepare
     from .trainer import Interrupted
 
     cfg = build_config(config, flags)
+    if not cfg.data:  # before check_output makes the run folder
+        raise UsageError("--data is required: a .jsonl file or a folder with train.jsonl")
+    resolve_data(cfg.data)  # a missing or unreadable --data is refused before anything is written
     if not dry_run:
         check_output(cfg)  # fail before loading anything; takes the folder's lock, which execute releases
     try:
@@ -387,7 +391,7 @@ def generate(
     from .data import lone_surrogate, read_numbered_rows
     from .generation import GenerationSettings
     from .generation import generate as run_generate
-    from .outputs import check_predictions_target
+    from .outputs import check_predictions_target, refuse_input_as_output
 
     if (input is None) != (output is None):
         raise UsageError("--input and --output go together: rows in, predictions out")
@@ -421,6 +425,7 @@ def generate(
     if output is not None:
         if output.exists() and output.is_dir():
             raise UsageError(f"--output {output}: is a folder; give a file path for the predictions")
+        refuse_input_as_output(output, input, "--input")
         check_predictions_target(output)  # solo replaces only predictions it wrote
         check_writable(output, "--output")  # fail before loading the model
     target = _load_target(model, adapter, revision, dtype, device, trust_remote_code, force)
@@ -528,7 +533,7 @@ def eval_command(
     )
     from .generation import GenerationSettings
     from .metrics import score
-    from .outputs import check_predictions_target
+    from .outputs import check_predictions_target, refuse_input_as_output
 
     settings = GenerationSettings(
         max_new_tokens=max_new_tokens,
@@ -555,6 +560,7 @@ def eval_command(
     if output is not None and output.is_dir():
         raise UsageError(f"--output {output}: is a folder; give a file path for the predictions")
     if output is not None and generate_text and fmt != "text":
+        refuse_input_as_output(output, Path(data), "--data")
         check_predictions_target(output, metrics_path(output))  # solo replaces only predictions and metrics it wrote
         check_writable(output, "--output")  # predictions and metrics go there: fail before loading the model
     target = _load_target(model, adapter, revision, dtype, device, trust_remote_code, force)

@@ -163,15 +163,12 @@ def write_outputs(path: str | Path, data: EvalSet, predictions: list[str], metri
 
     A full disk or another write error is one line (:class:`RuntimeFailure`) naming the file.
     """
-    from .atomic import write_texts
+    from .atomic import is_stream, write_texts
 
-    write_texts(
-        {
-            Path(path): predictions_text(data, predictions),
-            metrics_path(path): json.dumps(metrics, indent=2, ensure_ascii=False) + "\n",
-        },
-        flag="--output",
-    )
+    files = {Path(path): predictions_text(data, predictions)}
+    if not is_stream(path):  # /dev/null or a FIFO has no folder to put the metrics beside
+        files[metrics_path(path)] = json.dumps(metrics, indent=2, ensure_ascii=False) + "\n"
+    write_texts(files, flag="--output")
 
 
 def metrics_path(predictions_path: str | Path) -> Path:

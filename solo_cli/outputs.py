@@ -10,10 +10,12 @@ saying what is there, and is left as it was.
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 from pathlib import Path
 
+from .atomic import is_stream
 from .errors import UsageError
 
 # What `solo train` writes into a run folder (besides its lock, .solo.lock).
@@ -204,11 +206,23 @@ def is_eval_metrics(path: Path) -> bool:
     return isinstance(value, dict) and "data" in value and "prompts" in value
 
 
+def refuse_input_as_output(output: Path, source: Path | None, source_flag: str) -> None:
+    """``--output`` naming the file the command reads (``--input``/``--data``) would destroy the input."""
+    if source is None or is_stream(output):
+        return
+    try:
+        same = Path(source).is_file() and Path(output).exists() and os.path.samefile(source, output)
+    except OSError:
+        same = False
+    if same:
+        raise UsageError(f"--output {output}: is the {source_flag} file the command reads; choose another path for the output")
+
+
 def check_predictions_target(output: Path, metrics: Path | None = None) -> None:
     """``generate``/``eval --output``: an existing file is replaced only if it is predictions (metrics) solo wrote."""
     output = Path(output)
     for path, kind, ok in ((output, "predictions", is_predictions), (metrics, "metrics", is_eval_metrics)):
-        if path is None or not (path.exists() or path.is_symlink()):
+        if path is None or not (path.exists() or path.is_symlink()) or is_stream(path):
             continue
         if path.is_dir() or not ok(path):
             where = "" if path == output else f"{path} "

@@ -596,3 +596,42 @@ def test_an_interrupt_on_a_save_step_writes_that_checkpoint_once(made, tiny_mode
         check_output(cfg)
         execute(resumed, signal_at(3))
     assert saved == ["step-3"]
+
+
+def test_generate_refuses_writing_over_its_own_input(tiny_model_dir, tmp_path):
+    rows = tmp_path / "small.jsonl"
+    rows.write_text('{"prompt": "p ->"}\n')
+    before = rows.read_bytes()
+    result = runner.invoke(app, ["generate", "--model", tiny_model_dir, "--input", str(rows), "-o", str(rows)])
+    assert result.exit_code == 2 and "is the --input file" in result.output
+    assert rows.read_bytes() == before
+
+
+def test_output_to_a_character_device_or_fifo_is_written_as_a_stream(tiny_model_dir, tmp_path):
+    """-o /dev/null (or a FIFO) is written into, never replaced by a regular file."""
+    import os
+    import threading
+
+    rows = tmp_path / "in.jsonl"
+    rows.write_text('{"prompt": "p ->"}\n')
+    fifo = tmp_path / "out.fifo"
+    os.mkfifo(fifo)
+    received = []
+    reader = threading.Thread(target=lambda: received.append(fifo.read_text()))
+    reader.start()
+    args = ["generate", "--model", tiny_model_dir, "--input", str(rows), "--max-new-tokens", "2"]
+    result = runner.invoke(app, [*args, "-o", str(fifo)])
+    reader.join(timeout=60)
+    assert result.exit_code == 0, result.output
+    assert fifo.is_fifo() and '"prediction"' in received[0]
+    assert runner.invoke(app, [*args, "-o", "/dev/null"]).exit_code == 0
+    assert Path("/dev/null").is_char_device()
+
+
+def test_train_without_data_touches_no_disk(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = runner.invoke(app, ["train"])
+    assert result.exit_code == 2 and "--data is required" in result.output
+    missing = runner.invoke(app, ["train", "--data", "nope.jsonl", "-o", "out"])
+    assert missing.exit_code == 2
+    assert list(tmp_path.iterdir()) == []
