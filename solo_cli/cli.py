@@ -336,15 +336,6 @@ def _input_file(path: Path, flag: str) -> Path:
     return path
 
 
-def _read_prompt_rows(path: Path) -> list[dict]:
-    from .data import read_rows
-
-    rows, fmt = read_rows(path)
-    if fmt == "text":
-        raise UsageError(f'{path}: rows need a "prompt" (or "messages") to generate from, not "text"')
-    return rows
-
-
 def _prompt_of(row: dict):
     if "messages" in row:
         messages = row["messages"]

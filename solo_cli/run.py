@@ -35,8 +35,6 @@ from .plot import plot_losses
 from .topology import format_connections, parse_connections
 from .trainer import Callback, Interrupted, Trainer, TrainState, evaluate_loss, set_checkpointing, total_steps
 
-RUN_MARKERS = ("adapter.safetensors", "metrics.jsonl", "checkpoints")
-
 
 def resolve_device(name: str, ctx: DistContext | None = None) -> torch.device:
     """``auto`` picks CUDA when present; asking for CUDA without it is a usage error.

@@ -23,6 +23,8 @@ import torch
 from conftest import REPO, write_jsonl
 from safetensors.torch import load_file, save_file
 from test_adapter_file import info_for
+from test_adversarial import assert_one_line as error_line  # noqa: E402
+from test_adversarial import run  # noqa: E402
 from tiny import make_model, save_tiny
 from typer.testing import CliRunner
 
@@ -49,22 +51,6 @@ FLAGS = {
     "--device": "cpu",
 }
 UNRELATED = b"my own bytes \x00\xff, not solo's\n"
-
-
-def run(*args):
-    result = runner.invoke(app, [str(a) for a in args])
-    lines = [line for line in result.output.splitlines() if line.strip()]
-    return result.exit_code, lines
-
-
-def error_line(lines, *needles):
-    """Exactly one error line, holding every needle, and no traceback anywhere."""
-    assert not any("Traceback" in line for line in lines), lines
-    errors = [line for line in lines if line.startswith("error:")]
-    assert len(errors) == 1, lines
-    for needle in needles:
-        assert str(needle) in errors[0], errors[0]
-    return errors[0]
 
 
 def train_args(model, data, out, *extra, **changes):
