@@ -18,11 +18,11 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from solo_cli import AdapterConfig, SoloAdapter, attach, fingerprint  # noqa: E402
-from solo_cli.data import Example, collate, encode_rows  # noqa: E402
-from solo_cli.loss import causal_lm_loss  # noqa: E402
-from solo_cli.models import load_model  # noqa: E402
-from solo_cli.topology import parse_connections  # noqa: E402
-from solo_cli.trainer import make_optimizer, micro_batches  # noqa: E402
+from solo_cli.data.encode import Example, collate, encode_rows  # noqa: E402
+from solo_cli.engine.loss import causal_lm_loss  # noqa: E402
+from solo_cli.engine.models import load_model  # noqa: E402
+from solo_cli.engine.topology import parse_connections  # noqa: E402
+from solo_cli.training.trainer import make_optimizer, micro_batches  # noqa: E402
 
 E2E = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "e2e"
 LORA_TARGETS = ["q_proj", "v_proj"]
@@ -50,7 +50,7 @@ class Method:
 
 
 def solo_method(name, model, spec: str, rank: int, gate: str, lr: float, steps: int, homotopy: int | None = None):
-    from solo_cli.config import TrainConfig
+    from solo_cli.training.config import TrainConfig
 
     fp = fingerprint(model)
     torch.manual_seed(0)

@@ -19,14 +19,15 @@ from pathlib import Path
 import torch
 from transformers import get_scheduler, set_seed
 
-from solo_cli.config import TrainConfig
-from solo_cli.data import encode_rows, read_rows, resolve_data
-from solo_cli.evaluation import eval_set, load_eval_rows, predict, write_predictions
-from solo_cli.generation import GenerationSettings
-from solo_cli.loss import causal_lm_loss
-from solo_cli.models import load_model
-from solo_cli.run import resolve_device
-from solo_cli.trainer import evaluate_loss, micro_batches, total_steps
+from solo_cli.data.encode import encode_rows
+from solo_cli.data.rows import read_rows, resolve_data
+from solo_cli.engine.loss import causal_lm_loss
+from solo_cli.engine.models import load_model
+from solo_cli.evaluation.evaluate import eval_set, load_eval_rows, predict, write_predictions
+from solo_cli.inference.generation import GenerationSettings
+from solo_cli.training.config import TrainConfig
+from solo_cli.training.run import resolve_device
+from solo_cli.training.trainer import evaluate_loss, micro_batches, total_steps
 
 TARGETS = ["q_proj", "v_proj"]
 
@@ -74,7 +75,7 @@ def main() -> None:
     autocast = device.type == "cuda" and opts.dtype == "float32" and torch.cuda.is_bf16_supported()
     stream = micro_batches(train, opts.batch, opts.seed)
     pad = tok.pad_token_id
-    from solo_cli.data import collate
+    from solo_cli.data.encode import collate
 
     model.train()
     started = time.perf_counter()

@@ -101,7 +101,7 @@ def generation_speed(opts, adapter_dir: Path) -> dict:
     from common import load_base, lora_method, median, solo_method
 
     from solo_cli import save_adapter
-    from solo_cli.adapter_file import AdapterInfo
+    from solo_cli.engine.adapter_file import AdapterInfo
 
     loaded = load_base(opts.dtype)
     model, tok = loaded.model, loaded.tokenizer
@@ -120,7 +120,7 @@ def generation_speed(opts, adapter_dir: Path) -> dict:
         return opts.gen_batch * opts.gen_tokens / (time.perf_counter() - tick)
 
     solo = solo_method("solo", model, DEFAULT_SOLO[1], DEFAULT_SOLO[2], DEFAULT_SOLO[3], 1e-3, 10)
-    from solo_cli.blocks import fingerprint
+    from solo_cli.engine.blocks import fingerprint
 
     solo_file = save_adapter(
         adapter_dir / "solo" / "adapter.safetensors",

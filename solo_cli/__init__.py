@@ -13,20 +13,20 @@ from importlib import import_module
 __version__ = "0.2.0"
 
 _EXPORTS = {
-    "AdapterConfig": "adapter",
-    "AttachedAdapter": "adapter",
-    "SoloAdapter": "adapter",
-    "SoloConnection": "adapter",
-    "attach": "adapter",
-    "AdapterInfo": "adapter_file",
-    "load_adapter": "adapter_file",
-    "read_info": "adapter_file",
-    "save_adapter": "adapter_file",
-    "find_blocks": "blocks",
-    "fingerprint": "blocks",
+    "AdapterConfig": "engine.adapter",
+    "AttachedAdapter": "engine.adapter",
+    "SoloAdapter": "engine.adapter",
+    "SoloConnection": "engine.adapter",
+    "attach": "engine.adapter",
+    "AdapterInfo": "engine.adapter_file",
+    "load_adapter": "engine.adapter_file",
+    "read_info": "engine.adapter_file",
+    "save_adapter": "engine.adapter_file",
+    "find_blocks": "engine.blocks",
+    "fingerprint": "engine.blocks",
     "SoloError": "errors",
-    "load_model": "models",
-    "parse_connections": "topology",
+    "load_model": "engine.models",
+    "parse_connections": "engine.topology",
 }
 __all__ = [*_EXPORTS, "__version__"]
 

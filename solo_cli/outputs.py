@@ -15,8 +15,8 @@ import re
 import shutil
 from pathlib import Path
 
-from .atomic import is_stream
 from .errors import UsageError
+from .files.atomic import is_stream
 
 # What `solo train` writes into a run folder (besides its lock, .solo.lock).
 RUN_FILES = ("adapter.safetensors", "metrics.jsonl", "config.json", "loss.png")
@@ -54,7 +54,7 @@ def is_solo_adapter(path: Path) -> bool:
     """A safetensors file whose header says ``format: solo-adapter`` (the tensors are not read)."""
     from safetensors import SafetensorError, safe_open
 
-    from .adapter_file import FORMAT_NAME
+    from .engine.adapter_file import FORMAT_NAME
 
     if not path.is_file():
         return False
@@ -155,8 +155,8 @@ def check_export_target(output: Path, overwrite: bool) -> None:
 def check_adapter_target(output: Path, overwrite: bool) -> Path:
     """``merge -o``: the adapter file to write; an existing one is replaced only with --overwrite, and only
     if solo wrote it. Returns the file path (``output`` itself, or ``output/adapter.safetensors``)."""
-    from .adapter_file import ADAPTER_FILENAME
-    from .atomic import check_writable
+    from .engine.adapter_file import ADAPTER_FILENAME
+    from .files.atomic import check_writable
 
     output = Path(output)
     target = output if output.suffix == ".safetensors" else output / ADAPTER_FILENAME

@@ -9,10 +9,10 @@ from torch import nn
 from torch.testing import assert_close
 
 from solo_cli import AdapterConfig, SoloAdapter, attach, fingerprint
-from solo_cli.adapter import GATE_MODES, SOURCE_NORMS
-from solo_cli.blocks import find_blocks
-from solo_cli.loss import causal_lm_loss
-from solo_cli.trainer import set_checkpointing
+from solo_cli.engine.adapter import GATE_MODES, SOURCE_NORMS
+from solo_cli.engine.blocks import find_blocks
+from solo_cli.engine.loss import causal_lm_loss
+from solo_cli.training.trainer import set_checkpointing
 
 PLAN = [(-1, 2), (0, 3), (1, 3)]
 

@@ -9,7 +9,7 @@ from test_adapter import inputs, make_adapter, perturb
 from tiny import make_model
 
 from solo_cli import attach, fingerprint, load_adapter, read_info, save_adapter
-from solo_cli.adapter_file import FORMAT_VERSION, AdapterInfo
+from solo_cli.engine.adapter_file import FORMAT_VERSION, AdapterInfo
 from solo_cli.errors import RuntimeFailure, UsageError
 
 
@@ -70,7 +70,7 @@ def test_write_is_atomic_and_leaves_no_temporary_files(tmp_path, monkeypatch):
     def broken_save(*args, **kwargs):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr("solo_cli.adapter_file.save_file", broken_save)
+    monkeypatch.setattr("solo_cli.engine.adapter_file.save_file", broken_save)
     with pytest.raises(RuntimeFailure, match="no space left on device writing .*adapter.safetensors"):
         save_adapter(path, perturb(adapter), info_for(model, adapter))
     assert path.read_bytes() == before

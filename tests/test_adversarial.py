@@ -21,9 +21,10 @@ from transformers import GPT2Config, GPT2LMHeadModel
 from typer.testing import CliRunner
 
 from solo_cli import fingerprint
-from solo_cli.adapter_file import AdapterInfo, read_info, save_adapter
-from solo_cli.cli import app
-from solo_cli.data import encode_rows, read_rows
+from solo_cli.cli.app import app
+from solo_cli.data.encode import encode_rows
+from solo_cli.data.rows import read_rows
+from solo_cli.engine.adapter_file import AdapterInfo, read_info, save_adapter
 from solo_cli.errors import UsageError
 
 runner = CliRunner()
@@ -152,7 +153,7 @@ def test_a_prompt_argument_that_is_not_text_is_one_line(tiny_model_dir):
 
 
 def test_context_length_comes_from_the_model_config():
-    from solo_cli.data import context_length
+    from solo_cli.data.encode import context_length
 
     assert context_length(make_model("gpt2")) == 256  # n_positions
     assert context_length(make_model("llama")) == 256  # max_position_embeddings
@@ -495,7 +496,7 @@ def test_merge_refuses_an_integer_tensor(tmp_path):
 
 
 def test_half_precision_tensors_still_load(tmp_path):
-    from solo_cli.adapter_file import load_adapter
+    from solo_cli.engine.adapter_file import load_adapter
 
     path = saved_adapter(tmp_path, "a.safetensors")
     with safe_open(str(path), framework="pt") as handle:

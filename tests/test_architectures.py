@@ -10,12 +10,12 @@ from tiny import ARCHS, save_tiny
 from torch.testing import assert_close
 
 from solo_cli import attach, load_adapter
-from solo_cli.config import TrainConfig
-from solo_cli.export import export_model
-from solo_cli.generation import GenerationSettings, generate
-from solo_cli.merge import merge_adapters
-from solo_cli.models import load_model
-from solo_cli.run import check_output, execute, prepare
+from solo_cli.engine.merge import merge_adapters
+from solo_cli.engine.models import load_model
+from solo_cli.inference.export import export_model
+from solo_cli.inference.generation import GenerationSettings, generate
+from solo_cli.training.config import TrainConfig
+from solo_cli.training.run import check_output, execute, prepare
 
 
 @pytest.mark.parametrize("arch", ARCHS)

@@ -12,8 +12,8 @@ import torch
 from typer.testing import CliRunner
 
 from solo_cli import AdapterConfig, SoloAdapter, attach, fingerprint
-from solo_cli.cli import app
-from solo_cli.models import load_model
+from solo_cli.cli.app import app
+from solo_cli.engine.models import load_model
 
 REAL_CACHE = os.environ.get("SOLO_CACHE") or str(Path.home() / ".cache" / "solo")
 SAMPLE = Path(__file__).resolve().parent.parent / "sample_data"

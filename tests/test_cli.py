@@ -7,7 +7,7 @@ import pytest
 from conftest import write_jsonl
 from typer.testing import CliRunner
 
-from solo_cli.cli import app
+from solo_cli.cli.app import app
 
 runner = CliRunner()
 
@@ -202,7 +202,7 @@ def test_chat_rows_train_and_generate_uses_the_template_by_default(tiny_model_di
     from tiny import make_tokenizer
 
     from solo_cli import read_info
-    from solo_cli.generation import build_prompt
+    from solo_cli.inference.generation import build_prompt
 
     info = read_info(out / "adapter.safetensors")
     assert info.data_format == "chat" and info.chat_template is True

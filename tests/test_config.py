@@ -5,8 +5,8 @@ import math
 
 import pytest
 
-from solo_cli.config import TrainConfig, build_config, load_yaml
 from solo_cli.errors import UsageError
+from solo_cli.training.config import TrainConfig, build_config, load_yaml
 
 
 def write_yaml(tmp_path, text: str):

@@ -7,17 +7,8 @@ import torch
 from conftest import write_jsonl
 from tiny import make_tokenizer
 
-from solo_cli.data import (
-    DataFiles,
-    Example,
-    collate,
-    encode,
-    encode_rows,
-    epoch_order,
-    read_rows,
-    resolve_data,
-    uses_chat_template,
-)
+from solo_cli.data.encode import Example, collate, encode, encode_rows, epoch_order, uses_chat_template
+from solo_cli.data.rows import DataFiles, read_rows, resolve_data
 from solo_cli.errors import UsageError
 
 PROMPT = "name[Place 1] ->"

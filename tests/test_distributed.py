@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 
 from solo_cli import load_adapter
-from solo_cli.trainer import micro_batches
+from solo_cli.training.trainer import micro_batches
 
 TORCHRUN = shutil.which("torchrun") or str(Path(sys.executable).parent / "torchrun")
 ENV = os.environ | {"OMP_NUM_THREADS": "1", "TQDM_DISABLE": "1"}
@@ -132,12 +132,12 @@ def test_fewer_rows_than_one_global_batch_are_refused(tiny_model_dir, tiny_data,
     """The check counts the global batch (--batch-size x processes), not one process's share."""
     import pytest
 
-    from solo_cli.config import TrainConfig
-    from solo_cli.distributed import DistContext
     from solo_cli.errors import UsageError
-    from solo_cli.run import prepare
+    from solo_cli.training.config import TrainConfig
+    from solo_cli.training.distributed import DistContext
+    from solo_cli.training.run import prepare
 
-    monkeypatch.setattr("solo_cli.run.distributed.init", lambda ctx, device: None)  # stand for a 4-process launch
+    monkeypatch.setattr("solo_cli.training.run.distributed.init", lambda ctx, device: None)  # stand for a 4-process launch
     cfg = TrainConfig(model=tiny_model_dir, data=str(tiny_data), batch_size=5, device="cpu", chat_template=False)
     with pytest.raises(UsageError, match=r"16 usable examples, fewer than one batch \(--batch-size 5 x 4 processes\)"):
         prepare(cfg, ctx=DistContext(0, 4, 0))

@@ -6,11 +6,11 @@ import pytest
 import torch
 from conftest import write_jsonl
 
-from solo_cli.data import read_rows
+from solo_cli.data.rows import read_rows
+from solo_cli.engine.loss import causal_lm_loss
+from solo_cli.engine.models import load_model
 from solo_cli.errors import UsageError
-from solo_cli.evaluation import eval_set, loss_and_perplexity, metrics_path, read_predictions
-from solo_cli.loss import causal_lm_loss
-from solo_cli.models import load_model
+from solo_cli.evaluation.evaluate import eval_set, loss_and_perplexity, metrics_path, read_predictions
 
 
 def test_rows_of_one_prompt_become_one_multi_reference_item():
@@ -42,7 +42,7 @@ def test_loss_and_perplexity_match_a_direct_computation(tiny_model_dir, tmp_path
         batch_size=2,
         device=torch.device("cpu"),
     )
-    from solo_cli.data import collate, encode_rows
+    from solo_cli.data.encode import collate, encode_rows
 
     encoded = encode_rows(rows, "completion", loaded.tokenizer, chat_template=False, train_on_prompt=False, max_len=64)
     with torch.no_grad():

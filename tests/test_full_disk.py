@@ -16,7 +16,7 @@ def full_disk(monkeypatch):
     def save_file(*args, **kwargs):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr("solo_cli.adapter_file.save_file", save_file)
+    monkeypatch.setattr("solo_cli.engine.adapter_file.save_file", save_file)
 
 
 def test_full_disk_during_train_is_one_line_and_leaves_no_temporary_file(tiny_model_dir, tiny_data, tmp_path, full_disk):
@@ -52,7 +52,7 @@ def test_full_disk_during_merge_keeps_the_old_output(tmp_path, full_disk, monkey
     def save_file(*args, **kwargs):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr("solo_cli.adapter_file.save_file", save_file)
+    monkeypatch.setattr("solo_cli.engine.adapter_file.save_file", save_file)
     code, lines = run("merge", a, a, "-o", old, "--overwrite")
     assert code == 1
     assert_one_line(lines, "no space left on device", "m.safetensors")

@@ -4,7 +4,7 @@ import torch.nn.functional as F
 from tiny import ARCHS, make_model
 from torch.testing import assert_close
 
-from solo_cli.loss import causal_lm_loss, fast_path
+from solo_cli.engine.loss import causal_lm_loss, fast_path
 
 
 @pytest.mark.parametrize("arch", ARCHS)

@@ -11,10 +11,10 @@ from torch.testing import assert_close
 from typer.testing import CliRunner
 
 from solo_cli import attach, load_adapter, save_adapter
-from solo_cli.adapter import AdapterConfig, SoloAdapter
-from solo_cli.cli import app
+from solo_cli.cli.app import app
+from solo_cli.engine.adapter import AdapterConfig, SoloAdapter
+from solo_cli.engine.merge import merge_adapters, parse_weights, refactor
 from solo_cli.errors import UsageError
-from solo_cli.merge import merge_adapters, parse_weights, refactor
 
 runner = CliRunner()
 
@@ -104,7 +104,7 @@ def test_merge_cli_writes_a_loadable_adapter(tmp_path):
 def test_export_loads_in_plain_transformers_with_the_same_logits_and_greedy_output(tiny_model_dir, tmp_path, gate):
     from transformers import AutoModelForCausalLM
 
-    from solo_cli.models import load_model
+    from solo_cli.engine.models import load_model
 
     base = load_model(tiny_model_dir).model
     adapter = perturb(make_adapter(base, gate, plan=[(-1, 2), (1, 3)]), scale=0.3)
@@ -133,7 +133,7 @@ def test_export_loads_in_plain_transformers_with_the_same_logits_and_greedy_outp
 
 
 def test_export_refuses_an_existing_folder(tiny_model_dir, tmp_path):
-    from solo_cli.models import load_model
+    from solo_cli.engine.models import load_model
 
     base = load_model(tiny_model_dir).model
     adapter = SoloAdapter(AdapterConfig([(0, 3)], 2, "zero-init", 1, 32))
@@ -158,8 +158,8 @@ def test_an_export_loaded_with_trust_remote_code_applies_the_adapter_once(tiny_m
     """solo loads an export as its base class even when asked to trust remote code: base + adapter, once."""
     from transformers import AutoModelForCausalLM
 
-    from solo_cli.inference import load_for_inference
-    from solo_cli.models import load_model
+    from solo_cli.engine.models import load_model
+    from solo_cli.inference.load import load_for_inference
 
     base = load_model(tiny_model_dir).model
     adapter = perturb(make_adapter(base, "zero-init", plan=[(-1, 2), (1, 3)]), scale=0.3)

@@ -1,4 +1,4 @@
-"""solo_cli.metrics: hand-checkable cases, and agreement with the official E2E scorer on the test set."""
+"""solo_cli.evaluation.metrics: hand-checkable cases, and agreement with the official E2E scorer on the test set."""
 
 import json
 import math
@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from solo_cli.errors import UsageError
-from solo_cli.metrics import JAVA_NOTE, METRIC_NAMES, Scorer, Scores, score
+from solo_cli.evaluation.metrics import JAVA_NOTE, METRIC_NAMES, Scorer, Scores, score
 
 TEST_SET = Path(__file__).resolve().parents[1].parent / "shared/data/e2e/test.jsonl"
 HAVE_JAVA = shutil.which("java") is not None

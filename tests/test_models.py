@@ -4,8 +4,8 @@ import importlib.util
 
 import pytest
 
+from solo_cli.engine.models import load_config, load_model, resolve_dtype
 from solo_cli.errors import UsageError
-from solo_cli.models import load_config, load_model, resolve_dtype
 
 
 def test_local_folder_loads_frozen_in_eval_mode_with_a_pad_token(tiny_model_dir):

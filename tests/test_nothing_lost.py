@@ -28,15 +28,15 @@ from test_adversarial import run  # noqa: E402
 from tiny import make_model, save_tiny
 from typer.testing import CliRunner
 
-from solo_cli import atomic
-from solo_cli.adapter import AdapterConfig, SoloAdapter
-from solo_cli.adapter_file import save_adapter
-from solo_cli.cli import app
-from solo_cli.config import TrainConfig
+from solo_cli.cli.app import app
+from solo_cli.engine.adapter import AdapterConfig, SoloAdapter
+from solo_cli.engine.adapter_file import save_adapter
+from solo_cli.engine.models import load_model
 from solo_cli.errors import RuntimeFailure
-from solo_cli.models import load_model
-from solo_cli.run import check_output, execute, prepare
-from solo_cli.trainer import Interrupted
+from solo_cli.files import atomic
+from solo_cli.training.config import TrainConfig
+from solo_cli.training.run import check_output, execute, prepare
+from solo_cli.training.trainer import Interrupted
 
 runner = CliRunner()
 ROWS = [{"prompt": f"name[Place {i}] ->", "completion": f" Place {i} is a cheap pub."} for i in range(16)]
@@ -287,8 +287,8 @@ def test_save_adapter_refuses_a_non_finite_tensor_and_writes_nothing(tmp_path):
 
 
 def test_save_checkpoint_refuses_non_finite_weights_or_optimizer_state(made, tiny_model_dir, tmp_path):
-    from solo_cli.checkpoint import save_checkpoint
-    from solo_cli.trainer import Trainer, TrainState
+    from solo_cli.training.checkpoint import save_checkpoint
+    from solo_cli.training.trainer import Trainer, TrainState
 
     cfg = TrainConfig(data=str(made.data), output=str(tmp_path / "r"), connections="emb->2,1->3", rank=2, device="cpu")
     prepared = prepare(cfg.validate(), load_model(tiny_model_dir))
@@ -432,7 +432,7 @@ def test_a_stale_lock_is_taken_over_and_every_run_releases_its_lock(made, tiny_m
 def test_a_second_process_cannot_take_a_held_lock(made, tiny_model_dir, tmp_path):
     out = tmp_path / "race"
     holder_code = (
-        "import sys; from pathlib import Path; from solo_cli import lock; out = Path(sys.argv[1]); "
+        "import sys; from pathlib import Path; from solo_cli.files import lock; out = Path(sys.argv[1]); "
         "out.mkdir(parents=True, exist_ok=True); lock.acquire(out); print('held', flush=True); sys.stdin.read()"
     )
     for ending in ("exit", "kill"):
@@ -506,7 +506,7 @@ def test_stale_staging_folders_are_removed_on_start_and_nothing_else(made, tiny_
     for name, data in mine.items():
         (checkpoints / name).write_bytes(data)
     check_output(TrainConfig(**resume_config(made, out, resume="auto")).validate())
-    from solo_cli import lock
+    from solo_cli.files import lock
 
     lock.release(out)
     assert sorted(p.name for p in checkpoints.iterdir()) == sorted(["step-2", *mine])
@@ -558,7 +558,7 @@ def test_atomic_dir_keeps_the_old_copy_until_the_new_one_is_in_place(tmp_path, m
 
 
 def test_an_interrupt_on_a_save_step_writes_that_checkpoint_once(made, tiny_model_dir, tmp_path, monkeypatch):
-    import solo_cli.run as run_module
+    import solo_cli.training.run as run_module
 
     saved = []
     real = run_module.save_checkpoint

@@ -9,12 +9,12 @@ import torch
 from typer.testing import CliRunner
 
 from solo_cli import load_adapter
-from solo_cli.cli import app, resume_command
-from solo_cli.config import TrainConfig
+from solo_cli.cli.app import app, resume_command
+from solo_cli.engine.models import load_model
 from solo_cli.errors import RuntimeFailure, UsageError
-from solo_cli.models import load_model
-from solo_cli.run import check_output, execute, prepare
-from solo_cli.trainer import Interrupted
+from solo_cli.training.config import TrainConfig
+from solo_cli.training.run import check_output, execute, prepare
+from solo_cli.training.trainer import Interrupted
 
 
 def config(data, out, **kw):
@@ -95,7 +95,7 @@ def test_resume_command_repeats_the_flags_with_resume_auto():
 
 
 def test_nan_loss_stops_naming_the_step_and_keeps_the_last_checkpoint(tiny_model_dir, tiny_data, tmp_path, monkeypatch):
-    import solo_cli.trainer as trainer_module
+    import solo_cli.training.trainer as trainer_module
 
     real = trainer_module.causal_lm_loss
     calls = {"n": 0}
@@ -114,7 +114,7 @@ def test_nan_loss_stops_naming_the_step_and_keeps_the_last_checkpoint(tiny_model
 
 
 def test_out_of_memory_ends_with_concrete_advice(tiny_model_dir, tiny_data, tmp_path, monkeypatch):
-    import solo_cli.trainer as trainer_module
+    import solo_cli.training.trainer as trainer_module
 
     def oom(self, batches):
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
@@ -201,7 +201,7 @@ def test_float16_trains_with_a_grad_scaler_and_resumes_it_exactly(tiny_model_dir
 
 def test_checkpoint_rng_covers_every_cuda_device(monkeypatch):
     """A resumed CUDA run draws the same dropout masks: the CUDA generators are saved and restored."""
-    from solo_cli import checkpoint
+    from solo_cli.training import checkpoint
 
     devices = [torch.tensor([1, 2], dtype=torch.uint8), torch.tensor([3, 4], dtype=torch.uint8)]
     restored = []
@@ -217,7 +217,7 @@ def test_checkpoint_rng_covers_every_cuda_device(monkeypatch):
 
 def test_resume_of_a_run_stopped_before_its_first_save_suggests_overwrite(tmp_path):
     """Suggesting "train without --resume" there led to "already holds a run; pass --overwrite"."""
-    from solo_cli.checkpoint import find_checkpoint
+    from solo_cli.training.checkpoint import find_checkpoint
 
     (tmp_path / "config.json").write_text("{}")
     with pytest.raises(UsageError, match="no checkpoint to resume from yet .* --overwrite instead of --resume auto"):

@@ -16,9 +16,10 @@ from test_adapter import make_adapter
 from tiny import make_model
 from typer.testing import CliRunner
 
-from solo_cli import display, fingerprint, save_adapter
-from solo_cli.adapter_file import AdapterInfo
-from solo_cli.cli import app
+from solo_cli import fingerprint, save_adapter
+from solo_cli.cli import display
+from solo_cli.cli.app import app
+from solo_cli.engine.adapter_file import AdapterInfo
 
 runner = CliRunner()
 EVIL = "\x1b[2J\x1b[31mEVIL [bold]loud[/bold] \x9b2J \x07\x7f\u202e"
@@ -362,7 +363,7 @@ def test_a_long_list_of_connection_problems_is_cut(tiny_model_dir, tiny_data, tm
 def test_an_export_folder_holding_an_adapter_is_still_a_model(tiny_model_dir, tmp_path):
     import shutil
 
-    from solo_cli.models import resolve_model_path
+    from solo_cli.engine.models import resolve_model_path
 
     export = Path(shutil.copytree(tiny_model_dir, tmp_path / "export"))
     (export / "adapter.safetensors").write_bytes(b"x")  # merge --export copies the adapter beside the model
@@ -384,7 +385,7 @@ def test_an_empty_prompt_row_is_refused_naming_its_line(tiny_model_dir, tmp_path
 
 def test_generate_refuses_a_prompt_of_no_tokens_before_generating(tokenizer):
     from solo_cli.errors import UsageError
-    from solo_cli.generation import GenerationSettings, generate
+    from solo_cli.inference.generation import GenerationSettings, generate
 
     with pytest.raises(UsageError, match=r"^prompt #2: the prompt is empty"):
         generate(make_model("llama"), tokenizer, ["hello", ""], GenerationSettings(max_new_tokens=2), chat=False)

@@ -2,8 +2,8 @@
 
 import pytest
 
+from solo_cli.engine.topology import format_connections, parse_connections, validate_connections
 from solo_cli.errors import UsageError
-from solo_cli.topology import format_connections, parse_connections, validate_connections
 
 # --- explicit lists -----------------------------------------------------------------------------
 

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import yaml
 
-from .adapter import SOURCE_NORMS, TRAINABLE_GATES
-from .errors import UsageError
+from ..engine.adapter import SOURCE_NORMS, TRAINABLE_GATES
+from ..errors import UsageError
 
 LR_SCHEDULES = ("linear", "cosine", "constant")
 DTYPE_NAMES = ("float32", "bfloat16", "float16")

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import re
 
-from .errors import UsageError
+from ..errors import UsageError
 
 Connection = tuple[int, int]
 

@@ -11,8 +11,8 @@ from pathlib import Path
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 
-from .atomic import atomic_dir
-from .errors import RuntimeFailure, UsageError
+from ..errors import RuntimeFailure, UsageError
+from ..files.atomic import atomic_dir
 
 BUILTIN_MODELS = {
     "smollm2-135m": {

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
-from .errors import SoloError, UsageError, caused_by_interrupt, exit_on_signals, interrupt_on_signals
+from ..errors import SoloError, UsageError, caused_by_interrupt, exit_on_signals, interrupt_on_signals
 
 # The `solo` script imports this module first: a signal while typer and rich import ends in one
 # line and exit 130 (as in `python -m solo_cli`, whose __main__ does the same); main() takes over.
@@ -23,7 +23,8 @@ if os.path.basename(sys.argv[0]).removesuffix(".exe") == "solo":
 import typer  # noqa: E402
 from typer.core import TyperGroup  # noqa: E402
 
-from . import __version__, display  # noqa: E402
+from .. import __version__  # noqa: E402
+from . import display  # noqa: E402
 
 try:  # typer >= 0.22 ships its own copy of click
     from typer._click import exceptions as click_errors
@@ -223,12 +224,12 @@ def train(
     """Train a Solo adapter on a JSONL dataset."""
     flags = {k: v for k, v in locals().items() if k not in ("config", "dry_run")}  # first: only the options are locals here
     _quiet_transformers()
-    from . import distributed
-    from .config import build_config
-    from .data import resolve_data
-    from .lock import release
-    from .run import check_output, execute, param_summary, prepare
-    from .trainer import Interrupted
+    from ..data.rows import resolve_data
+    from ..files.lock import release
+    from ..training import distributed
+    from ..training.config import build_config
+    from ..training.run import check_output, execute, param_summary, prepare
+    from ..training.trainer import Interrupted
 
     cfg = build_config(config, flags)
     if not cfg.data:  # before check_output makes the run folder
@@ -278,11 +279,11 @@ def resume_command(argv: list[str]) -> str:
 
 
 def _show_dry_run(run, summary: dict) -> None:
-    from .topology import format_connections
+    from ..engine.topology import format_connections
 
     tokenizer = run.loaded.tokenizer
     first = run.train.examples[0]
-    from .generation import token_pieces  # characters split across tokens show whole, not as U+FFFD
+    from ..inference.generation import token_pieces  # characters split across tokens show whole, not as U+FFFD
 
     pieces = [(text, label != -100) for text, label in zip(token_pieces(tokenizer, first.input_ids), first.labels)]
     config = run.cfg.to_dict() | {
@@ -297,8 +298,8 @@ def _show_dry_run(run, summary: dict) -> None:
 
 def _load_target(model, adapter, revision, dtype, device, trust_remote_code, force):
     """Base model (+ adapter) for generate and eval, with any --force warning shown."""
-    from .inference import load_for_inference
-    from .run import resolve_device
+    from ..inference.load import load_for_inference
+    from ..training.run import resolve_device
 
     target = load_for_inference(
         model,
@@ -378,11 +379,11 @@ def generate(
     (``rows.jsonl:7``, or the prompt), before anything is generated; it is never cut silently.
     """
     _quiet_transformers()
-    from .atomic import check_writable, write_texts
-    from .data import lone_surrogate, read_numbered_rows
-    from .generation import GenerationSettings
-    from .generation import generate as run_generate
-    from .outputs import check_predictions_target, refuse_input_as_output
+    from ..data.rows import lone_surrogate, read_numbered_rows
+    from ..files.atomic import check_writable, write_texts
+    from ..inference.generation import GenerationSettings
+    from ..inference.generation import generate as run_generate
+    from ..outputs import check_predictions_target, refuse_input_as_output
 
     if (input is None) != (output is None):
         raise UsageError("--input and --output go together: rows in, predictions out")
@@ -448,8 +449,8 @@ def inspect(
     json_out: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
     """Describe an adapter file, or what a connection plan costs on a model (beside LoRA r=4 on q,v)."""
-    from .config import TrainConfig
-    from .report import adapter_report, plan_report
+    from ..inference.report import adapter_report, plan_report
+    from ..training.config import TrainConfig
 
     if adapter is None and model is None:
         raise UsageError("give an adapter file to describe, or --model M to cost a plan")
@@ -511,8 +512,7 @@ def eval_command(
     """
     if predictions is None:
         _quiet_transformers()
-    from .atomic import check_writable
-    from .evaluation import (
+    from ..evaluation.evaluate import (
         check_max_seq_length,
         eval_set,
         load_numbered_eval_rows,
@@ -522,9 +522,10 @@ def eval_command(
         read_predictions,
         write_outputs,
     )
-    from .generation import GenerationSettings
-    from .metrics import score
-    from .outputs import check_predictions_target, refuse_input_as_output
+    from ..evaluation.metrics import score
+    from ..files.atomic import check_writable
+    from ..inference.generation import GenerationSettings
+    from ..outputs import check_predictions_target, refuse_input_as_output
 
     settings = GenerationSettings(
         max_new_tokens=max_new_tokens,
@@ -606,10 +607,10 @@ def merge(
 ) -> None:
     """Combine adapters of one base into one, or export base + adapter as a standalone model folder."""
     _quiet_transformers()
-    from .outputs import check_adapter_target
+    from ..outputs import check_adapter_target
 
     if export is not None:
-        from .export import export_model
+        from ..inference.export import export_model
 
         if len(adapters) != 1 or output is not None or weights is not None:
             raise UsageError("--export takes exactly one adapter (merge several first, with -o)")
@@ -627,8 +628,8 @@ def merge(
             f"greedy output {'identical' if result.greedy_equal else 'DIFFERENT'}"
         )
         return
-    from .adapter_file import save_adapter
-    from .merge import merge_adapters, parse_weights
+    from ..engine.adapter_file import save_adapter
+    from ..engine.merge import merge_adapters, parse_weights
 
     if output is None:
         raise UsageError("give -o merged.safetensors for the merged adapter (or --export DIR with one adapter)")

@@ -9,9 +9,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .adapter_file import load_adapter, resolve_adapter_path
-from .blocks import find_blocks, fingerprint
-from .topology import format_connections, parse_connections
+from ..engine.adapter_file import load_adapter, resolve_adapter_path
+from ..engine.blocks import find_blocks, fingerprint
+from ..engine.topology import format_connections, parse_connections
 
 
 def _factor_norm(A: torch.Tensor, B: torch.Tensor, gate: float) -> float:
@@ -95,7 +95,7 @@ def plan_report(
     """The model's blocks and what a connection plan costs, beside LoRA r=4 on q and v."""
     from transformers import AutoModelForCausalLM
 
-    from .models import load_config
+    from ..engine.models import load_config
 
     config = load_config(model_name, revision, trust_remote_code)
     with torch.device("meta"):

@@ -42,7 +42,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import UsageError
+from ..errors import UsageError
 
 METRIC_NAMES = ("bleu", "nist", "meteor", "rouge_l", "cider", "chrf")
 

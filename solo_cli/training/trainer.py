@@ -16,12 +16,12 @@ from dataclasses import dataclass
 import torch
 from transformers import get_scheduler
 
-from .adapter import SoloAdapter
+from ..data.encode import Example, collate, epoch_order
+from ..engine.adapter import SoloAdapter
+from ..engine.loss import causal_lm_loss
+from ..errors import RuntimeFailure, SoloError
 from .config import TrainConfig
-from .data import Example, collate, epoch_order
 from .distributed import DistContext, wrap
-from .errors import RuntimeFailure, SoloError
-from .loss import causal_lm_loss
 
 Callback = Callable[[str, dict], None]
 

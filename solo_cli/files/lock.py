@@ -16,7 +16,7 @@ import socket
 import time
 from pathlib import Path
 
-from .errors import UsageError
+from ..errors import UsageError
 
 LOCK_NAME = ".solo.lock"
 _held: dict[Path, tuple[Path, str]] = {}  # resolved folder -> (lock file, the exact text this process wrote)

@@ -5,11 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .adapter import AttachedAdapter, attach
-from .adapter_file import ADAPTER_FILENAME, AdapterInfo, load_adapter, read_info
-from .blocks import fingerprint
-from .errors import UsageError
-from .models import DEFAULT_MODEL, LoadedModel, load_model
+from ..engine.adapter import AttachedAdapter, attach
+from ..engine.adapter_file import ADAPTER_FILENAME, AdapterInfo, load_adapter, read_info
+from ..engine.blocks import fingerprint
+from ..engine.models import DEFAULT_MODEL, LoadedModel, load_model
+from ..errors import UsageError
 
 
 @dataclass

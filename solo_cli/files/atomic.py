@@ -17,7 +17,7 @@ import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from .errors import RuntimeFailure, UsageError
+from ..errors import RuntimeFailure, UsageError
 
 
 @contextlib.contextmanager

@@ -19,12 +19,12 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from .adapter import SoloAdapter
-from .adapter_file import ADAPTER_FILENAME, AdapterInfo, load_adapter, non_finite, save_adapter
-from .atomic import ASIDE_SUFFIX, atomic_dir, write_error
-from .blocks import Fingerprint
-from .errors import RuntimeFailure, UsageError
-from .topology import format_connections
+from ..engine.adapter import SoloAdapter
+from ..engine.adapter_file import ADAPTER_FILENAME, AdapterInfo, load_adapter, non_finite, save_adapter
+from ..engine.blocks import Fingerprint
+from ..engine.topology import format_connections
+from ..errors import RuntimeFailure, UsageError
+from ..files.atomic import ASIDE_SUFFIX, atomic_dir, write_error
 from .trainer import Trainer, TrainState
 
 STATE_FILE = "trainer_state.json"

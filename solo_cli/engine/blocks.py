@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass
 
 from torch import nn
 
-from .errors import UsageError
+from ..errors import UsageError
 
 # Attribute paths of the decoder-block list, most common first: Llama/Qwen2/Mistral/Gemma/Phi3
 # (model.layers), GPT-2/GPT-J/Falcon/Bloom (transformer.h), GPT-NeoX/Pythia (gpt_neox.layers),

@@ -7,10 +7,11 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .data import context_length, encode_rows, parse_json_line, read_numbered_rows
-from .errors import UsageError
-from .generation import GenerationSettings, generate
-from .trainer import evaluate_loss
+from ..data.encode import context_length, encode_rows
+from ..data.rows import parse_json_line, read_numbered_rows
+from ..errors import UsageError
+from ..inference.generation import GenerationSettings, generate
+from ..training.trainer import evaluate_loss
 
 
 @dataclass
@@ -153,7 +154,7 @@ def predictions_text(data: EvalSet, predictions: list[str]) -> str:
 
 
 def write_predictions(path: str | Path, data: EvalSet, predictions: list[str]) -> None:
-    from .atomic import write_text
+    from ..files.atomic import write_text
 
     write_text(path, predictions_text(data, predictions))
 
@@ -163,7 +164,7 @@ def write_outputs(path: str | Path, data: EvalSet, predictions: list[str], metri
 
     A full disk or another write error is one line (:class:`RuntimeFailure`) naming the file.
     """
-    from .atomic import is_stream, write_texts
+    from ..files.atomic import is_stream, write_texts
 
     files = {Path(path): predictions_text(data, predictions)}
     if not is_stream(path):  # /dev/null or a FIFO has no folder to put the metrics beside

@@ -17,12 +17,12 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
-from . import __version__
+from .. import __version__
+from ..data.rows import lone_surrogate
+from ..errors import RuntimeFailure, UsageError
+from ..files.atomic import write_atomic, write_error
 from .adapter import GATE_MODES, SOURCE_NORMS, AdapterConfig, SoloAdapter
-from .atomic import write_atomic, write_error
 from .blocks import Fingerprint
-from .data import lone_surrogate
-from .errors import RuntimeFailure, UsageError
 
 FORMAT_NAME = "solo-adapter"
 FORMAT_VERSION = 2  # 2 added source_norm; version 1 files (no field) were trained without one

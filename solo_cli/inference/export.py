@@ -18,15 +18,15 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from . import __version__
-from .adapter import RMS_EPS
-from .adapter_file import ADAPTER_FILENAME, read_info, resolve_adapter_path
-from .atomic import atomic_dir
-from .blocks import find_blocks
-from .errors import RuntimeFailure, UsageError
-from .inference import load_for_inference
-from .models import DTYPES, load_config, resolve_dtype
-from .outputs import check_export_target
+from .. import __version__
+from ..engine.adapter import RMS_EPS
+from ..engine.adapter_file import ADAPTER_FILENAME, read_info, resolve_adapter_path
+from ..engine.blocks import find_blocks
+from ..engine.models import DTYPES, load_config, resolve_dtype
+from ..errors import RuntimeFailure, UsageError
+from ..files.atomic import atomic_dir
+from ..outputs import check_export_target
+from .load import load_for_inference
 
 MARKER = "solo_adapter"  # the config key that makes a folder a solo export
 MODELING_FILE = "modeling_solo.py"

@@ -17,7 +17,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from .errors import RuntimeFailure, UsageError
+from ..errors import RuntimeFailure, UsageError
 
 
 @dataclass

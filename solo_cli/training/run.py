@@ -19,20 +19,23 @@ from pathlib import Path
 import torch
 from transformers import set_seed
 
-from . import __version__, distributed, lock
-from .adapter import AdapterConfig, AttachedAdapter, SoloAdapter, attach
-from .adapter_file import AdapterInfo, save_adapter
-from .atomic import write_json, write_text
-from .blocks import Fingerprint, fingerprint
+from .. import __version__
+from ..data.encode import EncodedData, context_length, encode_rows
+from ..data.rows import read_rows, resolve_data
+from ..engine.adapter import AdapterConfig, AttachedAdapter, SoloAdapter, attach
+from ..engine.adapter_file import AdapterInfo, save_adapter
+from ..engine.blocks import Fingerprint, fingerprint
+from ..engine.models import LoadedModel, load_model
+from ..engine.topology import format_connections, parse_connections
+from ..errors import UsageError
+from ..files import lock
+from ..files.atomic import write_json, write_text
+from ..outputs import describe, is_run_folder, refuse_current_folder, remove_run_outputs, run_outputs
+from . import distributed
 from .checkpoint import clean_staging, find_checkpoint, load_checkpoint, prune_checkpoints, save_checkpoint
 from .config import TrainConfig
-from .data import EncodedData, context_length, encode_rows, read_rows, resolve_data
 from .distributed import DistContext
-from .errors import UsageError
-from .models import LoadedModel, load_model
-from .outputs import describe, is_run_folder, refuse_current_folder, remove_run_outputs, run_outputs
 from .plot import plot_losses
-from .topology import format_connections, parse_connections
 from .trainer import Callback, Interrupted, Trainer, TrainState, evaluate_loss, set_checkpointing, total_steps
 
 

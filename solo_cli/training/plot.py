@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .atomic import write_atomic
+from ..files.atomic import write_atomic
 
 
 def plot_losses(metrics_path: Path, png_path: Path) -> Path | None:

@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 import torch
 from transformers import TextStreamer
 
-from .data import context_length
-from .errors import UsageError
+from ..data.encode import context_length
+from ..errors import UsageError
 
 SEED_MAX = 2**32 - 1  # torch.manual_seed and numpy accept no more
 

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import torch
 
+from ..errors import UsageError
 from .adapter import AdapterConfig, SoloAdapter, connection_key
 from .adapter_file import AdapterInfo, load_adapter, resolve_adapter_path
-from .errors import UsageError
 
 
 @dataclass
