@@ -4,6 +4,6 @@ from .errors import exit_on_signals
 
 exit_on_signals()
 
-from .cli.app import main  # noqa: E402
+from .cli import main  # noqa: E402
 
 main()

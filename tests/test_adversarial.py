@@ -21,7 +21,7 @@ from transformers import GPT2Config, GPT2LMHeadModel
 from typer.testing import CliRunner
 
 from solo_cli import fingerprint
-from solo_cli.cli.app import app
+from solo_cli.cli import app
 from solo_cli.data.encode import encode_rows
 from solo_cli.data.rows import read_rows
 from solo_cli.engine.adapter_file import AdapterInfo, read_info, save_adapter

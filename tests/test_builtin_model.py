@@ -12,7 +12,7 @@ import torch
 from typer.testing import CliRunner
 
 from solo_cli import AdapterConfig, SoloAdapter, attach, fingerprint
-from solo_cli.cli.app import app
+from solo_cli.cli import app
 from solo_cli.engine.models import load_model
 
 REAL_CACHE = os.environ.get("SOLO_CACHE") or str(Path.home() / ".cache" / "solo")

@@ -7,7 +7,7 @@ import pytest
 from conftest import write_jsonl
 from typer.testing import CliRunner
 
-from solo_cli.cli.app import app
+from solo_cli.cli import app
 
 runner = CliRunner()
 

@@ -6,7 +6,7 @@ from pathlib import Path
 from conftest import write_jsonl
 from typer.testing import CliRunner
 
-from solo_cli.cli.app import app
+from solo_cli.cli import app
 
 runner = CliRunner()
 SAMPLE_TEST = Path(__file__).resolve().parent.parent / "sample_data" / "e2e" / "test.jsonl"

@@ -28,7 +28,7 @@ from test_adversarial import run  # noqa: E402
 from tiny import make_model, save_tiny
 from typer.testing import CliRunner
 
-from solo_cli.cli.app import app
+from solo_cli.cli import app
 from solo_cli.engine.adapter import AdapterConfig, SoloAdapter
 from solo_cli.engine.adapter_file import save_adapter
 from solo_cli.engine.models import load_model

@@ -9,7 +9,8 @@ import torch
 from typer.testing import CliRunner
 
 from solo_cli import load_adapter
-from solo_cli.cli.app import app, resume_command
+from solo_cli.cli import app
+from solo_cli.cli.train import resume_command
 from solo_cli.engine.models import load_model
 from solo_cli.errors import RuntimeFailure, UsageError
 from solo_cli.training.config import TrainConfig

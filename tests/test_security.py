@@ -12,7 +12,7 @@ from tiny import make_model, make_tokenizer
 from typer.testing import CliRunner
 
 from solo_cli import load_adapter, read_info, save_adapter
-from solo_cli.cli.app import app
+from solo_cli.cli import app
 from solo_cli.data.rows import read_rows
 from solo_cli.engine.models import load_model
 from solo_cli.errors import UsageError

@@ -17,8 +17,7 @@ from tiny import make_model
 from typer.testing import CliRunner
 
 from solo_cli import fingerprint, save_adapter
-from solo_cli.cli import display
-from solo_cli.cli.app import app
+from solo_cli.cli import app, display
 from solo_cli.engine.adapter_file import AdapterInfo
 
 runner = CliRunner()

@@ -1,0 +1,136 @@
+"""`solo generate`: text from a base model, with or without an adapter."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from ..errors import UsageError
+from . import display
+from .base import app, handle_errors
+from .options import Device, Dtype, Model, Revision, TrustCode, load_target, quiet_transformers, seed_in_range
+
+
+def _read_prompt(prompt: str | None) -> str:
+    if prompt == "-":
+        text = sys.stdin.read().rstrip("\n")
+        if not text:
+            raise UsageError("the prompt is empty (stdin held no text); pipe in the prompt, or give it as an argument")
+        return text
+    if prompt is None:
+        raise UsageError("give a prompt (or - to read stdin), or --input rows.jsonl --output preds.jsonl")
+    if not prompt:
+        raise UsageError('the prompt is empty (""); give the text to continue, or - to read it from stdin')
+    return prompt
+
+
+def _input_file(path: Path, flag: str) -> Path:
+    """A file to read rows from: refuse a folder, FIFO or device (reading a FIFO would wait forever)."""
+    if path.is_dir():
+        raise UsageError(f"{flag} {path}: is a folder, not a regular file; pass a .jsonl file")
+    if path.exists() and not path.is_file():
+        raise UsageError(f"{flag} {path}: not a regular file (a FIFO, socket or device); pass a .jsonl file")
+    return path
+
+
+def _prompt_of(row: dict):
+    if "messages" in row:
+        messages = row["messages"]
+        return messages[:-1] if messages[-1]["role"] == "assistant" else messages
+    return row["prompt"]
+
+
+@app.command()
+@handle_errors
+def generate(
+    prompt: Annotated[Optional[str], typer.Argument(help="The prompt, or - to read it from stdin.")] = None,
+    model: Model = None,
+    adapter: Annotated[Optional[str], typer.Option(help="adapter.safetensors (or its run folder).")] = None,
+    input: Annotated[Optional[Path], typer.Option("--input", help='JSONL rows with "prompt" or "messages".')] = None,
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Where --input's predictions go (JSONL).")] = None,
+    max_new_tokens: Annotated[int, typer.Option(help="Tokens to generate at most.")] = 128,
+    temperature: Annotated[float, typer.Option(help="0 = greedy; > 0 samples.")] = 0.0,
+    top_p: Annotated[float, typer.Option(help="Nucleus sampling mass.")] = 1.0,
+    top_k: Annotated[int, typer.Option(help="Sample among the k likeliest (0 = off).")] = 0,
+    num_beams: Annotated[int, typer.Option(help="Beam search width (1 = off).")] = 1,
+    seed: Annotated[int, typer.Option(help="Random seed for sampling, 0 to 2**32 - 1.", callback=seed_in_range)] = 0,
+    stop: Annotated[Optional[list[str]], typer.Option(help="Stop at this string (repeatable).")] = None,
+    chat: Annotated[
+        Optional[bool],
+        typer.Option(
+            "--chat/--no-chat",
+            help="Wrap the prompt in the chat template (default: as the adapter was trained; plain for a bare model).",
+        ),
+    ] = None,
+    batch_size: Annotated[int, typer.Option(help="Prompts per generate call with --input.")] = 8,
+    revision: Revision = None,
+    dtype: Dtype = "float32",
+    device: Device = "auto",
+    trust_remote_code: TrustCode = False,
+    force: Annotated[bool, typer.Option("--force", help="Attach an adapter whose base fingerprint differs.")] = False,
+) -> None:
+    """Generate text from a base model, with or without an adapter.
+
+    A prompt whose tokens plus --max-new-tokens exceed the model's context is refused, naming it
+    (``rows.jsonl:7``, or the prompt), before anything is generated; it is never cut silently.
+    """
+    quiet_transformers()
+    from ..data.rows import lone_surrogate, read_numbered_rows
+    from ..files.atomic import check_writable, write_texts
+    from ..inference.generation import GenerationSettings
+    from ..inference.generation import generate as run_generate
+    from ..outputs import check_predictions_target, refuse_input_as_output
+
+    if (input is None) != (output is None):
+        raise UsageError("--input and --output go together: rows in, predictions out")
+    settings = GenerationSettings(
+        max_new_tokens=max_new_tokens,
+        temperature=temperature,
+        top_p=top_p,
+        top_k=top_k,
+        num_beams=num_beams,
+        seed=seed,
+        stop=list(stop or []),
+    ).validate()  # before anything loads
+    if batch_size < 1:
+        raise UsageError(f"--batch-size {batch_size}: must be at least 1")
+    rows, where, text = None, None, None
+    if input:
+        rows, fmt, linenos = read_numbered_rows(_input_file(input, "--input"))
+        if fmt == "text":
+            raise UsageError(f'{input}: rows need a "prompt" (or "messages") to generate from, not "text"')
+        where = [f"{input}:{n}" for n in linenos]
+    else:
+        try:
+            text = _read_prompt(prompt)
+        except UnicodeDecodeError as exc:
+            raise UsageError(f"stdin: not UTF-8 (byte {exc.start}); pipe in UTF-8 text") from None
+        bad = lone_surrogate(text)
+        if bad is not None:
+            raise UsageError(
+                f"the prompt is not valid UTF-8 text (it holds \\u{ord(bad):04x}, an undecodable byte); pass UTF-8 text"
+            )
+    if output is not None:
+        if output.exists() and output.is_dir():
+            raise UsageError(f"--output {output}: is a folder; give a file path for the predictions")
+        refuse_input_as_output(output, input, "--input")
+        check_predictions_target(output)  # solo replaces only predictions it wrote
+        check_writable(output, "--output")  # fail before loading the model
+    target = load_target(model, adapter, revision, dtype, device, trust_remote_code, force)
+    use_chat = chat if chat is not None else bool(target.info and target.info.chat_template)
+    tokenizer, lm = target.loaded.tokenizer, target.loaded.model
+    if rows is None:
+        stream = display.out.is_terminal and num_beams == 1
+        on_text = display.stream if stream else None
+        result = run_generate(lm, tokenizer, [text], settings, chat=use_chat, on_text=on_text, where=["prompt"])[0]
+        display.show_text("" if stream else result)
+        return
+    prompts = [_prompt_of(r) for r in rows]
+    predictions = run_generate(lm, tokenizer, prompts, settings, chat=use_chat, batch_size=batch_size, where=where)
+    lines = "".join(json.dumps(r | {"prediction": p}, ensure_ascii=False) + "\n" for r, p in zip(rows, predictions))
+    write_texts({output: lines}, flag="--output")  # a full disk: one line, the old file kept
+    display.line(f"wrote {len(predictions)} predictions to {output}")

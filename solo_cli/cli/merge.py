@@ -1,0 +1,66 @@
+"""`solo merge`: combine adapters, or export base + adapter as one model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from ..errors import UsageError
+from . import display
+from .base import app, handle_errors
+from .options import Model, Revision, TrustCode, quiet_transformers, rank_at_least_1
+
+
+@app.command()
+@handle_errors
+def merge(
+    adapters: Annotated[list[str], typer.Argument(help="Adapters to combine (same base), or one adapter to --export.")],
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Where the merged adapter goes.")] = None,
+    weights: Annotated[
+        Optional[str], typer.Option(help="One weight per adapter, e.g. 0.7,0.3 (default: equal, summing to 1).")
+    ] = None,
+    rank: Annotated[
+        Optional[int],
+        typer.Option(help="Rank of the merged adapter (default: the largest input rank).", callback=rank_at_least_1),
+    ] = None,
+    model: Model = None,
+    export: Annotated[Optional[Path], typer.Option(help="Write a standalone model folder (base + adapter) here.")] = None,
+    revision: Revision = None,
+    trust_remote_code: TrustCode = False,
+    force: Annotated[bool, typer.Option("--force", help="Export with a base whose fingerprint differs.")] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing --output or --export.")] = False,
+) -> None:
+    """Combine adapters of one base into one, or export base + adapter as a standalone model folder."""
+    quiet_transformers()
+    from ..outputs import check_adapter_target
+
+    if export is not None:
+        from ..inference.export import export_model
+
+        if len(adapters) != 1 or output is not None or weights is not None:
+            raise UsageError("--export takes exactly one adapter (merge several first, with -o)")
+        result = export_model(
+            adapters[0],
+            model,
+            export,
+            revision=revision,
+            trust_remote_code=bool(trust_remote_code),
+            force=force,
+            overwrite=overwrite,
+        )
+        display.out.print(
+            f"exported {result.path}: largest logit difference vs base + adapter {result.max_abs_diff:.2e}, "
+            f"greedy output {'identical' if result.greedy_equal else 'DIFFERENT'}"
+        )
+        return
+    from ..engine.adapter_file import save_adapter
+    from ..engine.merge import merge_adapters, parse_weights
+
+    if output is None:
+        raise UsageError("give -o merged.safetensors for the merged adapter (or --export DIR with one adapter)")
+    check_adapter_target(output, overwrite)  # solo replaces only an adapter it wrote
+    result = merge_adapters(adapters, parse_weights(weights, len(adapters)), rank)
+    path = save_adapter(output, result.adapter, result.info)
+    display.show_merge(path, result)
