@@ -8,4 +8,5 @@ fi
 . .venv/bin/activate
 ruff check .
 ruff format --check .
+lint-imports
 python -m pytest -q "$@"

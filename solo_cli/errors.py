@@ -2,18 +2,41 @@
 
 from __future__ import annotations
 
+_MARK = "\x1f"  # around a parameter's name inside an error's text (a control character no message contains)
+
+
+def param(name: str) -> str:
+    """How an engine error names one of its parameters: ``param("max_seq_length")``.
+
+    The library shows it as the parameter (``max_seq_length``); the CLI, through
+    :meth:`SoloError.as_flags`, as the flag that sets it (``--max-seq-length``).
+    """
+    return f"{_MARK}{name}{_MARK}"
+
+
+def _render(text: str, show) -> str:
+    parts = text.split(_MARK)
+    return "".join(show(part) if i % 2 else part for i, part in enumerate(parts))
+
 
 class SoloError(Exception):
     """A problem with the user's input or environment, phrased as one line that says what to do.
 
     ``exit_code`` follows the CLI convention: 2 for a usage error (bad flag, bad file),
-    1 for a runtime failure.
+    1 for a runtime failure. Parameters are named with :func:`param`: ``message`` shows them
+    as parameter names, :meth:`as_flags` as command-line flags.
     """
 
     def __init__(self, message: str, exit_code: int = 2) -> None:
-        super().__init__(message)
-        self.message = message
+        self.text = message  # with the parameter marks: wrap it as f"...{exc.text}" to keep them
+        self.message = _render(message, lambda name: name)
+        super().__init__(self.message)
         self.exit_code = exit_code
+
+    def as_flags(self, flags: dict[str, str] | None = None) -> str:
+        """The message with every parameter shown as its flag (``flags`` names those not spelt ``--the-name``)."""
+        flags = flags or {}
+        return _render(self.text, lambda name: flags.get(name, "--" + name.replace("_", "-")))
 
 
 class UsageError(SoloError):

@@ -63,7 +63,7 @@ class SoloGroup(TyperGroup):
             display.error(exc.format_message())
             return exc.exit_code
         except SoloError as exc:
-            display.error(exc.message)
+            display.error(exc.as_flags())
             return exc.exit_code
         except (KeyboardInterrupt, typer.Abort):
             return interrupted()
@@ -97,7 +97,7 @@ def handle_errors(command):
         try:
             return command(*args, **kwargs)
         except SoloError as exc:
-            display.error(exc.message)
+            display.error(exc.as_flags())
             raise typer.Exit(exc.exit_code) from None
         except KeyboardInterrupt:
             raise typer.Exit(interrupted()) from None

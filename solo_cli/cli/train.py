@@ -100,10 +100,10 @@ def train(
     try:
         execute(run, display.TrainDisplay())
     except Interrupted as exc:
-        raise Interrupted(f"{exc.message}; resume with: {resume_command(sys.argv)}") from None
+        raise Interrupted(f"{exc.text}; resume with: {resume_command(sys.argv)}") from None
     except SoloError as exc:
         if run.ctx.enabled:  # say which process failed; torchrun then stops the others
-            raise type(exc)(f"rank {run.ctx.rank}: {exc.message}") from None
+            raise type(exc)(f"rank {run.ctx.rank}: {exc.text}") from None
         raise
     finally:
         distributed.shutdown()

@@ -67,3 +67,26 @@ def causal_lm_loss(model: nn.Module, batch: dict[str, torch.Tensor], label_smoot
         logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False).logits[:, :-1][keep]
     loss = F.cross_entropy(logits.float(), targets[keep], label_smoothing=label_smoothing, reduction="sum")
     return loss / max(1, count), count
+
+
+@torch.no_grad()
+def evaluate_loss(model, examples, batch_size: int, pad_id: int, device, reduce=None) -> float:
+    """Token-weighted mean loss over ``examples`` (dropout off).
+
+    ``reduce`` sums ``[total, count]`` over processes when the examples are shared out (training
+    passes its distributed context's sum; each process then scores its own share of ``examples``).
+    """
+    from ..data.encode import collate
+
+    was_training = model.training
+    model.eval()
+    total, count = 0.0, 0
+    for start in range(0, len(examples), batch_size):
+        batch = {k: v.to(device) for k, v in collate(examples[start : start + batch_size], pad_id).items()}
+        loss, n = causal_lm_loss(model, batch)
+        total += float(loss) * n
+        count += n
+    model.train(was_training)
+    if reduce is not None:
+        total, count = reduce([total, count])
+    return total / max(1, count)

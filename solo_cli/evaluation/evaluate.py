@@ -9,9 +9,9 @@ from pathlib import Path
 
 from ..data.encode import context_length, encode_rows
 from ..data.rows import parse_json_line, read_numbered_rows
+from ..engine.loss import evaluate_loss
 from ..errors import UsageError
 from ..inference.generation import GenerationSettings, generate
-from ..training.trainer import evaluate_loss
 
 
 @dataclass

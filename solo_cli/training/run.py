@@ -25,6 +25,7 @@ from ..data.rows import read_rows, resolve_data
 from ..engine.adapter import AdapterConfig, AttachedAdapter, SoloAdapter, attach
 from ..engine.adapter_file import AdapterInfo, save_adapter
 from ..engine.blocks import Fingerprint, fingerprint
+from ..engine.loss import evaluate_loss
 from ..engine.models import LoadedModel, load_model
 from ..engine.topology import format_connections, parse_connections
 from ..errors import UsageError
@@ -36,7 +37,7 @@ from .checkpoint import clean_staging, find_checkpoint, load_checkpoint, prune_c
 from .config import TrainConfig
 from .distributed import DistContext
 from .plot import plot_losses
-from .trainer import Callback, Interrupted, Trainer, TrainState, evaluate_loss, set_checkpointing, total_steps
+from .trainer import Callback, Interrupted, Trainer, TrainState, set_checkpointing, total_steps
 
 
 def resolve_device(name: str, ctx: DistContext | None = None) -> torch.device:
@@ -393,7 +394,8 @@ def _execute(run: PreparedRun, callback: Callback | None) -> TrainResult:
     def on_eval(st: TrainState) -> None:
         if not run.valid:
             return
-        loss = evaluate_loss(model, run.valid.examples, cfg.batch_size, tokenizer.pad_token_id, run.device, ctx)
+        mine = run.valid.examples[ctx.rank :: ctx.world_size]  # each process scores its share; reduce sums them
+        loss = evaluate_loss(model, mine, cfg.batch_size, tokenizer.pad_token_id, run.device, lambda v: ctx.sum(v, run.device))
         log({"step": st.step, "valid_loss": round(loss, 6)})
         improved = st.best_valid_loss is None or loss < st.best_valid_loss
         if improved:
@@ -433,7 +435,7 @@ def _execute(run: PreparedRun, callback: Callback | None) -> TrainResult:
             trainer.run(run.train.examples, state, on_eval, on_save)
     except Interrupted as exc:
         folder = saved.get(state.step) or on_save(state)
-        raise Interrupted(f"{exc.message}; checkpoint saved in {folder}") from None
+        raise Interrupted(f"{exc.text}; checkpoint saved in {folder}") from None
     finally:
         handle.detach()
         if cfg.grad_checkpoint:

@@ -87,24 +87,6 @@ def make_optimizer(adapter: SoloAdapter, cfg: TrainConfig, steps: int):
     return optimizer, scheduler
 
 
-@torch.no_grad()
-def evaluate_loss(model, examples: list[Example], batch_size: int, pad_id: int, device, ctx: DistContext | None = None) -> float:
-    """Token-weighted mean loss over ``examples`` (dropout off); shared out over ranks when distributed."""
-    ctx = ctx or DistContext()
-    was_training = model.training
-    model.eval()
-    mine = examples[ctx.rank :: ctx.world_size]
-    total, count = 0.0, 0
-    for start in range(0, len(mine), batch_size):
-        batch = {k: v.to(device) for k, v in collate(mine[start : start + batch_size], pad_id).items()}
-        loss, n = causal_lm_loss(model, batch)
-        total += float(loss) * n
-        count += n
-    model.train(was_training)
-    total, count = ctx.sum([total, count], device)
-    return total / max(1, count)
-
-
 def set_checkpointing(model, enabled: bool) -> None:
     """Turn activation checkpointing on or off, non-reentrant so the adapter's hooks recompute exactly."""
     if enabled:

@@ -5,24 +5,12 @@ import json
 import pytest
 import torch
 from safetensors.torch import save_file
-from test_adapter import inputs, make_adapter, perturb
+from support import info_for, inputs, make_adapter, perturb
 from tiny import make_model
 
 from solo_cli import attach, fingerprint, load_adapter, read_info, save_adapter
-from solo_cli.engine.adapter_file import FORMAT_VERSION, AdapterInfo
+from solo_cli.engine.adapter_file import FORMAT_VERSION
 from solo_cli.errors import RuntimeFailure, UsageError
-
-
-def info_for(model, adapter):
-    return AdapterInfo(
-        config=adapter.config,
-        fingerprint=fingerprint(model),
-        base_model="tiny",
-        base_revision="abc",
-        data_format="completion",
-        chat_template=True,
-        training={"steps": 3, "final_loss": 1.5},
-    )
 
 
 @pytest.mark.parametrize("gate", ["learned", "schedule", "zero-init"])

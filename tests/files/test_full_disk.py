@@ -1,9 +1,7 @@
 """A full disk during train and merge: one line, exit 1, no temporary file, the old outputs kept."""
 
 import pytest
-from test_adapter import make_adapter, perturb
-from test_adapter_file import info_for
-from test_adversarial import assert_one_line, run
+from support import assert_one_line, info_for, make_adapter, perturb, run
 from tiny import make_model
 
 from solo_cli import save_adapter

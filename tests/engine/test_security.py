@@ -6,8 +6,7 @@ import random
 from pathlib import Path
 
 import pytest
-from test_adapter import make_adapter, perturb
-from test_adapter_file import info_for
+from support import info_for, make_adapter, perturb
 from tiny import make_model, make_tokenizer
 from typer.testing import CliRunner
 
@@ -18,7 +17,7 @@ from solo_cli.engine.models import load_model
 from solo_cli.errors import UsageError
 from solo_cli.inference.report import adapter_report
 
-SOURCE = Path(__file__).resolve().parent.parent / "solo_cli"
+SOURCE = Path(__file__).resolve().parents[2] / "solo_cli"
 
 
 class _Payload:
@@ -67,7 +66,7 @@ def _corrupt(data: bytes, rng: random.Random, region: int) -> bytes:
 
 
 def test_fuzzed_jsonl_files_give_rows_or_a_usage_error(tmp_path):
-    original = (Path(__file__).resolve().parent.parent / "sample_data" / "e2e" / "train.jsonl").read_bytes()
+    original = (Path(__file__).resolve().parents[2] / "sample_data" / "e2e" / "train.jsonl").read_bytes()
     original = b"".join(original.splitlines(keepends=True)[:15])
     rng = random.Random(1234)
     path = tmp_path / "fuzz.jsonl"

@@ -5,7 +5,7 @@ test_loss.py; this file proves the commands work on each of them."""
 
 import pytest
 import torch
-from test_adapter import inputs
+from support import inputs
 from tiny import ARCHS, save_tiny
 from torch.testing import assert_close
 

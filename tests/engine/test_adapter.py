@@ -4,44 +4,20 @@ import inspect
 
 import pytest
 import torch
+from support import PLAN, inputs, make_adapter, perturb
 from tiny import ARCHS, make_model
 from torch import nn
 from torch.testing import assert_close
 
-from solo_cli import AdapterConfig, SoloAdapter, attach, fingerprint
+from solo_cli import attach
 from solo_cli.engine.adapter import GATE_MODES, SOURCE_NORMS
 from solo_cli.engine.blocks import find_blocks
 from solo_cli.engine.loss import causal_lm_loss
 from solo_cli.training.trainer import set_checkpointing
 
-PLAN = [(-1, 2), (0, 3), (1, 3)]
-
-
-def make_adapter(model, gate="learned", plan=PLAN, rank=4, seed=0, source_norm="none"):
-    torch.manual_seed(seed)
-    config = AdapterConfig(
-        plan, rank, gate, homotopy_steps=10, hidden_size=fingerprint(model).hidden_size, source_norm=source_norm
-    )
-    return SoloAdapter(config)
-
-
-def perturb(adapter, scale=0.5):
-    """Make every connection do something (t != 0, B != 0), as after training."""
-    with torch.no_grad():
-        for conn in adapter.connections.values():
-            conn.B.normal_(std=scale)
-            if conn.gate is not None:
-                conn.gate.fill_(0.7)
-    return adapter
-
 
 def _hidden(output):
     return output[0] if isinstance(output, tuple) else output
-
-
-def inputs(batch=2, length=7, seed=1):
-    g = torch.Generator().manual_seed(seed)
-    return torch.randint(3, 300, (batch, length), generator=g)
 
 
 @pytest.mark.parametrize("arch", ARCHS)

@@ -82,6 +82,6 @@ def test_predictions_files_plain_and_jsonl(tmp_path):
 def test_shipped_test_split_reads_as_prompts_with_references():
     from pathlib import Path
 
-    rows, fmt = read_rows(Path(__file__).resolve().parent.parent / "sample_data" / "e2e" / "test.jsonl")
+    rows, fmt = read_rows(Path(__file__).resolve().parents[2] / "sample_data" / "e2e" / "test.jsonl")
     data = eval_set(rows, fmt)
     assert fmt == "prompt" and len(data.prompts) == 50 and all(data.references)

@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 from solo_cli.cli import app
 
 runner = CliRunner()
-SAMPLE_TEST = Path(__file__).resolve().parent.parent / "sample_data" / "e2e" / "test.jsonl"
+SAMPLE_TEST = Path(__file__).resolve().parents[2] / "sample_data" / "e2e" / "test.jsonl"
 
 
 def test_eval_generates_scores_and_writes_predictions_and_metrics(tiny_model_dir, tmp_path):

@@ -6,10 +6,10 @@ import pytest
 import torch
 
 from solo_cli import load_adapter
+from solo_cli.engine.loss import evaluate_loss
 from solo_cli.engine.models import load_model
 from solo_cli.training.config import TrainConfig
 from solo_cli.training.run import check_output, execute, prepare
-from solo_cli.training.trainer import evaluate_loss
 
 
 def config(data, out, **kw):

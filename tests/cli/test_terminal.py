@@ -12,7 +12,7 @@ import pytest
 from conftest import REPO, write_jsonl
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
-from test_adapter import make_adapter
+from support import make_adapter
 from tiny import make_model
 from typer.testing import CliRunner
 

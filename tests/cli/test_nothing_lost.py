@@ -22,9 +22,11 @@ import pytest
 import torch
 from conftest import REPO, write_jsonl
 from safetensors.torch import load_file, save_file
-from test_adapter_file import info_for
-from test_adversarial import assert_one_line as error_line  # noqa: E402
-from test_adversarial import run  # noqa: E402
+from support import assert_one_line as error_line  # noqa: E402
+from support import (
+    info_for,
+    run,  # noqa: E402
+)
 from tiny import make_model, save_tiny
 from typer.testing import CliRunner
 

@@ -15,7 +15,7 @@ import torch
 from conftest import write_jsonl
 from safetensors import safe_open
 from safetensors.torch import save_file
-from test_adapter import make_adapter, perturb
+from support import assert_one_line, make_adapter, perturb, run
 from tiny import HIDDEN, VOCAB, make_model, make_tokenizer
 from transformers import GPT2Config, GPT2LMHeadModel
 from typer.testing import CliRunner
@@ -30,22 +30,6 @@ from solo_cli.errors import UsageError
 runner = CliRunner()
 CONTEXT = 32  # n_positions of the short-context GPT-2 below
 LONG = "hello world " * 30  # far more than CONTEXT tokens
-
-
-def run(*args):
-    result = runner.invoke(app, [str(a) for a in args])
-    lines = [line for line in result.output.splitlines() if line.strip()]
-    return result.exit_code, lines
-
-
-def assert_one_line(lines, *needles):
-    """Exactly one error line, holding every needle, and no traceback anywhere."""
-    assert not any("Traceback" in line for line in lines), lines
-    errors = [line for line in lines if line.startswith("error:")]
-    assert len(errors) == 1, lines
-    for needle in needles:
-        assert str(needle) in errors[0], errors[0]
-    return errors[0]
 
 
 def save_short_gpt2(path, declare_in_tokenizer: bool = False) -> str:

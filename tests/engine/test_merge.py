@@ -4,8 +4,7 @@ import json
 
 import pytest
 import torch
-from test_adapter import inputs, make_adapter, perturb
-from test_adapter_file import info_for
+from support import info_for, inputs, make_adapter, perturb
 from tiny import make_model
 from torch.testing import assert_close
 from typer.testing import CliRunner

@@ -12,7 +12,7 @@ import pytest
 from solo_cli.errors import UsageError
 from solo_cli.evaluation.metrics import JAVA_NOTE, METRIC_NAMES, Scorer, Scores, score
 
-TEST_SET = Path(__file__).resolve().parents[1].parent / "shared/data/e2e/test.jsonl"
+TEST_SET = Path(__file__).resolve().parents[3] / "shared/data/e2e/test.jsonl"
 HAVE_JAVA = shutil.which("java") is not None
 needs_java = pytest.mark.skipif(not HAVE_JAVA, reason="METEOR, ROUGE-L and CIDEr need Java")
 needs_test_set = pytest.mark.skipif(not TEST_SET.is_file(), reason=f"{TEST_SET} is not there")

@@ -16,7 +16,7 @@ from solo_cli.cli import app
 from solo_cli.engine.models import load_model
 
 REAL_CACHE = os.environ.get("SOLO_CACHE") or str(Path.home() / ".cache" / "solo")
-SAMPLE = Path(__file__).resolve().parent.parent / "sample_data"
+SAMPLE = Path(__file__).resolve().parents[2] / "sample_data"
 
 
 @pytest.fixture
