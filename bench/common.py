@@ -22,7 +22,8 @@ from solo_cli.data.encode import Example, collate, encode_rows  # noqa: E402
 from solo_cli.engine.loss import causal_lm_loss  # noqa: E402
 from solo_cli.engine.models import load_model  # noqa: E402
 from solo_cli.engine.topology import parse_connections  # noqa: E402
-from solo_cli.training.trainer import make_optimizer, micro_batches  # noqa: E402
+from solo_cli.training.optim import make_optimizer  # noqa: E402
+from solo_cli.training.sampler import micro_batches  # noqa: E402
 
 E2E = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "e2e"
 LORA_TARGETS = ["q_proj", "v_proj"]

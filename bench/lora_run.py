@@ -23,11 +23,13 @@ from solo_cli.data.encode import encode_rows
 from solo_cli.data.rows import read_rows, resolve_data
 from solo_cli.engine.loss import causal_lm_loss, evaluate_loss
 from solo_cli.engine.models import load_model
-from solo_cli.evaluation.evaluate import eval_set, load_eval_rows, predict, write_predictions
+from solo_cli.evaluation.eval_set import eval_set, load_eval_rows
+from solo_cli.evaluation.model_eval import predict
+from solo_cli.evaluation.predictions import write_predictions
 from solo_cli.inference.generation import GenerationSettings
 from solo_cli.training.config import TrainConfig
 from solo_cli.training.run import resolve_device
-from solo_cli.training.trainer import micro_batches, total_steps
+from solo_cli.training.sampler import micro_batches, total_steps
 
 TARGETS = ["q_proj", "v_proj"]
 

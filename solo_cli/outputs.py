@@ -54,12 +54,12 @@ def is_solo_adapter(path: Path) -> bool:
     """A safetensors file whose header says ``format: solo-adapter`` (the tensors are not read)."""
     from safetensors import SafetensorError, safe_open
 
-    from .engine.adapter_file import FORMAT_NAME
+    from .engine.adapter_header import FORMAT_NAME
 
     if not path.is_file():
         return False
     try:
-        with safe_open(str(path), framework="pt") as handle:
+        with safe_open(str(path), framework="numpy") as handle:  # the header only: no torch
             return (handle.metadata() or {}).get("format") == json.dumps(FORMAT_NAME)
     except (SafetensorError, OSError, ValueError):
         return False
@@ -71,9 +71,10 @@ def is_run_config(path: Path) -> bool:
     return isinstance(value, dict) and "solo_version" in value
 
 
-def is_export(path: Path) -> bool:
+def is_export(path: str | Path) -> bool:
     """A folder `solo merge --export` wrote: its config.json carries the ``solo_adapter`` marker."""
-    value = _json(path / "config.json") if (path / "config.json").is_file() else None
+    config = Path(path) / "config.json"
+    value = _json(config) if config.is_file() else None
     return isinstance(value, dict) and isinstance(value.get("solo_adapter"), dict)
 
 

@@ -12,6 +12,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from rich.text import Text
 
+from ..engine.topology import source_name
+
 # Nothing printed is read as rich markup or :emoji: codes: values from files print as written.
 out = Console(highlight=False, markup=False, emoji=False)
 err = Console(stderr=True, highlight=False, markup=False, emoji=False)
@@ -184,7 +186,7 @@ def show_adapter_report(rep: dict) -> None:
     for column in ("source", "destination", "rank", "gate", "params", "norm of t·BA"):
         table.add_column(column, justify="right")
     for row in rep["connections"]:
-        src = "emb" if row["source"] == -1 else str(row["source"])
+        src = source_name(row["source"])
         table.add_row(
             src, str(row["destination"]), str(row["rank"]), f"{row['gate']:.4f}", f"{row['params']:,}", f"{row['norm']:.4f}"
         )

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
-from ..errors import UsageError
 from . import display
 from .base import app, handle_errors
 from .options import Device, Dtype, Model, Revision, TrustCode, load_target, quiet_transformers
@@ -50,77 +50,31 @@ def eval_command(
     The loss cuts examples to min(--max-seq-length, the model's context); generation refuses a
     prompt that does not fit the context with --max-new-tokens, naming its file:line.
     """
-    if predictions is None:
-        quiet_transformers()
-    from ..evaluation.evaluate import (
-        check_max_seq_length,
-        eval_set,
-        load_numbered_eval_rows,
-        loss_and_perplexity,
-        metrics_path,
-        predict,
-        read_predictions,
-        write_outputs,
-    )
-    from ..evaluation.metrics import score
-    from ..files.atomic import check_writable
-    from ..inference.generation import GenerationSettings
-    from ..outputs import check_predictions_target, refuse_input_as_output
+    from ..evaluation.config import EvalConfig
+    from ..evaluation.evaluate import evaluate
+    from ..inference.generation_settings import GenerationSettings
 
     settings = GenerationSettings(
         max_new_tokens=max_new_tokens,
         num_beams=num_beams,
         length_penalty=length_penalty,
         no_repeat_ngram_size=no_repeat_ngram_size,
-    ).validate()  # before anything loads
-    check_max_seq_length(max_seq_length)
-    for flag, value in (("--batch-size", batch_size), ("--limit", limit)):
-        if value is not None and value < 1:
-            raise UsageError(f"{flag} {value}: must be at least 1")
-    rows, fmt, where = load_numbered_eval_rows(data)
-    result: dict = {"data": str(data)}
-    if predictions is not None:
-        if model or adapter:
-            raise UsageError("--predictions scores an existing file; drop --model/--adapter (no model is loaded)")
-        targets = eval_set(rows, fmt)
-        if limit:
-            targets.prompts, targets.references = targets.prompts[:limit], targets.references[:limit]
-        preds = read_predictions(predictions, len(targets.prompts))
-        result |= {"prompts": len(preds)} | score(preds, targets.references).to_dict()
-        _show_eval(result, json_out)
-        return
-    if output is not None and output.is_dir():
-        raise UsageError(f"--output {output}: is a folder; give a file path for the predictions")
-    if output is not None and generate_text and fmt != "text":
-        refuse_input_as_output(output, Path(data), "--data")
-        check_predictions_target(output, metrics_path(output))  # solo replaces only predictions and metrics it wrote
-        check_writable(output, "--output")  # predictions and metrics go there: fail before loading the model
-    target = load_target(model, adapter, revision, dtype, device, trust_remote_code, force)
-    lm, tokenizer = target.loaded.model, target.loaded.tokenizer
-    use_chat = chat if chat is not None else bool(target.info and target.info.chat_template)
-    losses = loss_and_perplexity(
-        lm,
-        tokenizer,
-        rows,
-        fmt,
-        chat_template=use_chat,
-        max_seq_length=max_seq_length,
-        batch_size=batch_size,
-        device=next(lm.parameters()).device,
     )
-    result |= losses or {}
-    if generate_text and fmt != "text":
-        targets = eval_set(rows, fmt, where)
-        if limit:
-            targets.prompts, targets.references = targets.prompts[:limit], targets.references[:limit]
-        with display.counter("generate", len(targets.prompts), enabled=not json_out) as advance:
-            preds = predict(lm, tokenizer, targets, settings, chat=use_chat, batch_size=batch_size, on_batch=advance)
-        result |= {"prompts": len(preds)} | score(preds, targets.references).to_dict()
-        if output is not None:
-            write_outputs(output, targets, preds, result)  # both or neither; a full disk is one line
-            result["predictions"] = str(output)
-    _show_eval(result, json_out)
-
-
-def _show_eval(result: dict, json_out: bool) -> None:
+    config = EvalConfig(
+        data=data,
+        predictions=predictions,
+        output=output,
+        settings=settings,
+        batch_size=batch_size,
+        limit=limit,
+        max_seq_length=max_seq_length,
+        chat=chat,
+        generate=generate_text,
+    )
+    load = None  # scoring a predictions file loads no model (and imports no torch)
+    if predictions is None or model or adapter:
+        load = functools.partial(load_target, model, adapter, revision, dtype, device, trust_remote_code, force)
+        if predictions is None:
+            quiet_transformers()
+    result = evaluate(config, load, counter=functools.partial(display.counter, enabled=not json_out)).to_dict()
     display.emit_json(result) if json_out else display.show_eval(result)

@@ -25,15 +25,17 @@ def inspect(
     json_out: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
     """Describe an adapter file, or what a connection plan costs on a model (beside LoRA r=4 on q,v)."""
-    from ..inference.report import adapter_report, plan_report
-    from ..training.config import TrainConfig
-
     if adapter is None and model is None:
         raise UsageError("give an adapter file to describe, or --model M to cost a plan")
     if adapter is not None:
+        from ..inference.report import adapter_report  # imports no torch: describing a file is instant
+
         rep = adapter_report(adapter)
         display.emit_json(rep) if json_out else display.show_adapter_report(rep)
         return
+    from ..inference.plan_report import plan_report
+    from ..training.config import TrainConfig
+
     quiet_transformers()
     defaults = TrainConfig()
     if rank is not None and rank < 1:

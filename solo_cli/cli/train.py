@@ -1,4 +1,7 @@
-"""`solo train`: flags in, one training run out."""
+"""`solo train`: flags in, one training run out.
+
+Its options are TrainConfig's fields (solo_cli/cli/flags.py builds them): a new field is a new flag.
+"""
 
 from __future__ import annotations
 
@@ -12,73 +15,28 @@ import typer
 from ..errors import SoloError, UsageError
 from . import display
 from .base import app, handle_errors
-from .options import Device, Dtype, Model, Revision, TrustCode, quiet_transformers, seed_in_range
+from .flags import config_options
+from .options import quiet_transformers
 
 
 @app.command()
 @handle_errors
+@config_options  # one option per TrainConfig field (solo_cli/training/config.py), before --config and --dry-run
 def train(
-    data: Annotated[
-        Optional[str], typer.Option(help="JSONL file, or a folder with train.jsonl [valid.jsonl test.jsonl].")
-    ] = None,
-    model: Model = None,
-    output: Annotated[Optional[str], typer.Option("--output", "-o", help="Run folder (default runs/solo).")] = None,
-    connections: Annotated[Optional[str], typer.Option(help="top:N[:S], mirror[:N], chain:K or '3->9,5->11' (emb = -1).")] = None,
-    rank: Annotated[Optional[int], typer.Option(help="Rank of every connection.")] = None,
-    gate: Annotated[Optional[str], typer.Option(help="Homotopy gate: schedule (t ramps 0->1) or zero-init (B = 0).")] = None,
-    source_norm: Annotated[Optional[str], typer.Option(help="Normalise each source h_i before A: rms (default) or none.")] = None,
-    homotopy_steps: Annotated[Optional[int], typer.Option(help="Steps of the 0->1 ramp for --gate schedule.")] = None,
-    max_steps: Annotated[Optional[int], typer.Option(help="Optimizer steps (overrides --epochs).")] = None,
-    epochs: Annotated[Optional[float], typer.Option(help="Passes over the training data.")] = None,
-    batch_size: Annotated[Optional[int], typer.Option(help="Examples per micro-batch.")] = None,
-    grad_accum: Annotated[Optional[int], typer.Option(help="Micro-batches per optimizer step.")] = None,
-    lr: Annotated[Optional[float], typer.Option(help="Peak learning rate.")] = None,
-    warmup: Annotated[Optional[int], typer.Option(help="Linear warm-up steps.")] = None,
-    schedule: Annotated[Optional[str], typer.Option(help="Learning-rate schedule: linear, cosine or constant.")] = None,
-    weight_decay: Annotated[Optional[float], typer.Option(help="AdamW weight decay on A and B.")] = None,
-    label_smoothing: Annotated[Optional[float], typer.Option(help="Label smoothing of the loss.")] = None,
-    max_seq_length: Annotated[Optional[int], typer.Option(help="Tokens per example (longer ones are cut).")] = None,
-    eval_every: Annotated[Optional[int], typer.Option(help="Validate every N steps (default: 5 times per run).")] = None,
-    save_every: Annotated[Optional[int], typer.Option(help="Checkpoint every N steps (default: --eval-every).")] = None,
-    seed: Annotated[
-        Optional[int], typer.Option(help="Random seed (init and data order), 0 to 2**32 - 1.", callback=seed_in_range)
-    ] = None,
-    dtype: Dtype = None,
-    device: Device = None,
-    grad_checkpoint: Annotated[
-        Optional[bool], typer.Option("--grad-checkpoint", help="Recompute activations to save memory.")
-    ] = None,
-    train_on_prompt: Annotated[Optional[bool], typer.Option("--train-on-prompt", help="Take loss on prompt tokens too.")] = None,
-    chat_template: Annotated[
-        Optional[bool],
-        typer.Option(
-            "--chat-template/--no-chat-template",
-            help="Use the tokenizer's chat template for prompt/completion rows (default: when it has one).",
-        ),
-    ] = None,
-    revision: Revision = None,
-    trust_remote_code: TrustCode = None,
-    overwrite: Annotated[Optional[bool], typer.Option("--overwrite", help="Replace a run already in --output.")] = None,
-    resume: Annotated[
-        Optional[str], typer.Option(help="Continue from 'auto' (the newest checkpoint in --output) or a checkpoint folder.")
-    ] = None,
-    keep_checkpoints: Annotated[Optional[int], typer.Option(help="Keep only the newest N checkpoints.")] = None,
     config: Annotated[Optional[Path], typer.Option("--config", help="YAML file of options; flags override it.")] = None,
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Show config, data statistics and the first example's mask, then exit.")
     ] = False,
+    **options,
 ) -> None:
     """Train a Solo adapter on a JSONL dataset."""
-    flags = {k: v for k, v in locals().items() if k not in ("config", "dry_run")}  # first: only the options are locals here
     quiet_transformers()
     from ..data.rows import resolve_data
     from ..files.lock import release
-    from ..training import distributed
     from ..training.config import build_config
-    from ..training.run import check_output, execute, param_summary, prepare
-    from ..training.trainer import Interrupted
+    from ..training.run import check_output, prepare
 
-    cfg = build_config(config, flags)
+    cfg = build_config(config, options)
     if not cfg.data:  # before check_output makes the run folder
         raise UsageError("--data is required: a .jsonl file or a folder with train.jsonl")
     resolve_data(cfg.data)  # a missing or unreadable --data is refused before anything is written
@@ -95,8 +53,17 @@ def train(
             f"alone exceeds --max-seq-length {cfg.max_seq_length}"
         )
     if dry_run:
-        _show_dry_run(run, param_summary(run.loaded.model, run.adapter))
-        return
+        _show_dry_run(run)
+    else:
+        _execute(run)
+
+
+def _execute(run) -> None:
+    """Train: an interrupt says how to resume, and under torchrun an error says which process failed."""
+    from ..training import distributed
+    from ..training.run import execute
+    from ..training.trainer import Interrupted
+
     try:
         execute(run, display.TrainDisplay())
     except Interrupted as exc:
@@ -125,8 +92,10 @@ def resume_command(argv: list[str]) -> str:
     return " ".join(["solo", *args, "--resume", "auto"])
 
 
-def _show_dry_run(run, summary: dict) -> None:
+def _show_dry_run(run) -> None:
+    """The resolved config, the data's statistics, the first example's mask and the parameter counts."""
     from ..engine.topology import format_connections
+    from ..training.run import param_summary
 
     tokenizer = run.loaded.tokenizer
     first = run.train.examples[0]
@@ -140,4 +109,4 @@ def _show_dry_run(run, summary: dict) -> None:
         "chat template": run.train.chat_template,
     }
     stats = {"train": run.train.stats} | ({"valid": run.valid.stats} if run.valid else {})
-    display.show_dry_run(config, stats, pieces, summary)
+    display.show_dry_run(config, stats, pieces, param_summary(run.loaded.model, run.adapter))

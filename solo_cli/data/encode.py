@@ -5,7 +5,7 @@ Loss masks come from token offsets into the rendered text, never from searching 
 
 from __future__ import annotations
 
-import random
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -48,7 +48,7 @@ class Example:
 
 @dataclass
 class EncodedData:
-    examples: list[Example]
+    examples: Sequence[Example]  # a list, or an ExampleView over the Arrow dataset (solo_cli.data.examples)
     fmt: str
     chat_template: bool
     skipped: int = 0  # rows whose prompt alone was longer than the sequence limit
@@ -103,10 +103,17 @@ def encode(row: dict, fmt: str, tokenizer, *, use_chat: bool, train_on_prompt: b
     """Tokenize one row with its loss mask; ``None`` if its prompt alone fills ``max_len``."""
     text, spans, add_eos = render(row, fmt, tokenizer, use_chat)
     enc = tokenizer(text, add_special_tokens=not use_chat, return_offsets_mapping=True)
-    ids, offsets = list(enc["input_ids"]), list(enc["offset_mapping"])
+    eos = tokenizer.eos_token_id if add_eos else None
+    return masked(enc["input_ids"], enc["offset_mapping"], spans, eos, train_on_prompt=train_on_prompt, max_len=max_len)
+
+
+def masked(ids, offsets, spans, eos: int | None, *, train_on_prompt: bool, max_len: int) -> Example | None:
+    """The :class:`Example` of one tokenized text: loss on the tokens inside ``spans``, ``eos`` appended
+    (and trained) unless ``None``, cut to ``max_len``; ``None`` if no trained token fits."""
+    ids = list(ids)
     trained = [train_on_prompt or any(s < end and e > start for start, end in spans) for s, e in offsets]
-    if add_eos and tokenizer.eos_token_id is not None:
-        ids.append(tokenizer.eos_token_id)
+    if eos is not None:
+        ids.append(eos)
         trained.append(True)
     first = next((n for n, t in enumerate(trained) if t), len(ids))
     if first >= max_len:
@@ -115,6 +122,26 @@ def encode(row: dict, fmt: str, tokenizer, *, use_chat: bool, train_on_prompt: b
     ids, trained = ids[:max_len], trained[:max_len]
     labels = [i if t else -100 for i, t in zip(ids, trained)]
     return Example(ids, labels, truncated)
+
+
+def token_limit(max_len: int, context: int | None, tokenizer) -> int:
+    """``min(max_len, context)``; without ``context``, the limit the tokenizer declares, if any."""
+    context = context if context is not None else tokenizer_context(tokenizer)
+    return min(max_len, context) if context else max_len
+
+
+def summarize(rows: int, examples: int, truncated: int, tokens: int, trained: int, longest: int) -> dict:
+    """The stats of an encoding, as :attr:`EncodedData.stats` holds them."""
+    return {
+        "rows": rows,
+        "examples": examples,
+        "skipped_prompt_too_long": rows - examples,
+        "truncated": truncated,
+        "tokens": tokens,
+        "trained_tokens": trained,
+        "max_length": longest,
+        "mean_length": round(tokens / max(1, examples), 1),
+    }
 
 
 def encode_rows(
@@ -127,8 +154,7 @@ def encode_rows(
     Rows whose prompt alone reaches the limit are skipped and counted in ``skipped``.
     """
     use_chat = uses_chat_template(fmt, tokenizer, chat_template)
-    context = context if context is not None else tokenizer_context(tokenizer)
-    limit = min(max_len, context) if context else max_len
+    limit = token_limit(max_len, context, tokenizer)
     examples, skipped, truncated = [], 0, 0
     for row in rows:
         example = encode(row, fmt, tokenizer, use_chat=use_chat, train_on_prompt=train_on_prompt, max_len=limit)
@@ -138,20 +164,12 @@ def encode_rows(
         truncated += example.truncated
         examples.append(example)
     lengths = [len(e.input_ids) for e in examples]
-    stats = {
-        "rows": len(rows),
-        "examples": len(examples),
-        "skipped_prompt_too_long": skipped,
-        "truncated": truncated,
-        "tokens": sum(lengths),
-        "trained_tokens": sum(sum(lab != -100 for lab in e.labels) for e in examples),
-        "max_length": max(lengths, default=0),
-        "mean_length": round(sum(lengths) / max(1, len(lengths)), 1),
-    }
+    trained = sum(sum(lab != -100 for lab in e.labels) for e in examples)
+    stats = summarize(len(rows), len(examples), truncated, sum(lengths), trained, max(lengths, default=0))
     return EncodedData(examples, fmt, use_chat, skipped, truncated, stats, limit)
 
 
-def collate(examples: list[Example], pad_id: int) -> dict[str, torch.Tensor]:
+def collate(examples: Sequence[Example], pad_id: int) -> dict[str, torch.Tensor]:
     """Right-pad a batch; padding never carries loss (the mask comes from the lengths, not the pad id)."""
     width = max(len(e.input_ids) for e in examples)
     ids = torch.full((len(examples), width), pad_id, dtype=torch.long)
@@ -162,10 +180,3 @@ def collate(examples: list[Example], pad_id: int) -> dict[str, torch.Tensor]:
         labels[n, : len(e.labels)] = torch.tensor(e.labels)
         mask[n, : len(e.input_ids)] = 1
     return {"input_ids": ids, "attention_mask": mask, "labels": labels}
-
-
-def epoch_order(num_examples: int, seed: int, epoch: int) -> list[int]:
-    """The shuffled example order of one epoch: a pure function of seed and epoch, so resumable."""
-    order = list(range(num_examples))
-    random.Random(seed * 1_000_003 + epoch).shuffle(order)
-    return order

@@ -54,6 +54,21 @@ def detect_format(row: dict) -> str | None:
     return None
 
 
+def check_messages(messages: list, where: str) -> None:
+    """Refuse a conversation solo cannot train on, naming ``where`` and the message at fault."""
+    for n, message in enumerate(messages):
+        if not isinstance(message, dict) or set(message) != {"role", "content"}:
+            raise UsageError(f'{where}: message {n} must be an object with exactly "role" and "content"')
+        if not isinstance(message["role"], str) or message["role"] not in ROLES or not isinstance(message["content"], str):
+            raise UsageError(f"{where}: message {n} needs a role in {sorted(ROLES)} and a string content")
+        if message["role"] == "assistant" and not message["content"].strip():
+            raise UsageError(f"{where}: message {n} is an empty assistant turn; fill it in or remove the row")
+    if messages[0]["role"] == "assistant":
+        raise UsageError(f"{where}: message 0 is an assistant turn; start the conversation with a system or user message")
+    if not any(m["role"] == "assistant" for m in messages):
+        raise UsageError(f"{where}: no assistant message, so there is nothing to train on")
+
+
 def _check_row(row, where: str) -> str:
     """Return the row's format, or raise naming the line and what is wrong."""
     if not isinstance(row, dict):
@@ -68,17 +83,7 @@ def _check_row(row, where: str) -> str:
         messages = row["messages"]
         if not isinstance(messages, list) or not messages:
             raise UsageError(f'{where}: "messages" must be a non-empty list of {{"role", "content"}}')
-        for n, message in enumerate(messages):
-            if not isinstance(message, dict) or set(message) != {"role", "content"}:
-                raise UsageError(f'{where}: message {n} must be an object with exactly "role" and "content"')
-            if not isinstance(message["role"], str) or message["role"] not in ROLES or not isinstance(message["content"], str):
-                raise UsageError(f"{where}: message {n} needs a role in {sorted(ROLES)} and a string content")
-            if message["role"] == "assistant" and not message["content"].strip():
-                raise UsageError(f"{where}: message {n} is an empty assistant turn; fill it in or remove the row")
-        if messages[0]["role"] == "assistant":
-            raise UsageError(f"{where}: message 0 is an assistant turn; start the conversation with a system or user message")
-        if not any(m["role"] == "assistant" for m in messages):
-            raise UsageError(f"{where}: no assistant message, so there is nothing to train on")
+        check_messages(messages, where)
     else:
         for key in FORMATS[fmt][0]:
             if not isinstance(row[key], str):
@@ -151,20 +156,49 @@ def read_rows(path: str | Path) -> tuple[list[dict], str]:
 
 def read_numbered_rows(path: str | Path) -> tuple[list[dict], str, list[int]]:
     """:func:`read_rows`, plus the line number of each row (blank lines are skipped but counted)."""
-    path = Path(path)
+    rows, linenos, formats = [], [], set()
+    for lineno, row, fmt in iter_rows(path):
+        rows.append(row)
+        linenos.append(lineno)
+        formats.add(fmt)  # one format: iter_rows refuses a second
+    return rows, formats.pop(), linenos
+
+
+def _lines(path: Path):
+    """(line number, decoded line) of a UTF-8 file, one line at a time; an optional BOM is dropped.
+
+    Split on "\n" only: JSON strings may hold U+2028 and friends, which splitlines() breaks on.
+    """
     try:
-        raw = path.read_bytes()
+        handle = open(path, "rb")  # noqa: SIM115 - closed below, after the last line
     except OSError as exc:
         raise UsageError(f"{path}: cannot read it ({exc.strerror})") from None
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        line = raw[: exc.start].count(b"\n") + 1
-        raise UsageError(f"{path}:{line}: not UTF-8 (byte {exc.start}); re-save the file as UTF-8") from None
-    rows, linenos, fmt, first_line = [], [], None, 0
-    # Split on "\n" only: JSON strings may hold U+2028 and friends, which splitlines() breaks on.
-    for lineno, line in enumerate(text.split("\n"), start=1):
-        line = line.removesuffix("\r")
+    with handle:
+        offset = 0  # bytes before this line, after the BOM (where a whole-file decode counts from)
+        try:
+            for lineno, raw in enumerate(handle, start=1):
+                if lineno == 1 and raw.startswith(b"\xef\xbb\xbf"):
+                    raw = raw[3:]
+                try:
+                    yield lineno, raw.decode("utf-8").removesuffix("\n").removesuffix("\r")
+                except UnicodeDecodeError as exc:
+                    raise UsageError(
+                        f"{path}:{lineno}: not UTF-8 (byte {offset + exc.start}); re-save the file as UTF-8"
+                    ) from None
+                offset += len(raw)
+        except OSError as exc:  # a folder opens on some systems and fails on the first read
+            raise UsageError(f"{path}: cannot read it ({exc.strerror})") from None
+
+
+def iter_rows(path: str | Path):
+    """Check and yield ``(line number, row, format)`` for each row of a JSONL file, one at a time.
+
+    The same checks and messages as :func:`read_numbered_rows`, without holding the file or its
+    rows in memory: the streaming reader behind JSONL sources of any size.
+    """
+    path = Path(path)
+    fmt, first_line = None, 0
+    for lineno, line in _lines(path):
         if not line.strip():
             continue
         where = f"{path}:{lineno}"
@@ -176,8 +210,6 @@ def read_numbered_rows(path: str | Path) -> tuple[list[dict], str, list[int]]:
             raise UsageError(
                 f"{where}: a {row_format!r} row in a file of {fmt!r} rows (line {first_line}); use one format per file"
             )
-        rows.append(row)
-        linenos.append(lineno)
-    if not rows:
+        yield lineno, row, fmt
+    if fmt is None:
         raise UsageError(f'{path}: the file has no rows; add JSONL rows such as {{"prompt": ..., "completion": ...}}')
-    return rows, fmt, linenos

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-
 from torch import nn
 
 from ..errors import UsageError
+from .fingerprint import Fingerprint
 
 # Attribute paths of the decoder-block list, most common first: Llama/Qwen2/Mistral/Gemma/Phi3
 # (model.layers), GPT-2/GPT-J/Falcon/Bloom (transformer.h), GPT-NeoX/Pythia (gpt_neox.layers),
@@ -57,22 +56,6 @@ def find_blocks(model: nn.Module) -> tuple[str, nn.ModuleList]:
         f"cannot find the decoder blocks of {type(model).__name__}: tried {', '.join(KNOWN_PATHS)} "
         "and any list of identical modules; solo supports causal LMs built as a stack of blocks"
     )
-
-
-@dataclass(frozen=True)
-class Fingerprint:
-    """What an adapter needs to know to refuse a base model it was not trained on."""
-
-    model_type: str
-    num_blocks: int
-    hidden_size: int
-    vocab_size: int
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    def describe(self) -> str:
-        return f"{self.model_type}, {self.num_blocks} blocks, d={self.hidden_size}, vocab={self.vocab_size}"
 
 
 def _hidden_size(model: nn.Module) -> int:

@@ -18,6 +18,7 @@ import torch
 from ..errors import UsageError
 from .adapter import AdapterConfig, SoloAdapter, connection_key
 from .adapter_file import AdapterInfo, load_adapter, resolve_adapter_path
+from .topology import source_name
 
 
 @dataclass
@@ -70,33 +71,17 @@ def merge_adapters(paths: list[str | Path], weights: list[float], rank: int | No
     if len(paths) < 1:
         raise UsageError("give at least one adapter to merge")
     loaded = [load_adapter(p) for p in paths]
-    first_path, (_, first) = paths[0], loaded[0]
-    for path, (_, info) in zip(paths[1:], loaded[1:]):
-        if info.fingerprint != first.fingerprint:
-            raise UsageError(
-                f"cannot merge {path} (base {info.base_model}: {info.fingerprint.describe()}) with {first_path} "
-                f"(base {first.base_model}: {first.fingerprint.describe()}); merge adapters of the same base model"
-            )
-        if info.config.source_norm != first.config.source_norm:
-            raise UsageError(
-                f"cannot merge {path} (source_norm {info.config.source_norm}) with {first_path} "
-                f"(source_norm {first.config.source_norm}): their connections read different inputs"
-            )
+    _check_same_base(paths, [info for _, info in loaded])
     rank = rank or max(info.config.rank for _, info in loaded)
     if rank < 1:
         raise UsageError(f"--rank {rank}: must be at least 1")
-    # A connection whose every contributor has weight 0 is dropped: it would add nothing.
-    plan = sorted(
-        {c for w, (_, info) in zip(weights, loaded) if w != 0.0 for c in info.config.connections}, key=lambda e: (e[1], e[0])
-    )
-    if not plan:
-        raise UsageError("--weights: every adapter has weight 0, so the merge would be empty")
-    gate_mode = first.config.gate
+    plan = _merged_plan(weights, [info for _, info in loaded])
+    first = loaded[0][1]
     out = SoloAdapter(
         AdapterConfig(
             plan,
             rank,
-            gate_mode,
+            first.config.gate,
             first.config.homotopy_steps,
             first.fingerprint.hidden_size,
             source_norm=first.config.source_norm,
@@ -106,27 +91,10 @@ def merge_adapters(paths: list[str | Path], weights: list[float], rank: int | No
     with torch.no_grad():
         for src, dst in plan:
             key = connection_key(src, dst)
-            target = out.connections[key]
             live = [(w, a.connections[key]) for w, (a, _) in zip(weights, loaded) if w != 0.0 and key in a.connections]
-            if len(live) == 1 and live[0][1].A.shape[0] <= rank:
-                w, conn = live[0]
-                r = conn.A.shape[0]
-                target.A.zero_()
-                target.B.zero_()
-                target.A[:r] = conn.A
-                if target.gate is not None:
-                    target.B[:, :r] = conn.B * w
-                    target.gate.fill_(conn.gate_value())
-                else:
-                    target.B[:, :r] = conn.B * (w * conn.gate_value())
-                continue
-            factors = [(conn.B * (w * conn.gate_value()), conn.A) for w, conn in live]
-            B, A, err = refactor(factors, rank)
-            target.A.copy_(A)
-            target.B.copy_(B)
-            if target.gate is not None:
-                target.gate.fill_(1.0)  # the gates are folded into B
-            errors[f"{'emb' if src == -1 else src}->{dst}"] = err
+            error = _merge_connection(out.connections[key], live, rank)
+            if error is not None:
+                errors[f"{source_name(src)}->{dst}"] = error
     training = {
         "merged_from": [str(resolve_adapter_path(p)) for p in paths],
         "weights": weights,
@@ -143,3 +111,57 @@ def merge_adapters(paths: list[str | Path], weights: list[float], rank: int | No
         training=training,
     )
     return MergeResult(out, info, errors)
+
+
+def _check_same_base(paths: list[str | Path], infos: list[AdapterInfo]) -> None:
+    """Every input must share the first one's base model and source normalisation."""
+    first_path, first = paths[0], infos[0]
+    for path, info in zip(paths[1:], infos[1:]):
+        if info.fingerprint != first.fingerprint:
+            raise UsageError(
+                f"cannot merge {path} (base {info.base_model}: {info.fingerprint.describe()}) with {first_path} "
+                f"(base {first.base_model}: {first.fingerprint.describe()}); merge adapters of the same base model"
+            )
+        if info.config.source_norm != first.config.source_norm:
+            raise UsageError(
+                f"cannot merge {path} (source_norm {info.config.source_norm}) with {first_path} "
+                f"(source_norm {first.config.source_norm}): their connections read different inputs"
+            )
+
+
+def _merged_plan(weights: list[float], infos: list[AdapterInfo]) -> list[tuple[int, int]]:
+    """Every connection of an input with a non-zero weight, in plan order (destination, then source).
+
+    A connection whose every contributor has weight 0 is dropped: it would add nothing.
+    """
+    plan = sorted({c for w, info in zip(weights, infos) if w != 0.0 for c in info.config.connections}, key=lambda e: (e[1], e[0]))
+    if not plan:
+        raise UsageError("--weights: every adapter has weight 0, so the merge would be empty")
+    return plan
+
+
+def _merge_connection(target, live: list, rank: int) -> float | None:
+    """Write into ``target`` the weighted sum of the ``(weight, connection)`` pairs in ``live``.
+
+    One contributor that fits the rank is copied exactly (None returned); otherwise the sum is
+    re-factored and its relative reconstruction error returned.
+    """
+    if len(live) == 1 and live[0][1].A.shape[0] <= rank:
+        w, conn = live[0]
+        r = conn.A.shape[0]
+        target.A.zero_()
+        target.B.zero_()
+        target.A[:r] = conn.A
+        if target.gate is not None:
+            target.B[:, :r] = conn.B * w
+            target.gate.fill_(conn.gate_value())
+        else:
+            target.B[:, :r] = conn.B * (w * conn.gate_value())
+        return None
+    factors = [(conn.B * (w * conn.gate_value()), conn.A) for w, conn in live]
+    B, A, error = refactor(factors, rank)
+    target.A.copy_(A)
+    target.B.copy_(B)
+    if target.gate is not None:
+        target.gate.fill_(1.0)  # the gates are folded into B
+    return error

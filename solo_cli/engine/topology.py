@@ -17,9 +17,14 @@ import re
 from ..errors import UsageError
 
 Connection = tuple[int, int]
-
+EMBEDDING = -1  # the source index of the embedding output
 PRESET_HELP = "chain[:K], top:N[:S], mirror[:N] or a list such as '3->9,5->11' (emb = -1)"
 _EDGE = re.compile(r"^\s*(emb|-?\d+)\s*->\s*(-?\d+)\s*$")
+
+
+def source_name(index: int) -> str:
+    """How a plan writes a block index: ``"emb"`` for the embedding output (-1), else the number."""
+    return "emb" if index == EMBEDDING else str(index)
 
 
 def _int_arg(spec: str, text: str, minimum: int) -> int:
@@ -71,7 +76,7 @@ def parse_connections(spec: str, num_blocks: int) -> list[Connection]:
             if not match:
                 bad.append(part.strip())
                 continue
-            src = -1 if match.group(1) == "emb" else int(match.group(1))
+            src = EMBEDDING if match.group(1) == source_name(EMBEDDING) else int(match.group(1))
             edges.append((src, int(match.group(2))))
         if bad:
             raise UsageError(f"--connections: cannot parse {', '.join(repr(b) for b in bad)}; use {PRESET_HELP}")
@@ -100,4 +105,4 @@ def validate_connections(edges: list[Connection], num_blocks: int, spec: str = "
 
 def format_connections(edges: list[Connection]) -> str:
     """The explicit form of a plan, which ``parse_connections`` reads back."""
-    return ",".join(f"{'emb' if i == -1 else i}->{j}" for i, j in edges)
+    return ",".join(f"{source_name(i)}->{j}" for i, j in edges)

@@ -10,6 +10,7 @@ from ..engine.adapter_file import ADAPTER_FILENAME, AdapterInfo, load_adapter, r
 from ..engine.blocks import fingerprint
 from ..engine.models import DEFAULT_MODEL, LoadedModel, load_model
 from ..errors import UsageError
+from ..outputs import is_export
 
 
 @dataclass
@@ -35,8 +36,6 @@ def load_for_inference(
     An adapter whose base fingerprint differs from the model's is refused unless ``force``. A folder
     written by ``solo merge --export`` loads as its base plus its own adapter, running none of its code.
     """
-    from .export import is_export
-
     if model and is_export(model):
         # A `solo merge --export` folder loads as its base class, never through its modeling_solo.py
         # (with trust_remote_code that code would add the connections a second time).

@@ -23,8 +23,9 @@ from ..engine.adapter import SoloAdapter
 from ..engine.adapter_file import ADAPTER_FILENAME, AdapterInfo, load_adapter, non_finite, save_adapter
 from ..engine.blocks import Fingerprint
 from ..engine.topology import format_connections
-from ..errors import RuntimeFailure, UsageError
+from ..errors import RuntimeFailure, UsageError, param
 from ..files.atomic import ASIDE_SUFFIX, atomic_dir, write_error
+from .run_folder import RunFolder
 from .trainer import Trainer, TrainState
 
 STATE_FILE = "trainer_state.json"
@@ -74,7 +75,7 @@ def save_checkpoint(folder: Path, trainer: Trainer, state: TrainState, info: Ada
     if bad:
         raise RuntimeFailure(
             f"not writing checkpoint {folder}: tensor {bad[0]} holds NaN or infinite values; nothing was written "
-            "(the training diverged: lower --lr or add --warmup)"
+            f"(the training diverged: lower {param('lr')} or add {param('warmup')})"
         )
     tensors |= rng_state()
     try:
@@ -102,7 +103,7 @@ def save_checkpoint(folder: Path, trainer: Trainer, state: TrainState, info: Ada
 
 def list_checkpoints(run_dir: Path) -> list[tuple[int, Path]]:
     """Complete checkpoints of a run, oldest first."""
-    root = Path(run_dir) / "checkpoints"
+    root = RunFolder(run_dir).checkpoints
     found = []
     if root.is_dir():
         for child in root.iterdir():
@@ -122,7 +123,7 @@ def clean_staging(run_dir: Path) -> None:
     ``step-N``) is put back; every other hidden staging folder of solo's is deleted. Nothing whose
     name is not solo's own staging pattern is touched.
     """
-    root = Path(run_dir) / "checkpoints"
+    root = RunFolder(run_dir).checkpoints
     if not root.is_dir():
         return
     for child in sorted(root.iterdir()):
@@ -146,65 +147,66 @@ def prune_checkpoints(run_dir: Path, keep: int | None) -> None:
 
 def find_checkpoint(run_dir: Path, resume: str) -> Path:
     """``--resume auto``: the newest checkpoint of the run; ``--resume PATH``: that checkpoint folder."""
+    resume_flag = param("resume")
     if resume == "auto":
         found = list_checkpoints(run_dir)
         if not found:
-            if (Path(run_dir) / "config.json").is_file():  # a run that stopped before its first save
+            if RunFolder(run_dir).config.is_file():  # a run that stopped before its first save
                 raise UsageError(
-                    f"--resume auto: {run_dir} has no checkpoint to resume from yet (the run stopped before its "
-                    "first save); start it over with the same command and --overwrite instead of --resume auto"
+                    f"{resume_flag} auto: {run_dir} has no checkpoint to resume from yet (the run stopped before its "
+                    f"first save); start it over with the same command and {param('overwrite')} instead of {resume_flag} auto"
                 )
-            raise UsageError(f"--resume auto: {run_dir} has no checkpoint to resume from; train without --resume")
+            raise UsageError(f"{resume_flag} auto: {run_dir} has no checkpoint to resume from; train without {resume_flag}")
         return found[-1][1]
     path = Path(resume)
     if not (path / STATE_FILE).is_file():
-        raise UsageError(f"--resume {path}: not a checkpoint folder (no {STATE_FILE}); pass checkpoints/step-N or auto")
+        raise UsageError(f"{resume_flag} {path}: not a checkpoint folder (no {STATE_FILE}); pass checkpoints/step-N or auto")
     return path
 
 
-def load_checkpoint(folder: Path, trainer: Trainer, fingerprint: Fingerprint | None = None) -> TrainState:
-    """Restore adapter, optimizer, scheduler and RNG from ``folder``; return the state to continue from.
-
-    The checkpoint's adapter must have been trained on a base of ``fingerprint`` (when given) with
-    this run's connections, rank, gate, source norm and homotopy steps; otherwise one line lists
-    the differences and nothing is changed.
-    """
-    folder = Path(folder)
+def _read(folder: Path) -> tuple[dict, dict[str, torch.Tensor]]:
+    """trainer_state.json and optimizer.safetensors of a checkpoint."""
     try:
         payload = json.loads((folder / STATE_FILE).read_text(encoding="utf-8"))
         tensors = load_file(str(folder / OPTIMIZER_FILE))
     except (OSError, json.JSONDecodeError, UnicodeDecodeError, SafetensorError) as exc:
-        raise UsageError(f"--resume {folder}: the checkpoint is damaged ({exc}); resume from an earlier one") from None
-    saved, info = load_adapter(folder / ADAPTER_FILENAME)
+        raise UsageError(f"{param('resume')} {folder}: the checkpoint is damaged ({exc}); resume from an earlier one") from None
+    return payload, tensors
+
+
+def _check_adapter(
+    folder: Path, saved: SoloAdapter, info: AdapterInfo, adapter: SoloAdapter, fingerprint: Fingerprint | None
+) -> None:
+    """Refuse a checkpoint whose base model or adapter shape is not this run's, listing every difference."""
     if fingerprint is not None and info.fingerprint != fingerprint:
         raise UsageError(
-            f"--resume {folder}: the checkpoint was trained on {info.base_model} ({info.fingerprint.describe()}) "
-            f"but --model is {fingerprint.describe()}; resume with the run's --model"
+            f"{param('resume')} {folder}: the checkpoint was trained on {info.base_model} ({info.fingerprint.describe()}) "
+            f"but {param('model')} is {fingerprint.describe()}; resume with the run's {param('model')}"
         )
-    old, new = saved.config, trainer.adapter.config
+    old, new = saved.config, adapter.config
     differences = [
-        f"--{flag} {a} -> {b}"
-        for flag, a, b in (
+        f"{param(name)} {a} -> {b}"
+        for name, a, b in (
             ("connections", format_connections(old.connections), format_connections(new.connections)),
             ("rank", old.rank, new.rank),
             ("gate", old.gate, new.gate),
-            ("source-norm", old.source_norm, new.source_norm),
-            ("homotopy-steps", old.homotopy_steps, new.homotopy_steps),
+            ("source_norm", old.source_norm, new.source_norm),
+            ("homotopy_steps", old.homotopy_steps, new.homotopy_steps),
         )
         if a != b
     ]
     if differences:
         raise UsageError(
-            f"--resume {folder}: the checkpoint's adapter differs from this run's flags: {', '.join(differences)}; "
+            f"{param('resume')} {folder}: the checkpoint's adapter differs from this run's flags: {', '.join(differences)}; "
             "resume with the run's flags (those it was started with)"
         )
-    with torch.no_grad():
-        for name, value in saved.state_dict().items():
-            trainer.adapter.state_dict()[name].copy_(value)
+
+
+def _restore_optimizer(trainer: Trainer, payload: dict, tensors: dict[str, torch.Tensor]) -> None:
+    """AdamW's per-parameter state (matched by parameter name), its groups, and the schedule's counters."""
     params = dict(trainer.adapter.named_parameters())
-    order = payload["param_order"]
     state = {}
-    for index, name in enumerate(order):
+    for index, name in enumerate(payload["param_order"]):
         slots = {k.rsplit(".", 1)[1]: v for k, v in tensors.items() if k.rsplit(".", 1)[0] == name}
         slots |= {
             k.rsplit(".", 1)[1]: torch.tensor(v) for k, v in payload["optimizer_scalars"].items() if k.rsplit(".", 1)[0] == name
@@ -218,6 +220,23 @@ def load_checkpoint(folder: Path, trainer: Trainer, fingerprint: Fingerprint | N
     trainer.optimizer.load_state_dict({"state": state, "param_groups": groups})
     # lr_lambdas are code (closures), rebuilt by make_optimizer; only the counters are restored.
     trainer.scheduler.load_state_dict(payload["scheduler"] | {"lr_lambdas": [None] * len(trainer.optimizer.param_groups)})
+
+
+def load_checkpoint(folder: Path, trainer: Trainer, fingerprint: Fingerprint | None = None) -> TrainState:
+    """Restore adapter, optimizer, scheduler and RNG from ``folder``; return the state to continue from.
+
+    The checkpoint's adapter must have been trained on a base of ``fingerprint`` (when given) with
+    this run's connections, rank, gate, source norm and homotopy steps; otherwise one line lists
+    the differences and nothing is changed.
+    """
+    folder = Path(folder)
+    payload, tensors = _read(folder)
+    saved, info = load_adapter(folder / ADAPTER_FILENAME)
+    _check_adapter(folder, saved, info, trainer.adapter, fingerprint)
+    with torch.no_grad():
+        for name, value in saved.state_dict().items():
+            trainer.adapter.state_dict()[name].copy_(value)
+    _restore_optimizer(trainer, payload, tensors)
     set_rng_state(tensors)
     if payload.get("grad_scaler") and trainer.scaler.is_enabled():
         trainer.scaler.load_state_dict(payload["grad_scaler"])

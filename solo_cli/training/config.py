@@ -1,4 +1,12 @@
-"""Training configuration: one dataclass holds every default, and validates what it is given.
+"""Training configuration: one dataclass holds every option of `solo train`, its default, help and checks.
+
+Each field is one option, declared once with :func:`option`: its name is the YAML key (dashes or
+underscores) and, as ``--the-name``, the flag; its metadata carries the ``--help`` line, the valid
+values and the flag's spelling where it is not ``--the-name`` (``--output/-o``). Adding a field is
+all it takes for a new `solo train` flag and YAML key: the command line builds its options from
+these fields (``solo_cli/cli/flags.py``), :func:`load_yaml` checks types and choices from them, and
+:meth:`TrainConfig.validate` checks the choices. A ``bool`` field is a switch (``--overwrite``)
+unless its spelling says ``--x/--no-x``.
 
 Precedence: dataclass defaults < ``--config FILE.yaml`` < flags given on the command line.
 """
@@ -13,77 +21,103 @@ from pathlib import Path
 
 import yaml
 
-from ..engine.adapter import SOURCE_NORMS, TRAINABLE_GATES
-from ..errors import UsageError
+# adapter_config, not adapter: the command line builds its options from this module while it
+# starts, and must not import torch to show --help (tests/cli/test_train_options.py checks).
+from ..engine.adapter_config import SOURCE_NORMS, TRAINABLE_GATES
+from ..errors import UsageError, param
 
 LR_SCHEDULES = ("linear", "cosine", "constant")
 DTYPE_NAMES = ("float32", "bfloat16", "float16")
+
+
+@dataclass(frozen=True)
+class Option:
+    """What a TrainConfig field says about itself as an option (``field.metadata["option"]``)."""
+
+    help: str
+    choices: tuple[str, ...] = ()  # the valid values; empty: any value of the field's type
+    flags: tuple[str, ...] = ()  # the flag's spelling where it is not --the-name: ("--output", "-o")
+    retired: tuple[tuple[str, str], ...] = ()  # (value, why it is refused): no longer a choice, explained
+
+
+def option(default, help: str, *, choices=(), flags=(), retired=()):
+    """A TrainConfig field: its default, its ``--help`` line, its valid values and its flag spelling."""
+    return dataclasses.field(default=default, metadata={"option": Option(help, tuple(choices), tuple(flags), tuple(retired))})
+
+
+def option_of(f: dataclasses.Field) -> Option:
+    """The :class:`Option` a TrainConfig field was declared with."""
+    return f.metadata["option"]
+
+
+RETIRED_LEARNED_GATE = "the learned gate was retired in solo 0.2 (it stayed near 0 and slowed A and B); use schedule or zero-init"
 
 
 @dataclass
 class TrainConfig:
     """Every knob of `solo train`. Field names are the flags' names with dashes as underscores."""
 
-    model: str = "smollm2-135m"
-    revision: str | None = None
-    trust_remote_code: bool = False
-    data: str | None = None
-    output: str = "runs/solo"
+    model: str = option("smollm2-135m", "Built-in name (smollm2-135m), model folder or hub id.", flags=("--model", "-m"))
+    revision: str | None = option(None, "Hub revision (branch, tag or commit) of --model.")
+    trust_remote_code: bool = option(False, "Run code shipped with a hub model (off unless asked).")
+    data: str | None = option(None, "JSONL file, or a folder with train.jsonl [valid.jsonl test.jsonl].")
+    output: str = option("runs/solo", "Run folder (default runs/solo).", flags=("--output", "-o"))
     # adapter
     # Defaults chosen by bench/e2e.py --protocol proxy (bench/results/e2e-proxy.md).
-    connections: str = "chain"
-    rank: int = 2
-    gate: str = "schedule"
-    source_norm: str = "rms"
-    homotopy_steps: int | None = None  # schedule-gate ramp; None: 10% of the training steps
+    connections: str = option("chain", "top:N[:S], mirror[:N], chain:K or '3->9,5->11' (emb = -1).")
+    rank: int = option(2, "Rank of every connection.")
+    gate: str = option(
+        "schedule",
+        "Homotopy gate: schedule (t ramps 0->1) or zero-init (B = 0).",
+        choices=TRAINABLE_GATES,
+        retired=[("learned", RETIRED_LEARNED_GATE)],
+    )
+    source_norm: str = option("rms", "Normalise each source h_i before A: rms (default) or none.", choices=SOURCE_NORMS)
+    homotopy_steps: int | None = option(None, "Steps of the 0->1 ramp for --gate schedule.")  # None: 10% of the steps
     # data
-    max_seq_length: int = 256
-    train_on_prompt: bool = False
-    chat_template: bool | None = None  # None: use the tokenizer's template for prompt/completion rows
-    max_eval_rows: int = 256
+    max_seq_length: int = option(256, "Tokens per example (longer ones are cut).")
+    train_on_prompt: bool = option(False, "Take loss on prompt tokens too.")
+    chat_template: bool | None = option(  # None: use the tokenizer's template for prompt/completion rows
+        None,
+        "Use the tokenizer's chat template for prompt/completion rows (default: when it has one).",
+        flags=("--chat-template/--no-chat-template",),
+    )
+    max_eval_rows: int = option(256, "Validation rows used at most (0: all of them).")
     # optimisation
-    max_steps: int | None = None  # None: run --epochs epochs
-    epochs: float = 1.0
-    batch_size: int = 8
-    grad_accum: int = 1
-    lr: float = 2e-2
-    warmup: int = 0
-    schedule: str = "linear"
-    weight_decay: float = 0.0
-    label_smoothing: float = 0.0
-    max_grad_norm: float = 1.0
+    max_steps: int | None = option(None, "Optimizer steps (overrides --epochs).")  # None: run --epochs epochs
+    epochs: float = option(1.0, "Passes over the training data.")
+    batch_size: int = option(8, "Examples per micro-batch.")
+    grad_accum: int = option(1, "Micro-batches per optimizer step.")
+    lr: float = option(2e-2, "Peak learning rate.")
+    warmup: int = option(0, "Linear warm-up steps.")
+    schedule: str = option("linear", "Learning-rate schedule: linear, cosine or constant.", choices=LR_SCHEDULES)
+    weight_decay: float = option(0.0, "AdamW weight decay on A and B.")
+    label_smoothing: float = option(0.0, "Label smoothing of the loss.")
+    max_grad_norm: float = option(1.0, "Clip the gradient norm of A and B to this.")
     # bookkeeping
-    eval_every: int | None = None  # None: five evaluations over the run
-    save_every: int | None = None  # None: same as eval_every
-    log_every: int = 1
-    seed: int = 0
-    dtype: str = "float32"
-    device: str = "auto"
-    grad_checkpoint: bool = False
-    overwrite: bool = False
-    resume: str | None = None  # "auto" (newest checkpoint in --output) or a checkpoint folder
-    keep_checkpoints: int | None = None  # None: keep every checkpoint
+    eval_every: int | None = option(None, "Validate every N steps (default: 5 times per run).")
+    save_every: int | None = option(None, "Checkpoint every N steps (default: --eval-every).")
+    log_every: int = option(1, "Log the loss every N steps.")
+    seed: int = option(0, "Random seed (init and data order), 0 to 2**32 - 1.")
+    dtype: str = option("float32", "float32, bfloat16 or float16.", choices=DTYPE_NAMES)
+    device: str = option("auto", "auto, cpu, cuda, cuda:N or mps.")
+    grad_checkpoint: bool = option(False, "Recompute activations to save memory.")
+    overwrite: bool = option(False, "Replace a run already in --output.")
+    resume: str | None = option(None, "Continue from 'auto' (the newest checkpoint in --output) or a checkpoint folder.")
+    keep_checkpoints: int | None = option(None, "Keep only the newest N checkpoints.")  # None: keep every checkpoint
 
     def validate(self) -> TrainConfig:
-        """Raise one error naming every bad value (as its flag)."""
+        """Raise one error naming every bad value (each parameter marked with :func:`param`)."""
         problems = []
 
         def bad(name: str, message: str) -> None:
-            problems.append(f"--{name.replace('_', '-')} {getattr(self, name)!r}: {message}")
+            problems.append(f"{param(name)} {getattr(self, name)!r}: {message}")
 
-        if self.gate == "learned":
-            bad(
-                "gate",
-                "the learned gate was retired in solo 0.2 (it stayed near 0 and slowed A and B); use schedule or zero-init",
-            )
-        elif self.gate not in TRAINABLE_GATES:
-            bad("gate", f"use one of {', '.join(TRAINABLE_GATES)}")
-        if self.source_norm not in SOURCE_NORMS:
-            bad("source_norm", f"use one of {', '.join(SOURCE_NORMS)}")
-        if self.schedule not in LR_SCHEDULES:
-            bad("schedule", f"use one of {', '.join(LR_SCHEDULES)}")
-        if self.dtype not in DTYPE_NAMES:
-            bad("dtype", f"use one of {', '.join(DTYPE_NAMES)}")
+        for f in fields(self):
+            spec, value = option_of(f), getattr(self, f.name)
+            if spec.choices and value not in spec.choices:
+                why = next((why for old, why in spec.retired if old == value), None)
+                bad(f.name, why or f"use one of {', '.join(spec.choices)}")
         if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", self.device):
             bad("device", "use auto, cpu, cuda, cuda:N or mps")
         for name in ("rank", "batch_size", "grad_accum", "max_seq_length", "log_every"):
@@ -105,7 +139,10 @@ class TrainConfig:
         if not str(self.output).strip():  # "" would write the run into the current folder
             bad("output", "is empty; name the run folder, e.g. runs/solo")
         if self.resume is not None and self.overwrite:
-            problems.append("--resume and --overwrite contradict each other: resume continues the run, overwrite replaces it")
+            problems.append(
+                f"{param('resume')} and {param('overwrite')} contradict each other: "
+                "resume continues the run, overwrite replaces it"
+            )
         if problems:
             raise UsageError("; ".join(problems))
         return self
@@ -132,8 +169,18 @@ def _coerce(name: str, value, annotation: str):
     return None, f"{name} must be {' or '.join(base)}, got {value!r}"
 
 
+def _check(f: dataclasses.Field, value):
+    """A YAML value as the field takes it, and the problem with it (None if none): type, then choices."""
+    value, problem = _coerce(f.name, value, str(f.type))
+    spec = option_of(f)
+    retired = [old for old, _ in spec.retired]  # left to validate(), which says why
+    if problem is None and spec.choices and value is not None and value not in (*spec.choices, *retired):
+        problem = f"{f.name} must be one of {', '.join(spec.choices)}, got {value!r}"
+    return value, problem
+
+
 def load_yaml(path: str | Path) -> dict:
-    """Read a YAML config and check it: unknown keys and wrong types are listed in one error."""
+    """Read a YAML config and check it: unknown keys, wrong types and bad choices are listed in one error."""
     path = Path(path)
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
@@ -152,7 +199,7 @@ def load_yaml(path: str | Path) -> dict:
         raise UsageError(f"--config {path}: unknown keys {', '.join(unknown)}; valid keys are the `solo train` flag names")
     values, problems = {}, []
     for key, value in normalized.items():
-        values[key], problem = _coerce(key, value, str(known[key].type))
+        values[key], problem = _check(known[key], value)
         if problem:
             problems.append(problem)
     if problems:

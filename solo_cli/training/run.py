@@ -1,15 +1,13 @@
 """A training run end to end: resolve the config, load model and data, train, write the outputs.
 
-Output folder: ``adapter.safetensors``, ``best/adapter.safetensors`` (with validation data),
+The files written are the run folder's (:class:`~solo_cli.training.run_folder.RunFolder`):
+``adapter.safetensors``, ``best/adapter.safetensors`` (with validation data),
 ``checkpoints/step-N/``, ``metrics.jsonl``, ``config.json`` and ``loss.png``.
 """
 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
-import hashlib
-import json
 import signal
 import threading
 import time
@@ -22,22 +20,24 @@ from transformers import set_seed
 from .. import __version__
 from ..data.encode import EncodedData, context_length, encode_rows
 from ..data.rows import read_rows, resolve_data
-from ..engine.adapter import AdapterConfig, AttachedAdapter, SoloAdapter, attach
-from ..engine.adapter_file import AdapterInfo, save_adapter
+from ..engine.adapter import AdapterConfig, SoloAdapter, attach
+from ..engine.adapter_file import AdapterInfo
 from ..engine.blocks import Fingerprint, fingerprint
 from ..engine.loss import evaluate_loss
 from ..engine.models import LoadedModel, load_model
 from ..engine.topology import format_connections, parse_connections
-from ..errors import UsageError
+from ..errors import UsageError, param
 from ..files import lock
-from ..files.atomic import write_json, write_text
 from ..outputs import describe, is_run_folder, refuse_current_folder, remove_run_outputs, run_outputs
 from . import distributed
 from .checkpoint import clean_staging, find_checkpoint, load_checkpoint, prune_checkpoints, save_checkpoint
 from .config import TrainConfig
 from .distributed import DistContext
-from .plot import plot_losses
-from .trainer import Callback, Interrupted, Trainer, TrainState, set_checkpointing, total_steps
+from .memory import activation_checkpointing
+from .resume import check_resume, data_fingerprint
+from .run_folder import RunFolder
+from .sampler import total_steps
+from .trainer import Callback, Interrupted, Trainer, TrainState
 
 
 def resolve_device(name: str, ctx: DistContext | None = None) -> torch.device:
@@ -51,9 +51,9 @@ def resolve_device(name: str, ctx: DistContext | None = None) -> torch.device:
     if name == "cuda" and ctx.enabled and torch.cuda.is_available():
         name = f"cuda:{ctx.local_rank}"
     if name.startswith("cuda") and not torch.cuda.is_available():
-        raise UsageError(f"--device {name}: no CUDA device is available here; use --device cpu (or auto)")
+        raise UsageError(f"{param('device')} {name}: no CUDA device is available here; use {param('device')} cpu (or auto)")
     if name == "mps" and not torch.backends.mps.is_available():
-        raise UsageError("--device mps: MPS is not available here; use --device cpu (or auto)")
+        raise UsageError(f"{param('device')} mps: MPS is not available here; use {param('device')} cpu (or auto)")
     return torch.device(name)
 
 
@@ -93,7 +93,8 @@ def _encode(path, tokenizer, cfg: TrainConfig, fmt_expected: str | None = None, 
     if not encoded.examples:
         raise UsageError(
             f"{path}: every row's prompt is longer than the limit of {encoded.limit} tokens "
-            f"(--max-seq-length {cfg.max_seq_length}, or the model's context); shorten the prompts or raise --max-seq-length"
+            f"({param('max_seq_length')} {cfg.max_seq_length}, or the model's context); shorten the prompts or raise "
+            f"{param('max_seq_length')}"
         )
     return encoded
 
@@ -104,7 +105,7 @@ def prepare(cfg: TrainConfig, loaded: LoadedModel | None = None, ctx: DistContex
     Under a distributed launcher (``ctx`` from the environment) this joins the process group.
     """
     if not cfg.data:
-        raise UsageError("--data is required: a .jsonl file or a folder with train.jsonl")
+        raise UsageError(f"{param('data')} is required: a .jsonl file or a folder with train.jsonl")
     files = resolve_data(cfg.data)
     ctx = ctx or distributed.from_env()
     device = resolve_device(cfg.device, ctx)
@@ -118,8 +119,8 @@ def prepare(cfg: TrainConfig, loaded: LoadedModel | None = None, ctx: DistContex
     train = _encode(files.train, loaded.tokenizer, cfg, context=context)
     if len(train.examples) < cfg.batch_size * ctx.world_size:
         raise UsageError(
-            f"--data {files.train}: {len(train.examples)} usable examples, fewer than one batch "
-            f"(--batch-size {cfg.batch_size} x {ctx.world_size} processes); add rows or lower --batch-size"
+            f"{param('data')} {files.train}: {len(train.examples)} usable examples, fewer than one batch "
+            f"({param('batch_size')} {cfg.batch_size} x {ctx.world_size} processes); add rows or lower {param('batch_size')}"
         )
     valid = None
     if files.valid:
@@ -135,145 +136,81 @@ def prepare(cfg: TrainConfig, loaded: LoadedModel | None = None, ctx: DistContex
 def check_output(cfg: TrainConfig) -> Path:
     """Take ``--output`` for this run, or refuse in one line; nothing is loaded yet.
 
-    The folder's lock (:mod:`solo_cli.lock`) is taken before anything is written and held until
-    :func:`execute` ends (call :func:`solo_cli.lock.release` if the run never gets there). A folder
+    The folder's lock (:mod:`solo_cli.files.lock`) is taken before anything is written and held until
+    :func:`execute` ends (call :func:`solo_cli.files.lock.release` if the run never gets there). A folder
     holding a run is refused unless ``--resume`` (whose settings must be the run's) or
     ``--overwrite`` (which deletes only what solo wrote there, and never in the current folder or
     one above it); a folder whose solo output names hold files solo did not write is refused
     either way. Staging folders left by a killed save are tidied. Under a distributed launcher only
     rank 0 touches the folder.
     """
-    out = Path(cfg.output)
+    out, output = Path(cfg.output), param("output")
     if not distributed.from_env().is_main:
         return out
     if out.exists() and not out.is_dir():
-        raise UsageError(f"--output {out}: exists and is not a folder ({describe(out)}); choose another path")
+        raise UsageError(f"{output} {out}: exists and is not a folder ({describe(out)}); choose another path")
     if cfg.resume is not None and not out.is_dir():
         find_checkpoint(out, cfg.resume)  # auto: nothing to resume; PATH: fails now if it is no checkpoint
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise UsageError(f"--output {out}: cannot write there ({exc.strerror}); choose a writable folder") from None
-    lock.acquire(out)  # the lock's file is also the probe that the folder is writable
+        raise UsageError(f"{output} {out}: cannot write there ({exc.strerror}); choose a writable folder") from None
+    lock.acquire(out, output)  # the lock's file is also the probe that the folder is writable
     try:
-        present = run_outputs(out)
-        if present and not is_run_folder(out):
-            raise UsageError(
-                f"--output {out}: holds {', '.join(present)} that are not a solo run's outputs; "
-                "solo never replaces them; choose another folder"
-            )
-        if present and cfg.resume is None:
-            if not cfg.overwrite:
-                raise UsageError(
-                    f"--output {out}: already holds a run ({', '.join(present)}); pass --overwrite or choose another folder"
-                )
-            refuse_current_folder(out, "--output")
-        if present:
-            clean_staging(out)
-        if cfg.resume is not None:
-            check_resume(cfg, out, find_checkpoint(out, cfg.resume))
-        elif present:
-            remove_run_outputs(out)
+        _take_folder(cfg, out)
     except BaseException:
         lock.release(out)
         raise
     return out
 
 
-# Flags that may differ when a run is resumed: they change what is logged, kept or where it runs,
-# never the arithmetic of the run (every other TrainConfig field must be the run's).
-RESUME_MAY_CHANGE = frozenset(
-    {
-        "output",
-        "resume",
-        "overwrite",
-        "eval_every",
-        "save_every",
-        "keep_checkpoints",
-        "log_every",
-        "device",
-        "grad_checkpoint",
-        "trust_remote_code",
-    }
-)
-
-
-_COMPARED_RESOLVED = ("connections", "homotopy_steps")  # compared once resolved on the model, by load_checkpoint
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def data_fingerprint(data: str) -> dict[str, str | None]:
-    """sha256 of the training (and validation) file's bytes, recorded in config.json at the start of a run."""
-    files = resolve_data(data)
-    return {"train": _sha256(files.train), "valid": _sha256(files.valid) if files.valid else None}
-
-
-def _shown(value) -> str:
-    if value is None:
-        return "unset"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return str(value)
-
-
-def _same_path(a, b) -> bool:
-    return a == b or (isinstance(a, str) and isinstance(b, str) and Path(a).resolve() == Path(b).resolve())
-
-
-def _run_config(out: Path, checkpoint: Path) -> dict | None:
-    """config.json of the run ``checkpoint`` belongs to (that of ``out`` if it is not in a run's checkpoints/)."""
-    candidates = [checkpoint.parent.parent / "config.json"] if checkpoint.parent.name == "checkpoints" else []
-    for path in [*candidates, out / "config.json"]:
-        try:
-            recorded = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError, ValueError):
-            continue
-        if isinstance(recorded, dict) and "solo_version" in recorded:
-            return recorded
-    return None
-
-
-def check_resume(cfg: TrainConfig, out: Path, checkpoint: Path) -> None:
-    """Refuse to resume with settings other than the run's (its config.json), listing each difference.
-
-    Compared: every TrainConfig field but those in :data:`RESUME_MAY_CHANGE`, and the sha256 of
-    the data files. The model's fingerprint and the adapter's shape (connections and homotopy
-    steps as resolved on the model, so ``chain`` and its spelled-out plan are the same) are
-    compared with the checkpoint itself when it is loaded (:func:`solo_cli.checkpoint.load_checkpoint`).
-    """
-    recorded = _run_config(out, checkpoint)
-    if recorded is None:
-        return
-    differences = []
-    for f in dataclasses.fields(TrainConfig):
-        if f.name in RESUME_MAY_CHANGE or f.name in _COMPARED_RESOLVED or f.name not in recorded:
-            continue
-        old, new = recorded[f.name], getattr(cfg, f.name)
-        same = _same_path(old, new) if f.name in ("model", "data") else old == new
-        if not same:
-            differences.append(f"--{f.name.replace('_', '-')} {_shown(old)} -> {_shown(new)}")
-    sha = recorded.get("data_sha256")
-    if isinstance(sha, dict) and cfg.data:
-        files, now = resolve_data(cfg.data), data_fingerprint(cfg.data)
-        for part, path in (("train", files.train), ("valid", files.valid)):
-            if sha.get(part) != now[part]:
-                old, new = (str(v)[:12] if v else "none" for v in (sha.get(part), now[part]))
-                differences.append(f"--data {path or part} contents sha256 {old} -> {new}")
-    if differences:
+def _take_folder(cfg: TrainConfig, out: Path) -> None:
+    """Holding the lock: refuse a folder solo may not write in, then clear it for a new run or check the resume."""
+    output, present = param("output"), run_outputs(out)
+    if present and not is_run_folder(out):
         raise UsageError(
-            f"--resume {cfg.resume}: {checkpoint} belongs to a run started with other settings: "
-            f"{', '.join(differences)}; resume with the run's flags (its config.json), or start a new run in another --output"
+            f"{output} {out}: holds {', '.join(present)} that are not a solo run's outputs; "
+            "solo never replaces them; choose another folder"
         )
+    if present and cfg.resume is None:
+        if not cfg.overwrite:
+            raise UsageError(
+                f"{output} {out}: already holds a run ({', '.join(present)}); pass {param('overwrite')} or choose another folder"
+            )
+        refuse_current_folder(out, output)
+    if present:
+        clean_staging(out)
+    if cfg.resume is not None:
+        check_resume(cfg, out, find_checkpoint(out, cfg.resume))
+    elif present:
+        remove_run_outputs(out)
+
+
+@dataclass
+class TrainResult:
+    output: Path
+    adapter_path: Path
+    best_path: Path | None
+    steps: int
+    final_loss: float | None
+    best_valid_loss: float | None
+    seconds: float
+
+
+def _resolved_config(run: PreparedRun) -> dict:
+    """config.json: the run's settings, what they resolved to on this model, and the data's sha256."""
+    return run.cfg.to_dict() | {
+        "connections_resolved": format_connections(run.adapter.config.connections),
+        "homotopy_steps_resolved": run.adapter.config.homotopy_steps,
+        "total_steps": run.steps,
+        "trainable_params": run.adapter.num_parameters(),
+        "solo_version": __version__,
+        "data_sha256": data_fingerprint(run.cfg.data),  # a resume refuses other data
+    }
 
 
 def _info(run: PreparedRun, state: TrainState, started: float) -> AdapterInfo:
+    """The adapter file's header: the adapter, its base model and a summary of the training so far."""
     cfg = run.cfg
     training = {
         "steps": state.step,
@@ -303,26 +240,6 @@ def _info(run: PreparedRun, state: TrainState, started: float) -> AdapterInfo:
     )
 
 
-@dataclass
-class TrainResult:
-    output: Path
-    adapter_path: Path
-    best_path: Path | None
-    steps: int
-    final_loss: float | None
-    best_valid_loss: float | None
-    seconds: float
-
-
-def _truncate_metrics(path: Path, step: int) -> None:
-    """Drop metric lines logged after ``step`` (they belong to the part of the run being redone)."""
-    if path.is_file():
-        kept = [
-            line for line in path.read_text(encoding="utf-8").splitlines() if line.strip() and json.loads(line)["step"] <= step
-        ]
-        write_text(path, "".join(line + "\n" for line in kept))
-
-
 @contextlib.contextmanager
 def _stop_on_signals(trainer: Trainer):
     """SIGINT/SIGTERM ask the trainer to stop after the current step; a second SIGINT aborts at once."""
@@ -343,6 +260,105 @@ def _stop_on_signals(trainer: Trainer):
             signal.signal(sig, handler)
 
 
+def _ignore(event: str, info: dict) -> None:
+    pass
+
+
+class _Execution:
+    """One call of :func:`execute`: the trainer, and the hooks through which the run reaches its folder."""
+
+    def __init__(self, run: PreparedRun, callback: Callback | None) -> None:
+        self.run, self.ctx = run, run.ctx
+        self.callback = callback if (callback and run.ctx.is_main) else _ignore  # only rank 0 reports
+        self.folder = RunFolder(run.cfg.output, writes=run.ctx.is_main)
+        self.started = time.perf_counter()
+        self.last_checkpoint: tuple[int, Path] | None = None  # so an interrupt right after a save does not save again
+        pad_id = run.loaded.tokenizer.pad_token_id
+        self.trainer = Trainer(run.loaded.model, run.adapter, run.cfg, pad_id, run.device, run.steps, self.report, run.ctx)
+
+    def report(self, event: str, info: dict) -> None:
+        """The trainer's callback: every step record goes to metrics.jsonl, then on to the caller."""
+        if event == "step":
+            self.folder.log({k: v for k, v in info.items() if k != "total_steps"})
+        self.callback(event, info)
+
+    def begin(self) -> TrainState:
+        """The state to train from: the checkpoint's with ``--resume``; else a fresh one, with config.json written."""
+        cfg = self.run.cfg
+        if cfg.resume is None:
+            if self.folder.writes:
+                self.folder.write_config(_resolved_config(self.run))
+            return TrainState()
+        checkpoint = find_checkpoint(self.folder.root, cfg.resume)
+        state = load_checkpoint(checkpoint, self.trainer, self.run.fingerprint)
+        self.folder.truncate_metrics(state.step)
+        self.callback("resume", {"step": state.step, "path": str(checkpoint)})
+        return state
+
+    def evaluate(self, state: TrainState) -> None:
+        """The trainer's ``on_eval``: score the validation data, keeping the best adapter in best/."""
+        run, ctx = self.run, self.ctx
+        if not run.valid:
+            return
+        mine = run.valid.examples[ctx.rank :: ctx.world_size]  # each process scores its share; reduce sums them
+        pad_id = run.loaded.tokenizer.pad_token_id
+        loss = evaluate_loss(run.loaded.model, mine, run.cfg.batch_size, pad_id, run.device, lambda v: ctx.sum(v, run.device))
+        self.folder.log({"step": state.step, "valid_loss": round(loss, 6)})
+        improved = state.best_valid_loss is None or loss < state.best_valid_loss
+        if improved:
+            state.best_valid_loss = loss
+            self.folder.save_best(run.adapter, _info(run, state, self.started))
+        self.callback("eval", {"step": state.step, "valid_loss": loss, "best": improved})
+
+    def checkpoint(self, state: TrainState) -> Path:
+        """The trainer's ``on_save``: write checkpoints/step-N and keep only the newest ``keep_checkpoints``."""
+        folder = self.folder.checkpoint(state.step)
+        if self.folder.writes:
+            save_checkpoint(folder, self.trainer, state, _info(self.run, state, self.started))
+            prune_checkpoints(self.folder.root, self.run.cfg.keep_checkpoints)
+            self.callback("save", {"step": state.step, "path": str(folder)})
+        self.ctx.barrier()  # no rank runs ahead of a checkpoint it may be asked to resume from
+        self.last_checkpoint = (state.step, folder)
+        return folder
+
+    def train(self, state: TrainState) -> None:
+        """Run the trainer with the adapter attached; on an interrupt, checkpoint and say where."""
+        run, model = self.run, self.run.loaded.model
+        with activation_checkpointing(model, run.cfg.grad_checkpoint):
+            handle = attach(model, run.adapter)
+            try:
+                self.callback("start", self._start_info(state))
+                with _stop_on_signals(self.trainer):
+                    self.trainer.run(run.train.examples, state, self.evaluate, self.checkpoint)
+            except Interrupted as exc:
+                step, folder = self.last_checkpoint or (None, None)
+                folder = folder if step == state.step else self.checkpoint(state)
+                raise Interrupted(f"{exc.text}; checkpoint saved in {folder}") from None
+            finally:
+                handle.detach()
+
+    def _start_info(self, state: TrainState) -> dict:
+        run = self.run
+        return param_summary(run.loaded.model, run.adapter) | {
+            "total_steps": run.steps,
+            "examples": len(run.train.examples),
+            "connections": format_connections(run.adapter.config.connections),
+            "start_step": state.step,
+        }
+
+    def finish(self, state: TrainState) -> TrainResult:
+        """Write the final adapter and the loss plot; every rank then returns the same result."""
+        run, folder = self.run, self.folder
+        folder.save_adapter(run.adapter, _info(run, state, self.started))
+        folder.plot_losses()
+        self.ctx.barrier()
+        best = folder.best if run.valid else None
+        seconds = time.perf_counter() - self.started
+        result = TrainResult(folder.root, folder.adapter, best, state.step, state.last_loss, state.best_valid_loss, seconds)
+        self.callback("end", result.__dict__)
+        return result
+
+
 def execute(run: PreparedRun, callback: Callback | None = None) -> TrainResult:
     """Train ``run``'s adapter and write every output. The folder must have passed ``check_output``.
 
@@ -350,114 +366,10 @@ def execute(run: PreparedRun, callback: Callback | None = None) -> TrainResult:
     The folder's lock is released when this returns or raises.
     """
     try:
-        return _execute(run, callback)
+        execution = _Execution(run, callback)
+        state = execution.begin()
+        execution.train(state)
+        return execution.finish(state)
     finally:
         if run.ctx.is_main:
             lock.release(run.cfg.output)
-
-
-def _execute(run: PreparedRun, callback: Callback | None) -> TrainResult:
-    cfg, ctx = run.cfg, run.ctx
-    callback = callback if (callback and ctx.is_main) else (lambda event, info: None)  # only rank 0 reports
-    out = Path(cfg.output)
-    model, tokenizer = run.loaded.model, run.loaded.tokenizer
-    metrics_file = out / "metrics.jsonl"
-    best_path = out / "best" / "adapter.safetensors" if run.valid else None
-    started = time.perf_counter()
-
-    def log(line: dict) -> None:
-        if ctx.is_main:
-            with metrics_file.open("a", encoding="utf-8") as handle:
-                handle.write(json.dumps(line) + "\n")
-
-    trainer = Trainer(
-        model, run.adapter, cfg, tokenizer.pad_token_id, run.device, run.steps, _logging_callback(callback, log), ctx
-    )
-    state = TrainState()
-    if cfg.resume is not None:
-        folder = find_checkpoint(out, cfg.resume)
-        state = load_checkpoint(folder, trainer, run.fingerprint)
-        if ctx.is_main:
-            _truncate_metrics(metrics_file, state.step)
-        callback("resume", {"step": state.step, "path": str(folder)})
-    elif ctx.is_main:
-        resolved = cfg.to_dict() | {
-            "connections_resolved": format_connections(run.adapter.config.connections),
-            "homotopy_steps_resolved": run.adapter.config.homotopy_steps,
-            "total_steps": run.steps,
-            "trainable_params": run.adapter.num_parameters(),
-            "solo_version": __version__,
-            "data_sha256": data_fingerprint(cfg.data),  # a resume refuses other data
-        }
-        write_json(out / "config.json", resolved)
-
-    def on_eval(st: TrainState) -> None:
-        if not run.valid:
-            return
-        mine = run.valid.examples[ctx.rank :: ctx.world_size]  # each process scores its share; reduce sums them
-        loss = evaluate_loss(model, mine, cfg.batch_size, tokenizer.pad_token_id, run.device, lambda v: ctx.sum(v, run.device))
-        log({"step": st.step, "valid_loss": round(loss, 6)})
-        improved = st.best_valid_loss is None or loss < st.best_valid_loss
-        if improved:
-            st.best_valid_loss = loss
-            if ctx.is_main:
-                save_adapter(best_path, run.adapter, _info(run, st, started))
-        callback("eval", {"step": st.step, "valid_loss": loss, "best": improved})
-
-    saved: dict[int, Path] = {}  # the step last checkpointed, so an interrupt right after it does not save it again
-
-    def on_save(st: TrainState) -> Path:
-        folder = out / "checkpoints" / f"step-{st.step}"
-        if ctx.is_main:
-            save_checkpoint(folder, trainer, st, _info(run, st, started))
-            prune_checkpoints(out, cfg.keep_checkpoints)
-            callback("save", {"step": st.step, "path": str(folder)})
-        ctx.barrier()  # no rank runs ahead of a checkpoint it may be asked to resume from
-        saved.clear()
-        saved[st.step] = folder
-        return folder
-
-    if cfg.grad_checkpoint:
-        set_checkpointing(model, True)
-    handle: AttachedAdapter = attach(model, run.adapter)
-    callback(
-        "start",
-        param_summary(model, run.adapter)
-        | {
-            "total_steps": run.steps,
-            "examples": len(run.train.examples),
-            "connections": format_connections(run.adapter.config.connections),
-            "start_step": state.step,
-        },
-    )
-    try:
-        with _stop_on_signals(trainer):
-            trainer.run(run.train.examples, state, on_eval, on_save)
-    except Interrupted as exc:
-        folder = saved.get(state.step) or on_save(state)
-        raise Interrupted(f"{exc.text}; checkpoint saved in {folder}") from None
-    finally:
-        handle.detach()
-        if cfg.grad_checkpoint:
-            set_checkpointing(model, False)
-    adapter_path = out / "adapter.safetensors"
-    if ctx.is_main:
-        save_adapter(adapter_path, run.adapter, _info(run, state, started))
-        plot_losses(metrics_file, out / "loss.png")
-    ctx.barrier()
-    result = TrainResult(
-        out, adapter_path, best_path, state.step, state.last_loss, state.best_valid_loss, time.perf_counter() - started
-    )
-    callback("end", result.__dict__)
-    return result
-
-
-def _logging_callback(callback: Callback, log) -> Callback:
-    """Write every step record to metrics.jsonl, then pass the event on."""
-
-    def inner(event: str, info: dict) -> None:
-        if event == "step":
-            log({k: v for k, v in info.items() if k != "total_steps"})
-        callback(event, info)
-
-    return inner

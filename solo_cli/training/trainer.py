@@ -10,18 +10,20 @@ from __future__ import annotations
 import contextlib
 import math
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
-from transformers import get_scheduler
 
-from ..data.encode import Example, collate, epoch_order
+from ..data.encode import Example, collate
 from ..engine.adapter import SoloAdapter
 from ..engine.loss import causal_lm_loss
-from ..errors import RuntimeFailure, SoloError
+from ..errors import RuntimeFailure, SoloError, param
 from .config import TrainConfig
 from .distributed import DistContext, wrap
+from .memory import is_out_of_memory, out_of_memory
+from .optim import make_optimizer
+from .sampler import micro_batches
 
 Callback = Callable[[str, dict], None]
 
@@ -51,55 +53,6 @@ class TrainState:
     tokens: int = 0
 
 
-def total_steps(cfg: TrainConfig, num_examples: int, world_size: int = 1) -> int:
-    """``--max-steps`` if given, else the optimizer steps in ``--epochs`` passes over the data."""
-    if cfg.max_steps:
-        return cfg.max_steps
-    micro_per_epoch = math.ceil(num_examples / (cfg.batch_size * world_size))
-    return max(1, math.ceil(cfg.epochs * micro_per_epoch / cfg.grad_accum))
-
-
-def micro_batches(
-    examples: list[Example], batch_size: int, seed: int, start: int = 0, rank: int = 0, world_size: int = 1
-) -> Iterator[list[Example]]:
-    """Endless stream of micro-batches, reshuffled each epoch, starting at micro-batch ``start``.
-
-    With ``world_size`` processes, micro-batch m of the global stream (``batch_size x world_size``
-    examples, exactly what one process with that batch would take) is split, and this rank gets
-    its ``batch_size`` slice.
-    """
-    global_batch = batch_size * world_size
-    per_epoch = math.ceil(len(examples) / global_batch)
-    index = start
-    while True:
-        epoch, within = divmod(index, per_epoch)
-        order = epoch_order(len(examples), seed, epoch)
-        chunk = order[within * global_batch : (within + 1) * global_batch][rank * batch_size : (rank + 1) * batch_size]
-        yield [examples[i] for i in chunk]
-        index += 1
-
-
-def make_optimizer(adapter: SoloAdapter, cfg: TrainConfig, steps: int):
-    """AdamW over the adapter's A and B, with the configured learning-rate schedule."""
-    optimizer = torch.optim.AdamW(adapter.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    name = "constant_with_warmup" if cfg.schedule == "constant" else cfg.schedule
-    scheduler = get_scheduler(name, optimizer, num_warmup_steps=cfg.warmup, num_training_steps=steps)
-    return optimizer, scheduler
-
-
-def set_checkpointing(model, enabled: bool) -> None:
-    """Turn activation checkpointing on or off, non-reentrant so the adapter's hooks recompute exactly."""
-    if enabled:
-        enable = getattr(model, "activation_checkpointing_enable", None)
-        if enable is not None:
-            enable(activation_checkpointing_kwargs={"use_reentrant": False})
-        else:
-            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    else:
-        disable = getattr(model, "activation_checkpointing_disable", None) or model.gradient_checkpointing_disable
-        disable()
-
-
 def mean_gate(adapter: SoloAdapter) -> float:
     values = list(adapter.gate_values().values())
     return sum(values) / max(1, len(values))
@@ -112,15 +65,31 @@ class Interrupted(SoloError):
         super().__init__(message, exit_code=130)
 
 
-OOM_ADVICE = (
-    "ran out of memory{where}; lower --batch-size (and raise --grad-accum to keep the effective batch), "
-    "lower --max-seq-length, or add --grad-checkpoint"
-)
+def _diverged(step: int, what: str, lr: float) -> RuntimeFailure:
+    return RuntimeFailure(
+        f"training stopped at step {step}: {what}; lower {param('lr')} (now {lr:g}) or add {param('warmup')}; "
+        "the last good checkpoint is kept"
+    )
 
 
-def _is_oom(exc: BaseException) -> bool:
-    text = str(exc).lower()
-    return isinstance(exc, torch.OutOfMemoryError) or "out of memory" in text or "can't allocate memory" in text
+class _Clock:
+    """Seconds since the loop started, and the time left at the pace of the steps run so far."""
+
+    def __init__(self, first_step: int) -> None:
+        self.started, self.first_step = time.perf_counter(), first_step
+
+    def record(self, step: int, steps: int, loss: float, lr: float, gate: float, tokens: int, tick: float) -> StepRecord:
+        now = time.perf_counter()
+        per_step = (now - self.started) / (step - self.first_step)
+        return StepRecord(
+            step=step,
+            loss=loss,
+            lr=lr,
+            gate=gate,
+            tokens_per_s=tokens / max(1e-9, now - tick),
+            elapsed=now - self.started,
+            remaining=per_step * (steps - step),
+        )
 
 
 class Trainer:
@@ -154,11 +123,12 @@ class Trainer:
         self.stop_requested = False
 
     def _step(self, batches: list[list[Example]]) -> tuple[float, int]:
-        """One optimizer step over ``grad_accum`` micro-batches, weighted by trained tokens.
+        """Forward and backward over ``grad_accum`` micro-batches, weighted by trained tokens.
 
         Each micro-batch's mean loss is scaled by its share of the trained tokens of the whole
         (global) step, times the world size that DDP's gradient averaging divides by, so any
-        split over processes and micro-batches gives the gradient of one big batch.
+        split over processes and micro-batches gives the gradient of one big batch. Returns the
+        step's token-weighted mean loss (NaN if any micro-batch's was not finite) and the tokens seen.
         """
         ctx = self.ctx
         # under DDP the last global batch of an epoch can leave a rank with no examples
@@ -182,6 +152,40 @@ class Trainer:
         loss_sum, seen = ctx.sum([loss_sum, float(seen)], self.device)
         return loss_sum / total, int(seen)
 
+    def _forward_backward(self, batches: list[list[Example]], step: int) -> tuple[float, int]:
+        """:meth:`_step`, stopping the run with advice when memory runs out or the loss diverges."""
+        try:
+            loss, tokens = self._step(batches)
+        except (RuntimeError, MemoryError) as exc:
+            if not is_out_of_memory(exc):
+                raise
+            self.optimizer.zero_grad(set_to_none=True)
+            raise out_of_memory(step) from None
+        if not math.isfinite(loss):
+            self.optimizer.zero_grad(set_to_none=True)
+            raise _diverged(step, f"the loss became {loss} (diverged)", self.cfg.lr)
+        return loss, tokens
+
+    def _update(self, step: int) -> float:
+        """Clip, take the optimizer step and advance the schedule; returns the learning rate it used.
+
+        The loss can be finite while the update is not (a huge --lr): the run stops here, before
+        anything is saved.
+        """
+        optimizer = self.optimizer
+        self.scaler.unscale_(optimizer)
+        torch.nn.utils.clip_grad_norm_(self.adapter.parameters(), self.cfg.max_grad_norm)
+        lr = self.scheduler.get_last_lr()[0]
+        self.scaler.step(optimizer)  # skips the step if float16 gradients overflowed
+        self.scaler.update()
+        self.scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        broken = self._non_finite_parameter()
+        if self.ctx.any(broken is not None, self.device):
+            what = f"the update made the adapter's weights NaN or infinite ({broken or 'on another process'}; diverged)"
+            raise _diverged(step, what, self.cfg.lr)
+        return lr
+
     def _non_finite_parameter(self) -> str | None:
         """The name of the first adapter parameter holding NaN or inf, or None (one device sync)."""
         params = list(self.adapter.named_parameters())
@@ -189,71 +193,37 @@ class Trainer:
             return None
         return next(name for name, p in params if not bool(torch.isfinite(p).all()))
 
-    def run(self, train: list[Example], state: TrainState, on_eval, on_save) -> TrainState:
+    def _after_step(self, state: TrainState, record: StepRecord, on_eval, on_save) -> None:
+        """Report, evaluate and checkpoint on their schedules, then stop if asked to."""
         cfg, steps = self.cfg, self.steps
-        optimizer, scheduler = self.optimizer, self.scheduler
         eval_every = cfg.eval_every or max(1, steps // 5)
         save_every = cfg.save_every or eval_every
-        stream = micro_batches(
-            train, cfg.batch_size, cfg.seed, start=state.micro_batches, rank=self.ctx.rank, world_size=self.ctx.world_size
-        )
+        if state.step % cfg.log_every == 0 or state.step == steps:
+            self.callback("step", record.to_dict() | {"total_steps": steps})
+        if state.step % eval_every == 0 or state.step == steps:
+            on_eval(state)
+        if state.step % save_every == 0 and state.step < steps:
+            on_save(state)
+        if self.ctx.any(self.stop_requested, self.device) and state.step < steps:
+            raise Interrupted(f"interrupted at step {state.step} of {steps}")
+
+    def run(self, train: list[Example], state: TrainState, on_eval, on_save) -> TrainState:
+        """Train from ``state`` to the last step, updating ``state`` in place; returns it."""
+        cfg, ctx = self.cfg, self.ctx
+        stream = micro_batches(train, cfg.batch_size, cfg.seed, state.micro_batches, ctx.rank, ctx.world_size)
         self.model.train()
-        started = time.perf_counter()
-        first_step = state.step
-        while state.step < steps:
+        clock = _Clock(state.step)
+        while state.step < self.steps:
             self.adapter.set_homotopy_step(state.step)
             tick = time.perf_counter()
             batches = [next(stream) for _ in range(cfg.grad_accum)]
-            try:
-                loss, tokens = self._step(batches)
-            except (RuntimeError, MemoryError) as exc:
-                if not _is_oom(exc):
-                    raise
-                optimizer.zero_grad(set_to_none=True)
-                raise RuntimeFailure(OOM_ADVICE.format(where=f" at step {state.step + 1}")) from None
-            if not math.isfinite(loss):
-                optimizer.zero_grad(set_to_none=True)
-                raise RuntimeFailure(
-                    f"training stopped at step {state.step + 1}: the loss became {loss} (diverged); "
-                    f"lower --lr (now {cfg.lr:g}) or add --warmup; the last good checkpoint is kept"
-                )
-            self.scaler.unscale_(optimizer)
-            torch.nn.utils.clip_grad_norm_(self.adapter.parameters(), cfg.max_grad_norm)
-            lr = scheduler.get_last_lr()[0]
-            self.scaler.step(optimizer)  # skips the step if float16 gradients overflowed
-            self.scaler.update()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            # the loss can be finite while the update is not (a huge --lr): stop before anything is saved
-            broken = self._non_finite_parameter()
-            if self.ctx.any(broken is not None, self.device):
-                raise RuntimeFailure(
-                    f"training stopped at step {state.step + 1}: the update made the adapter's weights NaN or "
-                    f"infinite ({broken or 'on another process'}; diverged); lower --lr (now {cfg.lr:g}) or add --warmup; "
-                    "the last good checkpoint is kept"
-                )
+            loss, tokens = self._forward_backward(batches, state.step + 1)
+            lr = self._update(state.step + 1)
             state.step += 1
             state.micro_batches += cfg.grad_accum
             state.tokens += tokens
             state.last_loss = loss
-            now = time.perf_counter()
-            per_step = (now - started) / (state.step - first_step)
-            record = StepRecord(
-                step=state.step,
-                loss=loss,
-                lr=lr,
-                gate=mean_gate(self.adapter),
-                tokens_per_s=tokens / max(1e-9, now - tick),
-                elapsed=now - started,
-                remaining=per_step * (steps - state.step),
-            )
-            if state.step % cfg.log_every == 0 or state.step == steps:
-                self.callback("step", record.to_dict() | {"total_steps": steps})
-            if state.step % eval_every == 0 or state.step == steps:
-                on_eval(state)
-            if state.step % save_every == 0 and state.step < steps:
-                on_save(state)
-            if self.ctx.any(self.stop_requested, self.device) and state.step < steps:
-                raise Interrupted(f"interrupted at step {state.step} of {steps}")
+            record = clock.record(state.step, self.steps, loss, lr, mean_gate(self.adapter), tokens, tick)
+            self._after_step(state, record, on_eval, on_save)
         self.model.eval()
         return state

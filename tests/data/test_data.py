@@ -7,7 +7,7 @@ import torch
 from conftest import write_jsonl
 from tiny import make_tokenizer
 
-from solo_cli.data.encode import Example, collate, encode, encode_rows, epoch_order, uses_chat_template
+from solo_cli.data.encode import Example, collate, encode, encode_rows, uses_chat_template
 from solo_cli.data.rows import DataFiles, read_rows, resolve_data
 from solo_cli.errors import UsageError
 
@@ -524,7 +524,7 @@ def test_row_exactly_max_len_long_is_not_counted_as_truncated(tokenizer):
     assert data.truncated == 0, f"an untruncated row of exactly max_len={n} tokens is counted as truncated"
 
 
-# --- collate and epoch_order --------------------------------------------------------------------
+# --- collate --------------------------------------------------------------------------------------
 
 
 def test_collate_right_pads_and_masks_by_length():
@@ -549,21 +549,3 @@ def test_collate_encoded_rows(tokenizer):
         assert batch["input_ids"][n, : lengths[n]].tolist() == e.input_ids
         assert batch["labels"][n, : lengths[n]].tolist() == e.labels
         assert (batch["labels"][n, lengths[n] :] == -100).all()
-
-
-def test_epoch_order_is_deterministic_and_a_permutation():
-    first = epoch_order(50, seed=3, epoch=0)
-    assert first == epoch_order(50, seed=3, epoch=0)
-    assert sorted(first) == list(range(50))
-
-
-def test_epoch_order_changes_with_epoch_and_seed():
-    orders = [epoch_order(50, seed=3, epoch=e) for e in range(4)]
-    assert len({tuple(o) for o in orders}) == 4
-    assert epoch_order(50, seed=4, epoch=0) != orders[0]
-    assert epoch_order(50, seed=3, epoch=0) != list(range(50))
-
-
-def test_epoch_order_small():
-    assert epoch_order(0, seed=0, epoch=0) == []
-    assert epoch_order(1, seed=0, epoch=5) == [0]

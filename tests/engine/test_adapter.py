@@ -13,7 +13,7 @@ from solo_cli import attach
 from solo_cli.engine.adapter import GATE_MODES, SOURCE_NORMS
 from solo_cli.engine.blocks import find_blocks
 from solo_cli.engine.loss import causal_lm_loss
-from solo_cli.training.trainer import set_checkpointing
+from solo_cli.training.memory import set_checkpointing
 
 
 def _hidden(output):
@@ -237,3 +237,35 @@ def test_checkpointing_that_wraps_each_block_call_gives_the_same_gradients(monke
         monkeypatch.undo()
     for name in grads[0]:
         assert_close(grads[1][name], grads[0][name], rtol=1e-5, atol=1e-7)
+
+
+def test_the_engine_and_an_export_run_the_same_modeling_file():
+    """engine/adapter.py builds on modeling_solo.py, the file every export carries: the export's class,
+    built in-process on the same base and tensors, gives the attached adapter's logits."""
+    import copy
+
+    from solo_cli.engine import modeling_solo
+
+    model = make_model("llama")
+    adapter = perturb(make_adapter(model, source_norm="rms"))
+    assert all(isinstance(conn, modeling_solo.SoloConnection) for conn in adapter.connections.values())
+    ids = inputs()
+    handle = attach(model, adapter)
+    assert isinstance(handle._hooks, modeling_solo.SoloHooks)
+    expected = model(ids).logits
+    handle.detach()
+    config = copy.deepcopy(model.config)
+    config.solo_adapter = {
+        "connections": [list(c) for c in PLAN],
+        "keys": list(adapter.connections),
+        "rank": 4,
+        "hidden_size": adapter.config.hidden_size,
+        "gated": True,
+        "source_norm": "rms",
+        "blocks_path": find_blocks(model)[0],
+    }
+    exported = modeling_solo.solo_model_class(type(model))(config).eval()
+    missing, unexpected = exported.load_state_dict(model.state_dict(), strict=False)
+    assert not unexpected and all(key.startswith("solo.") for key in missing)
+    exported.solo.load_state_dict(adapter.connections.state_dict())
+    assert_close(exported(ids).logits, expected, rtol=1e-5, atol=1e-5)

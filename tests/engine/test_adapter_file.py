@@ -122,3 +122,46 @@ def test_source_norm_round_trips(tmp_path, source_norm):
     adapter = perturb(make_adapter(model, "schedule", source_norm=source_norm))
     path = save_adapter(tmp_path / "a.safetensors", adapter, info_for(model, adapter))
     assert read_info(path).config.source_norm == source_norm
+
+
+@pytest.mark.parametrize("gate", ["learned", "schedule", "zero-init"])
+def test_tensor_shapes_are_the_adapters_state_dict(gate):
+    from solo_cli.engine.adapter_config import tensor_shapes
+
+    adapter = make_adapter(make_model("llama"), gate)
+    assert tensor_shapes(adapter.config) == {k: tuple(v.shape) for k, v in adapter.state_dict().items()}
+
+
+def test_inspect_norms_match_the_torch_computation(tmp_path):
+    from solo_cli.inference.report import adapter_report
+
+    model = make_model("llama")
+    adapter = perturb(make_adapter(model, "schedule"))
+    path = save_adapter(tmp_path / "a.safetensors", adapter, info_for(model, adapter))
+    report = adapter_report(path)
+    for row, ((src, dst), conn) in zip(report["connections"], adapter.items()):
+        expected = float(torch.linalg.matrix_norm(conn.delta_weight().detach()))
+        assert (row["source"], row["destination"]) == (src, dst)
+        assert row["norm"] == pytest.approx(expected, rel=1e-5) and row["gate"] == pytest.approx(0.7)
+    assert report["trainable_params"] == sum(p.numel() for k, p in adapter.state_dict().items() if not k.endswith(".gate"))
+
+
+def test_inspect_imports_no_torch(tmp_path):
+    """`solo inspect ADAPTER` reads the header and computes the norms with numpy: no torch, no transformers."""
+    import subprocess
+    import sys
+
+    model = make_model("llama")
+    adapter = perturb(make_adapter(model))
+    path = save_adapter(tmp_path / "a.safetensors", adapter, info_for(model, adapter))
+    code = (
+        "import sys; from solo_cli.cli import main; path = sys.argv[1]; sys.argv = ['solo', 'inspect', path, '--json']\n"
+        "try:\n    main()\nexcept SystemExit as exc:\n    assert exc.code == 0, exc.code\n"
+        "from pathlib import Path; from solo_cli.outputs import is_solo_adapter; assert is_solo_adapter(Path(path))\n"
+        "print([m for m in ('torch', 'transformers') if m in sys.modules])"
+    )
+    done = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    report, imported = done.stdout.rstrip("\n").rsplit("\n", 1)
+    assert json.loads(report)["trainable_params"] > 0
+    assert imported == "[]"

@@ -185,3 +185,13 @@ def test_format_round_trips_through_parse(spec, blocks):
     text = format_connections(edges)
     assert parse_connections(text, blocks) == edges
     assert format_connections(parse_connections(text, blocks)) == text
+
+
+def test_source_names_are_written_one_way():
+    from solo_cli.engine.adapter import connection_key
+    from solo_cli.engine.topology import source_name
+
+    assert [source_name(i) for i in (-1, 0, 7)] == ["emb", "0", "7"]
+    assert connection_key(-1, 5) == "emb_5" and connection_key(3, 9) == "3_9"
+    assert format_connections([(-1, 2), (1, 3)]) == "emb->2,1->3"
+    assert parse_connections(format_connections([(-1, 2), (1, 3)]), 4) == [(-1, 2), (1, 3)]

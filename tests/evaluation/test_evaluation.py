@@ -10,7 +10,9 @@ from solo_cli.data.rows import read_rows
 from solo_cli.engine.loss import causal_lm_loss
 from solo_cli.engine.models import load_model
 from solo_cli.errors import UsageError
-from solo_cli.evaluation.evaluate import eval_set, loss_and_perplexity, metrics_path, read_predictions
+from solo_cli.evaluation.eval_set import eval_set
+from solo_cli.evaluation.model_eval import loss_and_perplexity
+from solo_cli.evaluation.predictions import metrics_path, read_predictions
 
 
 def test_rows_of_one_prompt_become_one_multi_reference_item():

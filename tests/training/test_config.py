@@ -2,6 +2,7 @@
 
 import dataclasses
 import math
+import re
 
 import pytest
 
@@ -13,6 +14,13 @@ def write_yaml(tmp_path, text: str):
     path = tmp_path / "config.yaml"
     path.write_text(text, encoding="utf-8")
     return path
+
+
+def refused(**changes) -> UsageError:
+    """The error validate() raises for these values (``as_flags()``: how the CLI shows it)."""
+    with pytest.raises(UsageError) as info:
+        TrainConfig(**changes).validate()
+    return info.value
 
 
 # --- validate -----------------------------------------------------------------------------------
@@ -77,41 +85,36 @@ def test_good_values_pass(changes):
     ],
 )
 def test_bad_value_names_the_flag(changes, flag):
-    with pytest.raises(UsageError, match=rf"^{flag} "):
-        TrainConfig(**changes).validate()
+    error = refused(**changes)
+    assert error.as_flags().startswith(f"{flag} ")
+    assert error.message.startswith(flag.removeprefix("--").replace("-", "_") + " ")  # the library names the parameter
 
 
 def test_bad_value_message_shows_value_and_choices():
-    with pytest.raises(UsageError, match=r"--gate 'sometimes': use one of schedule, zero-init"):
-        TrainConfig(gate="sometimes").validate()
-    with pytest.raises(UsageError, match=r"--rank 0: must be at least 1"):
-        TrainConfig(rank=0).validate()
+    assert refused(gate="sometimes").as_flags() == "--gate 'sometimes': use one of schedule, zero-init"
+    assert refused(rank=0).as_flags() == "--rank 0: must be at least 1"
 
 
 def test_several_bad_values_in_one_error():
-    with pytest.raises(UsageError) as info:
-        TrainConfig(gate="x", rank=0, lr=-1.0, dtype="int8", label_smoothing=1.0).validate()
-    message = str(info.value)
+    error = refused(gate="x", rank=0, lr=-1.0, dtype="int8", label_smoothing=1.0)
+    message = error.as_flags()
     for flag in ("--gate", "--rank", "--lr", "--dtype", "--label-smoothing"):
         assert flag in message
     assert message.count(";") == 4
-    assert info.value.exit_code == 2
+    assert error.exit_code == 2
 
 
 def test_nan_learning_rate_is_rejected():
-    with pytest.raises(UsageError, match="--lr"):
-        TrainConfig(lr=math.nan).validate()
+    assert refused(lr=math.nan).as_flags().startswith("--lr nan")
 
 
 def test_negative_max_grad_norm_is_rejected():
-    with pytest.raises(UsageError, match="--max-grad-norm"):
-        TrainConfig(max_grad_norm=-1.0).validate()
+    assert refused(max_grad_norm=-1.0).as_flags().startswith("--max-grad-norm")
 
 
 @pytest.mark.parametrize("device", ["cudax", "cuda:abc"])
 def test_malformed_cuda_device_is_rejected(device):
-    with pytest.raises(UsageError, match="--device"):
-        TrainConfig(device=device).validate()
+    assert refused(device=device).as_flags().startswith("--device")
 
 
 # --- load_yaml ----------------------------------------------------------------------------------
@@ -216,18 +219,65 @@ def test_build_config_false_override_is_given(tmp_path):
 
 
 def test_build_config_validates(tmp_path):
-    path = write_yaml(tmp_path, "gate: nope\n")
-    with pytest.raises(UsageError, match="--gate 'nope'"):
+    path = write_yaml(tmp_path, "gate: nope\n")  # a bad choice is refused by load_yaml (test_load_yaml_bad_choice...)
+    with pytest.raises(UsageError, match=r"--config .*config\.yaml: gate must be one of schedule, zero-init, got 'nope'"):
         build_config(path, {})
-    with pytest.raises(UsageError, match="--rank 0"):
+    with pytest.raises(UsageError) as info:
+        build_config(write_yaml(tmp_path, "rank: 0\n"), {})
+    assert info.value.as_flags() == "--rank 0: must be at least 1"
+    with pytest.raises(UsageError) as info:
         build_config(None, {"rank": 0})
+    assert info.value.as_flags() == "--rank 0: must be at least 1"
 
 
 def test_the_retired_learned_gate_is_refused_with_the_reason():
-    with pytest.raises(UsageError, match=r"--gate 'learned': the learned gate was retired .* use schedule or zero-init"):
-        TrainConfig(gate="learned").validate()
+    message = refused(gate="learned").as_flags()
+    assert re.fullmatch(r"--gate 'learned': the learned gate was retired .* use schedule or zero-init", message)
 
 
 def test_bad_source_norm_names_the_flag():
-    with pytest.raises(UsageError, match=r"--source-norm 'layer': use one of rms, none"):
-        TrainConfig(source_norm="layer").validate()
+    assert refused(source_norm="layer").as_flags() == "--source-norm 'layer': use one of rms, none"
+
+
+def test_resume_and_overwrite_contradict():
+    error = refused(resume="auto", overwrite=True)
+    assert error.message.startswith("resume and overwrite contradict each other")
+    assert error.as_flags().startswith("--resume and --overwrite contradict each other")
+
+
+# --- the fields are the options -----------------------------------------------------------------
+
+
+def test_every_field_declares_its_help():
+    from solo_cli.training.config import option_of
+
+    for f in dataclasses.fields(TrainConfig):
+        assert option_of(f).help.strip().endswith("."), f"{f.name}: give it option(default, 'Help text.')"
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("gate: sometimes\n", "gate must be one of schedule, zero-init, got 'sometimes'"),
+        ("source-norm: layer\n", "source_norm must be one of rms, none, got 'layer'"),
+        ("schedule: exponential\n", "schedule must be one of linear, cosine, constant, got 'exponential'"),
+        ("dtype: fp8\n", "dtype must be one of float32, bfloat16, float16, got 'fp8'"),
+    ],
+)
+def test_load_yaml_bad_choice_names_the_key_and_the_choices(tmp_path, text, message):
+    with pytest.raises(UsageError, match=rf"^--config .*config\.yaml: {message}; fix the values in the file$"):
+        load_yaml(write_yaml(tmp_path, text))
+
+
+def test_load_yaml_lists_bad_choices_and_bad_types_in_one_error(tmp_path):
+    with pytest.raises(UsageError) as info:
+        load_yaml(write_yaml(tmp_path, "dtype: fp8\nrank: abc\nschedule: never\n"))
+    assert str(info.value).count(" must be ") == 3
+
+
+def test_load_yaml_leaves_the_retired_gate_to_validate_which_says_why(tmp_path):
+    path = write_yaml(tmp_path, "gate: learned\n")
+    assert load_yaml(path) == {"gate": "learned"}
+    with pytest.raises(UsageError) as info:
+        build_config(path, {})
+    assert "the learned gate was retired" in info.value.as_flags()

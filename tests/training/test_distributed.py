@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 
 from solo_cli import load_adapter
-from solo_cli.training.trainer import micro_batches
+from solo_cli.training.sampler import micro_batches
 
 TORCHRUN = shutil.which("torchrun") or str(Path(sys.executable).parent / "torchrun")
 ENV = os.environ | {"OMP_NUM_THREADS": "1", "TQDM_DISABLE": "1"}
@@ -139,8 +139,9 @@ def test_fewer_rows_than_one_global_batch_are_refused(tiny_model_dir, tiny_data,
 
     monkeypatch.setattr("solo_cli.training.run.distributed.init", lambda ctx, device: None)  # stand for a 4-process launch
     cfg = TrainConfig(model=tiny_model_dir, data=str(tiny_data), batch_size=5, device="cpu", chat_template=False)
-    with pytest.raises(UsageError, match=r"16 usable examples, fewer than one batch \(--batch-size 5 x 4 processes\)"):
+    with pytest.raises(UsageError, match=r"16 usable examples, fewer than one batch") as info:
         prepare(cfg, ctx=DistContext(0, 4, 0))
+    assert "(--batch-size 5 x 4 processes); add rows or lower --batch-size" in info.value.as_flags()
 
 
 def _descendants(pid: int) -> list[int]:

@@ -86,7 +86,7 @@ def test_resume_without_a_checkpoint_and_with_overwrite_are_refused(tiny_model_d
         check_output(config(tiny_data, tmp_path / "empty", resume="auto"))
     with pytest.raises(UsageError, match="not a checkpoint folder"):
         check_output(config(tiny_data, tmp_path / "x", resume=str(tmp_path)))
-    with pytest.raises(UsageError, match="--resume and --overwrite"):
+    with pytest.raises(UsageError, match="resume and overwrite contradict"):  # as_flags(): --resume and --overwrite
         config(tiny_data, tmp_path / "x", resume="auto", overwrite=True)
 
 
@@ -108,8 +108,9 @@ def test_nan_loss_stops_naming_the_step_and_keeps_the_last_checkpoint(tiny_model
 
     monkeypatch.setattr(trainer_module, "causal_lm_loss", poisoned)
     out = tmp_path / "nan"
-    with pytest.raises(RuntimeFailure, match=r"training stopped at step 5: the loss became nan .* lower --lr"):
+    with pytest.raises(RuntimeFailure, match=r"training stopped at step 5: the loss became nan") as info:
         train(tiny_model_dir, config(tiny_data, out, save_every=2, eval_every=100))
+    assert "; lower --lr (now 0.01) or add --warmup;" in info.value.as_flags()
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step-2", "step-4"]
     assert not (out / "adapter.safetensors").exists()
 
@@ -221,5 +222,6 @@ def test_resume_of_a_run_stopped_before_its_first_save_suggests_overwrite(tmp_pa
     from solo_cli.training.checkpoint import find_checkpoint
 
     (tmp_path / "config.json").write_text("{}")
-    with pytest.raises(UsageError, match="no checkpoint to resume from yet .* --overwrite instead of --resume auto"):
+    with pytest.raises(UsageError, match="no checkpoint to resume from yet") as info:
         find_checkpoint(tmp_path, "auto")
+    assert info.value.as_flags().endswith("with the same command and --overwrite instead of --resume auto")

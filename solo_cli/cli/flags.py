@@ -1,0 +1,59 @@
+"""`solo train`'s options, made from TrainConfig's fields: a field declared there is a flag here.
+
+Typer reads a command's options from its signature, so :func:`config_options` gives the command
+one keyword parameter per field, ``Annotated[Optional[T], typer.Option(...)] = None`` (``None``:
+not given, so the YAML file or the default applies), with the field's help and flag spelling.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import types
+import typing
+from typing import Annotated, Optional
+
+import typer
+
+from ..training.config import TrainConfig, option_of
+from .options import seed_in_range
+
+# Checks that run while the command line is parsed (one line and exit 2 before anything loads).
+CALLBACKS = {"seed": seed_in_range}
+
+
+def _value_type(annotation) -> type:
+    """``int | None`` -> ``int``: the type a flag parses (every flag may be left out)."""
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        (annotation,) = [arg for arg in typing.get_args(annotation) if arg is not type(None)]
+    return annotation
+
+
+def config_parameters(config_class: type = TrainConfig) -> list[inspect.Parameter]:
+    """One keyword parameter per field of ``config_class``, in field order, as typer reads options."""
+    hints = typing.get_type_hints(config_class)
+    parameters = []
+    for f in dataclasses.fields(config_class):
+        spec, kind = option_of(f), _value_type(hints[f.name])
+        decls = spec.flags or (("--" + f.name.replace("_", "-"),) if kind is bool else ())  # a bool: a switch
+        flag = typer.Option(*decls, help=spec.help, callback=CALLBACKS.get(f.name))
+        annotation = Annotated[Optional[kind], flag]
+        parameters.append(inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=annotation))
+    return parameters
+
+
+def config_options(command):
+    """Give ``command(own options..., **options)`` the TrainConfig fields as options, before its own.
+
+    The fields arrive in ``**options`` by name, ``None`` for each one not given.
+    """
+    own = [
+        p.replace(kind=inspect.Parameter.KEYWORD_ONLY)
+        for p in inspect.signature(command, eval_str=True).parameters.values()
+        if p.kind is not inspect.Parameter.VAR_KEYWORD
+    ]
+    clash = {p.name for p in own} & {f.name for f in dataclasses.fields(TrainConfig)}
+    if clash:
+        raise TypeError(f"{command.__name__}'s own options shadow TrainConfig fields: {', '.join(sorted(clash))}")
+    command.__signature__ = inspect.Signature([*config_parameters(), *own], return_annotation=None)
+    return command

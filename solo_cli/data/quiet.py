@@ -1,0 +1,32 @@
+"""Keeping ``datasets``' progress bars and log lines out of the engine's output: the engine never prints."""
+
+from __future__ import annotations
+
+import contextlib
+
+
+@contextlib.contextmanager
+def quiet_datasets():
+    """Within the block, ``datasets`` shows no progress bar and logs only errors; both are restored after."""
+    from datasets.utils import logging
+    from datasets.utils.tqdm import are_progress_bars_disabled, disable_progress_bars, enable_progress_bars
+
+    bars_were_off, verbosity = are_progress_bars_disabled(), logging.get_verbosity()
+    disable_progress_bars()
+    logging.set_verbosity(logging.ERROR)
+    try:
+        yield
+    finally:
+        logging.set_verbosity(verbosity)
+        if not bars_were_off:
+            enable_progress_bars()
+
+
+def cause_of(exc: BaseException) -> str:
+    """The innermost cause of a ``datasets`` error, as one short line (what the user can act on)."""
+    seen = set()
+    while exc.__cause__ is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        exc = exc.__cause__
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__

@@ -1,0 +1,25 @@
+"""The architecture fingerprint an adapter records, so that it can refuse a base model it was not trained on.
+
+Torch-free: an adapter's header is read and checked without loading torch. It is measured from a
+loaded model by :func:`solo_cli.engine.blocks.fingerprint`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+
+@dataclass(frozen=True)
+class Fingerprint:
+    """What an adapter needs to know to refuse a base model it was not trained on."""
+
+    model_type: str
+    num_blocks: int
+    hidden_size: int
+    vocab_size: int
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def describe(self) -> str:
+        return f"{self.model_type}, {self.num_blocks} blocks, d={self.hidden_size}, vocab={self.vocab_size}"

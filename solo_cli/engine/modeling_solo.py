@@ -1,0 +1,193 @@
+"""Solo Connection in plain torch: the connection, the block hooks, and an export's model class.
+
+This file is the one implementation of them, used twice. solo's engine imports it
+(``solo_cli/engine/adapter.py`` builds adapters from :class:`SoloConnection` and attaches them with
+:class:`SoloHooks`), and ``solo merge --export`` copies it byte for byte into every export folder,
+where transformers runs it when the folder is loaded with ``trust_remote_code=True``. So it imports
+only torch and transformers, never solo.
+
+A connection ``i -> j`` adds ``t * B A n(h_i)`` to the output of decoder block ``j``: ``h_i`` is the
+hidden state leaving block ``i`` (``-1``: the embedding output, which enters block 0), ``n`` the
+source normalisation (``rms``: each position divided by its RMS, because residual streams grow
+with depth and carry a few "massive" dimensions; ``none``: as it is) and ``t`` the gate.
+
+An export's ``config.json`` names ``modeling_solo.SoloForCausalLM`` in its ``auto_map``: the base
+model's class with the connections built in. The base class differs from export to export while
+this file does not, so the export also holds a generated ``solo_base.py`` of one import
+(``from transformers import LlamaForCausalLM as Base``). Asking this module for ``SoloForCausalLM``
+imports ``Base`` from it relatively; transformers copies the files a remote-code module imports
+that way into its module cache beside the module (in a folder named by the hash of all of them,
+so exports with different bases never share a cached module). Inside solo's package there is no
+``solo_base`` and so no ``SoloForCausalLM``.
+"""
+
+import math
+
+import torch
+from torch import nn
+
+RMS_EPS = 1e-6  # the rms source norm is x / sqrt(mean(x^2) + RMS_EPS), per position
+
+
+class SoloConnection(nn.Module):
+    """One low-rank path ``h_src -> t * B A n(h_src)`` added to the output of the destination block.
+
+    ``gate``: ``learned`` (t a parameter, 0 at the start), ``schedule`` (t a buffer that training
+    ramps from 0 to 1) or ``zero-init`` (no t; B starts at 0 instead).
+    """
+
+    def __init__(self, hidden_size: int, rank: int, gate: str = "learned", source_norm: str = "none") -> None:
+        super().__init__()
+        self.source_norm = source_norm
+        self.A = nn.Parameter(torch.empty(rank, hidden_size))
+        self.B = nn.Parameter(torch.empty(hidden_size, rank))
+        self.gate_mode = gate
+        if gate == "learned":
+            self.gate = nn.Parameter(torch.zeros(()))
+        elif gate == "schedule":
+            self.register_buffer("gate", torch.zeros(()))
+        else:
+            self.gate = None
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        # A as LoRA initialises it. In the gated modes t = 0 makes the start exact, so B can be
+        # random (small, so that t = 1 is a mild perturbation); in zero-init mode B = 0 does it.
+        nn.init.kaiming_uniform_(self.A, a=math.sqrt(5))
+        if self.gate_mode == "zero-init":
+            nn.init.zeros_(self.B)
+        else:
+            nn.init.normal_(self.B, std=0.02)
+
+    def gate_value(self) -> float:
+        return 1.0 if self.gate is None else float(self.gate.detach())
+
+    def forward(self, source: torch.Tensor) -> torch.Tensor:
+        x = source.to(self.A.dtype)
+        if self.source_norm == "rms":
+            x = x * torch.rsqrt(x.square().mean(-1, keepdim=True) + RMS_EPS)
+        delta = (x @ self.A.t()) @ self.B.t()
+        if self.gate is not None:
+            delta = delta * self.gate.to(delta.dtype)
+        return delta
+
+    def delta_weight(self) -> torch.Tensor:
+        """The connection's full linear map ``t * B A`` (d x d)."""
+        return self.B @ self.A * (1.0 if self.gate is None else self.gate)
+
+
+def _hidden_of(output):
+    return output[0] if isinstance(output, tuple) else output
+
+
+def _replace_hidden(output, hidden):
+    return (hidden, *output[1:]) if isinstance(output, tuple) else hidden
+
+
+class SoloHooks:
+    """Forward hooks that run connections inside a model. ``remove()`` takes them out again.
+
+    ``plan`` holds ``((src, dst), connection)`` pairs; ``blocks`` is the model's decoder-block list.
+    The embedding output (``src == -1``) is captured by a pre-hook on block 0, every other source
+    from its block's output, and each destination block's output gets its connections added.
+    The hooks only read block outputs and add to them, so KV caching, gradient checkpointing
+    (non-reentrant) and any dtype work unchanged: a connection is a per-position linear map.
+    Stored sources are dropped when the next forward of the whole model starts (and at the last
+    destination when no gradient is recorded), never in between: under activation checkpointing
+    that wraps a block's ``__call__`` (transformers before 5.2x), the hooks run again during the
+    backward pass and must still find the sources of the forward pass being differentiated.
+    While ``enabled`` is False every hook does nothing: the model runs as its base.
+    """
+
+    def __init__(self, model: nn.Module, blocks: nn.ModuleList, plan: list) -> None:
+        self.enabled = True
+        self.sources: dict[int, torch.Tensor] = {}
+        incoming: dict[int, list] = {}
+        for (src, dst), conn in plan:
+            incoming.setdefault(dst, []).append((src, conn))
+        sources = {src for (src, _), _ in plan}
+        self._last_dest = max(incoming, default=-1)
+        self._handles = [model.register_forward_pre_hook(self._start_forward)]
+        if -1 in sources:
+            self._handles.append(blocks[0].register_forward_pre_hook(self._capture_embedding, with_kwargs=True))
+        for k in sorted(sources.union(incoming) - {-1}):
+            hook = self._block_hook(k, incoming.get(k, []), k in sources)
+            self._handles.append(blocks[k].register_forward_hook(hook))
+
+    def _start_forward(self, module, args):
+        self.sources.clear()
+
+    def _capture_embedding(self, module, args, kwargs):
+        if self.enabled:
+            self.sources[-1] = args[0] if args else kwargs["hidden_states"]
+
+    def _block_hook(self, index: int, incoming: list, is_source: bool):
+        def hook(module, args, output):
+            if not self.enabled:
+                return None
+            hidden = _hidden_of(output)
+            for src, conn in incoming:
+                hidden = hidden + conn(self.sources[src]).to(hidden.dtype)
+            if is_source:
+                self.sources[index] = hidden
+            if index == self._last_dest and not torch.is_grad_enabled():
+                self.sources.clear()  # inference: nothing above reads them, and no backward will
+            return _replace_hidden(output, hidden) if incoming else None
+
+        return hook
+
+    def remove(self) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
+        self.sources.clear()
+
+
+def _read_base_checkpoint_names(base: type) -> None:
+    """transformers renames old checkpoint keys (GPT-NeoX's embed_out -> lm_head) by class name; the
+    export's class reads the keys its base class reads."""
+    try:
+        from transformers.conversion_mapping import get_checkpoint_conversion_mapping, register_checkpoint_conversion_mapping
+    except ImportError:
+        return
+    mapping = get_checkpoint_conversion_mapping(base.__name__)
+    if mapping is not None:
+        register_checkpoint_conversion_mapping("SoloForCausalLM", mapping, overwrite=True)
+
+
+def solo_model_class(base: type) -> type:
+    """``base`` (a transformers causal LM class) with the connections of its config's ``solo_adapter`` built in.
+
+    ``solo_adapter`` lists the ``connections`` (``[src, dst]``) and their module names (``keys``,
+    the same order), ``rank``, ``hidden_size``, ``gated``, ``source_norm`` and ``blocks_path``.
+    """
+
+    class SoloForCausalLM(base):
+        _keep_in_fp32_modules = ["solo"]  # the connections run in float32 whatever the base dtype, as in solo
+
+        def __init__(self, config):
+            super().__init__(config)
+            _read_base_checkpoint_names(base)
+            spec = config.solo_adapter
+            gate = "learned" if spec["gated"] else "zero-init"  # an export's gate is a stored number, not trained
+            norm = spec.get("source_norm", "none")
+            self.solo = nn.ModuleDict(
+                {key: SoloConnection(spec["hidden_size"], spec["rank"], gate, norm) for key in spec["keys"]}
+            )
+            plan = [((int(i), int(j)), self.solo[key]) for (i, j), key in zip(spec["connections"], spec["keys"])]
+            self.solo_hooks = SoloHooks(self, self.get_submodule(spec["blocks_path"]), plan)
+
+    return SoloForCausalLM
+
+
+def __getattr__(name: str):
+    # Only an export has SoloForCausalLM: its solo_base.py, written by `solo merge --export`, names the base.
+    if name != "SoloForCausalLM":
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    try:
+        from .solo_base import Base
+    except ImportError:
+        raise AttributeError(
+            f"{name} exists only in an export folder, beside the solo_base.py that names its base class"
+        ) from None
+    return solo_model_class(Base)

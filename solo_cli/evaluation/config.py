@@ -1,0 +1,44 @@
+"""What `solo eval` is asked to do: one dataclass, checked before anything is read or loaded."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import UsageError, param
+from ..inference.generation_settings import GenerationSettings
+
+
+def check_max_seq_length(max_seq_length: int) -> None:
+    if max_seq_length < 1:
+        raise UsageError(f"{param('max_seq_length')} {max_seq_length}: must be at least 1 (tokens per example for the loss)")
+
+
+@dataclass
+class EvalConfig:
+    """An evaluation: ``data`` scored from a model's generations, or from an existing ``predictions`` file.
+
+    ``data`` is a JSONL file or a folder (its test.jsonl, else valid.jsonl). ``generate=False`` gives
+    the loss only; ``chat=None`` uses the chat template if the adapter was trained with one.
+    ``output`` receives the predictions (JSONL) and, beside it, the metrics.
+    """
+
+    data: str | Path
+    predictions: str | Path | None = None
+    output: str | Path | None = None
+    settings: GenerationSettings = field(default_factory=lambda: GenerationSettings(max_new_tokens=64))
+    batch_size: int = 16
+    limit: int | None = None
+    max_seq_length: int = 256
+    chat: bool | None = None
+    generate: bool = True
+
+    def validate(self) -> EvalConfig:
+        """Refuse bad values in one line naming the parameter, before any file is read or model loaded."""
+        self.settings.validate()
+        check_max_seq_length(self.max_seq_length)
+        for name in ("batch_size", "limit"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise UsageError(f"{param(name)} {value}: must be at least 1")
+        return self

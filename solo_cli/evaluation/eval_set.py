@@ -1,0 +1,84 @@
+"""What `solo eval` scores against: the rows of --data, grouped into prompts with every reference each has.
+
+Torch-free: ``solo eval --predictions`` reads and scores without importing torch.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..data.rows import read_numbered_rows
+from ..errors import UsageError
+
+
+@dataclass
+class EvalSet:
+    """Rows grouped for generation: one prompt per unique input, with every reference it has."""
+
+    prompts: list  # str, or a list of chat messages
+    references: list[list[str]]
+    rows: list[dict] = field(default_factory=list)
+    fmt: str = "completion"
+    where: list[str] = field(default_factory=list)  # each prompt's first row, "file:line", for error messages
+
+
+def _prompt_key(prompt) -> str:
+    return prompt if isinstance(prompt, str) else json.dumps(prompt, sort_keys=True)
+
+
+def eval_set(rows: list[dict], fmt: str, where: list[str] | None = None) -> EvalSet:
+    """Group rows by prompt (E2E has one row per reference) into prompts with reference lists.
+
+    ``where`` names each row (``file:line``); a prompt is named after its first row.
+    """
+    if fmt == "text":
+        raise UsageError("text rows have no prompt to generate from; use prompt/completion, prompt/references or chat rows")
+    where = where if where is not None else [f"row {n}" for n in range(1, len(rows) + 1)]
+    grouped: dict[str, tuple] = {}
+    first: dict[str, str] = {}
+    for row, label in zip(rows, where):
+        if fmt == "chat":
+            messages = row["messages"]
+            prompt, refs = messages[:-1], [messages[-1]["content"]] if messages[-1]["role"] == "assistant" else []
+        else:
+            prompt = row["prompt"]
+            refs = list(row.get("references") or []) + ([row["completion"]] if "completion" in row else [])
+        key = _prompt_key(prompt)
+        entry = grouped.setdefault(key, (prompt, []))
+        first.setdefault(key, label)
+        entry[1].extend(refs)
+    prompts = [p for p, _ in grouped.values()]
+    references = [r for _, r in grouped.values()]
+    missing = [n for n, r in enumerate(references) if not r]
+    if missing:
+        raise UsageError(
+            f"{len(missing)} prompts have no reference to score against (first: prompt #{missing[0] + 1}); "
+            'add "references" or a "completion"'
+        )
+    return EvalSet(prompts, references, rows, fmt, list(first.values()))
+
+
+def load_eval_rows(path: str | Path) -> tuple[list[dict], str]:
+    """``--data``: a JSONL file, or a folder (its test.jsonl, else valid.jsonl)."""
+    rows, fmt, _ = load_numbered_eval_rows(path)
+    return rows, fmt
+
+
+def load_numbered_eval_rows(path: str | Path) -> tuple[list[dict], str, list[str]]:
+    """:func:`load_eval_rows`, plus where each row is (``file:line``), for error messages."""
+    path = Path(path)
+    if path.is_dir():
+        for name in ("test.jsonl", "valid.jsonl"):
+            if (path / name).is_file():
+                path = path / name
+                break
+        else:
+            raise UsageError(f"--data {path}: the folder has no test.jsonl or valid.jsonl; pass a .jsonl file")
+    elif path.exists() and not path.is_file():  # a FIFO would be read forever
+        raise UsageError(f"--data {path}: not a regular file (a FIFO, socket or device); pass a .jsonl file or a folder")
+    elif not path.is_file():
+        raise UsageError(f"--data {path}: no such file or folder")
+    rows, fmt, linenos = read_numbered_rows(path)
+    return rows, fmt, [f"{path}:{n}" for n in linenos]

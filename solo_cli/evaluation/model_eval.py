@@ -1,0 +1,54 @@
+"""What `solo eval` computes with a model: loss and perplexity on the trained tokens, and predictions.
+
+Imports torch (through the encoder, the loss and generation): :mod:`solo_cli.evaluation.evaluate`
+imports it only when a model is evaluated.
+"""
+
+from __future__ import annotations
+
+import math
+
+from ..data.encode import context_length, encode_rows
+from ..engine.loss import evaluate_loss
+from ..inference.generation import generate
+from ..inference.generation_settings import GenerationSettings
+from .config import check_max_seq_length
+from .eval_set import EvalSet
+
+
+def loss_and_perplexity(
+    model, tokenizer, rows: list[dict], fmt: str, *, chat_template: bool | None, max_seq_length: int, batch_size: int, device
+) -> dict | None:
+    """Token-weighted loss on the trained tokens (as in training) and its perplexity; None if nothing to score.
+
+    Examples are cut to ``min(max_seq_length, the model's context)`` tokens, as in training.
+    """
+    check_max_seq_length(max_seq_length)
+    if fmt == "prompt":
+        return None
+    encoded = encode_rows(
+        rows,
+        fmt,
+        tokenizer,
+        chat_template=chat_template,
+        train_on_prompt=False,
+        max_len=max_seq_length,
+        context=context_length(model),
+    )
+    if not encoded.examples:
+        return None
+    loss = evaluate_loss(model, encoded.examples, batch_size, tokenizer.pad_token_id, device)
+    return {"loss": loss, "perplexity": math.exp(min(loss, 50.0)), "loss_tokens": encoded.stats["trained_tokens"]}
+
+
+def predict(
+    model, tokenizer, data: EvalSet, settings: GenerationSettings, *, chat: bool, batch_size: int, on_batch=None
+) -> list[str]:
+    """Greedy (or beam) predictions for every prompt, batched with left padding.
+
+    A prompt that does not fit the model's context with ``--max-new-tokens`` is refused before
+    anything is generated, named by its row (see :func:`solo_cli.generation.check_context`).
+    """
+    where = data.where[: len(data.prompts)] if len(data.where) >= len(data.prompts) else None
+    outputs = generate(model, tokenizer, data.prompts, settings, chat=chat, batch_size=batch_size, on_batch=on_batch, where=where)
+    return [p.strip() for p in outputs]

@@ -1,0 +1,84 @@
+"""What a connection plan would cost on a model, for `solo inspect --model`, beside LoRA r=4 on q and v.
+
+The model is built on the meta device from its config, so no weights are read.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..engine.blocks import find_blocks, fingerprint
+from ..engine.topology import format_connections, parse_connections
+
+
+def _in_out(module: nn.Module) -> tuple[int, int]:
+    if isinstance(module, nn.Linear):
+        return module.in_features, module.out_features
+    weight = module.weight  # transformers' Conv1D (GPT-2) stores (in, out)
+    return weight.shape[0], weight.shape[1]
+
+
+def lora_qv_params(blocks: nn.ModuleList, rank: int = 4) -> int | None:
+    """Trainable parameters of LoRA at ``rank`` on the query and value projections (Hu et al. 2021).
+
+    Fused projections (GPT-2's c_attn, GPT-NeoX's query_key_value) count their q and v thirds,
+    which is how LoRA's own GPT-2 runs adapt them. ``None`` if the layout is not recognised.
+    """
+    total = 0
+    for block in blocks:
+        named = {name.rsplit(".", 1)[-1]: m for name, m in block.named_modules() if hasattr(m, "weight")}
+        pairs = [("q_proj", "v_proj"), ("query", "value"), ("q", "v")]
+        found = next(((named[q], named[v]) for q, v in pairs if q in named and v in named), None)
+        if found:
+            total += sum(rank * sum(_in_out(m)) for m in found)
+            continue
+        fused = named.get("c_attn") or named.get("query_key_value") or named.get("qkv_proj")
+        if fused is None:
+            return None
+        d_in, d_out = _in_out(fused)
+        total += 2 * rank * (d_in + d_out // 3)
+    return total
+
+
+def plan_report(
+    model_name: str, spec: str, rank: int, gate: str = "schedule", revision: str | None = None, trust_remote_code: bool = False
+) -> dict:
+    """The model's blocks and what a connection plan costs, beside LoRA r=4 on q and v."""
+    from transformers import AutoModelForCausalLM
+
+    from ..engine.models import load_config
+
+    config = load_config(model_name, revision, trust_remote_code)
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config, trust_remote_code=trust_remote_code)
+    fp = fingerprint(model)
+    path, blocks = find_blocks(model)
+    connections = parse_connections(spec, fp.num_blocks)
+    per_connection = 2 * fp.hidden_size * rank + (1 if gate == "learned" else 0)
+    solo_total = per_connection * len(connections)
+    lora = lora_qv_params(blocks, 4)
+    lowest = min(j for _, j in connections)
+    return {
+        "model": model_name,
+        "fingerprint": fp.to_dict(),
+        "blocks_path": path,
+        "block_class": type(blocks[0]).__name__,
+        "block_params": sum(p.numel() for p in blocks[0].parameters()),
+        "total_params": sum(p.numel() for p in model.parameters()),
+        "plan": {
+            "connections": format_connections(connections),
+            "count": len(connections),
+            "rank": rank,
+            "gate": gate,
+            "params_per_connection": per_connection,
+            "trainable_params": solo_total,
+            "lowest_destination": lowest,
+            "blocks_with_backward": fp.num_blocks - lowest,
+        },
+        "lora_qv_r4": {
+            "trainable_params": lora,
+            "blocks_with_backward": fp.num_blocks,
+        },
+        "ratio_to_lora": (solo_total / lora) if lora else None,
+    }
