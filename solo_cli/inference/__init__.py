@@ -1,0 +1,2 @@
+"""Inference: loading a base model with an adapter, generation, exports and `inspect` reports.
+"""

@@ -1,0 +1,3 @@
+"""Training: the config (every `solo train` option), a run and its folder, the loop, batches,
+optimizer, checkpoints, resume, distributed runs and tracking.
+"""
