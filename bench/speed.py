@@ -1,11 +1,14 @@
-"""Cost of Solo vs LoRA on the built-in model: training step time and peak memory, generation speed,
+"""Cost of Solo vs LoRA on the built-in model: training step time and peak memory, `--dtype auto` vs
+float32 throughput and loss, a table of quality against step time for the plans, generation speed,
 adapter file size and `solo inspect` time. Medians of interleaved repetitions after warm-up.
 
-    python bench/speed.py --quick          # < 3 minutes on 2 cores; last line is JSON
-    python bench/speed.py                  # full run: writes bench/results/speed.json and speed.md
+    python bench/speed.py --quick   # default Solo vs LoRA r=4, auto vs float32 (and bfloat16): ~8 min on 2 cores
+    python bench/speed.py           # full run: + the plans' step times, generation and inspect (~15 min)
 
-Each training measurement runs in its own process so that its peak memory (VmHWM, reset after the
-model is loaded) belongs to that adapter alone.
+Both write bench/results/speed.json and speed.md with the command and device. Each step-time
+measurement runs in its own process so that its peak memory (VmHWM, reset after the model is
+loaded) belongs to that adapter alone; each dtype run is a real `solo train` process on
+sample_data/e2e, read back from its metrics.jsonl and config.json.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import platform
 import subprocess
 import sys
 import tempfile
@@ -20,15 +24,29 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 
-DEFAULT_SOLO = ("solo-default", "chain", 2, "schedule")  # solo train's default (chain:5 on 30 blocks, r=2)
+DEFAULT_SOLO = ("solo-default", "chain", 2, "schedule")  # solo train's default (chain:5 + emb->4 on 30 blocks, r=2)
+# The plans of the reference runs (../shared/docs/reference-runs.md) and of bench/e2e.py --protocol proxy.
 TOPOLOGIES = [
-    ("solo-top:2-r16", "top:2", 16, "schedule"),
-    ("solo-0->29", "0->29", 16, "schedule"),
-    ("solo-10->20", "10->20", 16, "schedule"),
-    ("solo-mirror:4", "mirror:4", 16, "schedule"),
+    ("solo-chain:2-r2", "chain:2", 2, "schedule"),
+    ("solo-chain:1-r1", "chain:1", 1, "schedule"),
+    ("solo-emb-r2", ",".join(f"emb->{j}" for j in range(1, 30)), 2, "schedule"),
 ]
+LORAS = {"lora": 4, "lora-r1": 1}  # peft LoRA on q_proj, v_proj at rank r
+# Quality of each plan. proxy: bench/results/e2e-proxy.json (CPU, 1,024 E2E rows, 1 epoch; validation
+# loss, mean over its seeds). reference: ../shared/docs/reference-runs.md (one H100, the whole E2E train
+# set, 1 epoch at batch 64; validation loss and BLEU on the 630 test MRs, greedy).
+QUALITY = {
+    "solo-default": {"proxy": "solo-c5-r2-rms", "reference": ("Solo chain:5 r2 schedule, lr 2e-2", 1.0168, 0.6658)},
+    "lora": {"proxy": "ref-lora-r4-5e-3", "reference": ("LoRA r4, lr 1e-2", 0.9932, 0.6711)},
+    "lora-r1": {"proxy": "ref-lora-r1-5e-3", "reference": ("LoRA r1, lr 5e-3", 1.0629, 0.6608)},
+    "solo-chain:2-r2": {"proxy": None, "reference": ("Solo chain:2 r2 schedule, lr 2e-2", 1.0124, 0.6613)},
+    "solo-chain:1-r1": {"proxy": "ref-solo-c1-r1", "reference": ("Solo chain:1 r1 schedule, lr 2e-2", 1.0506, 0.6595)},
+    "solo-emb-r2": {"proxy": "ref-solo-emb-r2", "reference": ("Solo emb->1..29 r2 schedule, lr 2e-2", 1.0438, 0.6565)},
+}
+DTYPES = ("auto", "float32", "bfloat16")  # bfloat16 shows what auto decided against
 
 
 def _rss_kb(field: str) -> int:
@@ -50,8 +68,8 @@ def worker(args) -> None:
     while len(examples) < args.batch * (args.steps + args.warmup):
         examples += examples
     total = args.steps + args.warmup
-    if args.method == "lora":
-        method = lora_method("lora", loaded.model, 1e-3, total)
+    if args.method in LORAS:
+        method = lora_method(args.method, loaded.model, 1e-3, total, rank=LORAS[args.method])
     else:
         name, spec, rank, gate = next(t for t in [DEFAULT_SOLO, *TOPOLOGIES] if t[0] == args.method)
         method = solo_method(name, loaded.model, spec, rank, gate, 1e-3, total)
@@ -65,6 +83,7 @@ def worker(args) -> None:
             {
                 "method": args.method,
                 "params": method.params,
+                "backprop_blocks": backprop_blocks(method),
                 "step_times": stats["step_times"],
                 "peak_mb": peak / 1024,
                 "overhead_mb": (peak - base_rss) / 1024,
@@ -72,6 +91,20 @@ def worker(args) -> None:
             }
         )
     )
+
+
+def backprop_blocks(method) -> int:
+    """Blocks the backward pass runs through.
+
+    LoRA trains q_proj and v_proj in every block, so all of them. A Solo connection ``i -> j`` adds
+    to block j's *output*, so autograd records only the blocks above the lowest destination.
+    """
+    from solo_cli import fingerprint
+
+    blocks = fingerprint(method.model).num_blocks
+    if method.kind == "lora":
+        return blocks
+    return blocks - 1 - min(j for _, j in method.adapter.config.connections)
 
 
 def run_worker(method: str, opts) -> dict:
@@ -148,6 +181,64 @@ def generation_speed(opts, adapter_dir: Path) -> dict:
     }
 
 
+def dtype_run(dtype: str, opts, folder: Path) -> dict:
+    """One `solo train --dtype DTYPE` on sample_data/e2e: tokens/s (median after 2 steps), the loss curve, what auto chose."""
+    out = folder / dtype
+    cmd = [sys.executable, "-m", "solo_cli", "train", "--data", str(ROOT / "sample_data" / "e2e"), "--output", str(out)]
+    cmd += ["--max-steps", str(opts.dtype_steps), "--dtype", dtype, "--eval-every", "100000", "--seed", "0"]
+    tick = time.perf_counter()
+    subprocess.run(cmd, capture_output=True, text=True, check=True, env=os.environ | {"TQDM_DISABLE": "1"})
+    seconds = time.perf_counter() - tick
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    steps = [r for r in records if "loss" in r]
+    config = json.loads((out / "config.json").read_text())
+    from common import median
+
+    return {
+        "dtype": dtype,
+        "resolved": config.get("dtype_resolved", dtype),
+        "reason": config.get("dtype_reason", ""),
+        "tokens_per_s": median([r["tokens_per_s"] for r in steps[2:]]),
+        "losses": [r["loss"] for r in steps],
+        "valid_loss": next((r["valid_loss"] for r in reversed(records) if "valid_loss" in r), None),
+        "process_s": round(seconds, 1),
+    }
+
+
+def dtype_runs(opts) -> dict:
+    with tempfile.TemporaryDirectory() as tmp:
+        return {d: dtype_run(d, opts, Path(tmp)) for d in DTYPES}
+
+
+def plan_quality() -> dict:
+    """Each plan's quality from the two sources named in QUALITY."""
+    proxy = json.loads((HERE / "results" / "e2e-proxy.json").read_text())["runs"]
+    table = {}
+    for name, q in QUALITY.items():
+        losses = [r["valid_loss"] for r in proxy if r["name"] == q["proxy"]]
+        label, ref_loss, ref_bleu = q["reference"]
+        table[name] = {
+            "proxy_run": q["proxy"],
+            "proxy_valid_loss": sum(losses) / len(losses) if losses else None,
+            "reference_run": label,
+            "reference_valid_loss": ref_loss,
+            "reference_bleu": ref_bleu,
+        }
+    return table
+
+
+def device() -> str:
+    import torch
+
+    from solo_cli.engine.precision import cpu_flags
+
+    flags = sorted(f for f in cpu_flags() if "bf16" in f or f.startswith("amx"))
+    return (
+        f"cpu: {platform.machine()}, {os.cpu_count()} cores, {platform.processor() or 'x86'} "
+        f"(bf16 flags: {', '.join(flags) or 'none'}; torch {torch.__version__}, capability {torch.backends.cpu.get_cpu_capability()})"
+    )
+
+
 def inspect_seconds(adapter: str, reps: int) -> float:
     from common import median
 
@@ -159,31 +250,10 @@ def inspect_seconds(adapter: str, reps: int) -> float:
     return median(times)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="Default Solo vs LoRA only, few repetitions (< 3 min).")
-    parser.add_argument("--worker", help=argparse.SUPPRESS)
-    parser.add_argument("--steps", type=int, default=None)
-    parser.add_argument("--warmup", type=int, default=2)
-    parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--seq", type=int, default=64)
-    parser.add_argument("--reps", type=int, default=None)
-    parser.add_argument("--dtype", default="float32")
-    parser.add_argument("--gen-tokens", type=int, default=32)
-    parser.add_argument("--gen-batch", type=int, default=1)
-    parser.add_argument("--gen-reps", type=int, default=None)
-    opts = parser.parse_args()
-    if opts.worker:
-        opts.method = opts.worker
-        return worker(opts)
+def measure_steps(methods: list[str], opts) -> dict:
     from common import median
 
-    opts.steps = opts.steps or (3 if opts.quick else 5)
-    opts.reps = opts.reps or (2 if opts.quick else 3)
-    opts.gen_reps = opts.gen_reps or (2 if opts.quick else 5)
-    methods = ["solo-default", "lora"] + ([] if opts.quick else [t[0] for t in TOPOLOGIES])
     samples: dict[str, list] = {m: [] for m in methods}
-    started = time.perf_counter()
     for _ in range(opts.reps):  # interleaved: every method once per round
         for m in methods:
             samples[m].append(run_worker(m, opts))
@@ -192,28 +262,64 @@ def main() -> None:
         times = [t for r in runs for t in r["step_times"]]
         training[m] = {
             "params": runs[0]["params"],
+            "backprop_blocks": runs[0]["backprop_blocks"],
             "step_s": median(times),
+            "step_s_all": times,
             "peak_mb": median([r["peak_mb"] for r in runs]),
             "overhead_mb": median([r["overhead_mb"] for r in runs]),
         }
-    with tempfile.TemporaryDirectory() as tmp:
-        gen = generation_speed(opts, Path(tmp))
-        inspect_s = inspect_seconds(gen.pop("solo_adapter"), 3 if opts.quick else 5)
+    return training
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="Default Solo vs LoRA r=4 and the dtype runs only.")
+    parser.add_argument("--plans", action="store_true", help="With --quick: also the plans' step times (the quality table).")
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    parser.add_argument("--steps", type=int, default=None)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--seq", type=int, default=64)
+    parser.add_argument("--reps", type=int, default=None)
+    parser.add_argument("--dtype", default="float32", help="The step-time workers' dtype.")
+    parser.add_argument("--dtype-steps", type=int, default=24, help="Steps of each `solo train --dtype` run.")
+    parser.add_argument("--gen-tokens", type=int, default=32)
+    parser.add_argument("--gen-batch", type=int, default=1)
+    parser.add_argument("--gen-reps", type=int, default=None)
+    opts = parser.parse_args()
+    if opts.worker:
+        opts.method = opts.worker
+        return worker(opts)
+    opts.steps = opts.steps or (3 if opts.quick else 5)
+    opts.reps = opts.reps or (2 if opts.quick else 3)
+    opts.gen_reps = opts.gen_reps or (2 if opts.quick else 5)
+    with_plans = opts.plans or not opts.quick
+    methods = ["solo-default", "lora"] + ([name for name, *_ in TOPOLOGIES] + ["lora-r1"] if with_plans else [])
+    started = time.perf_counter()
+    training = measure_steps(methods, opts)
+    dtypes = dtype_runs(opts)
+    report_extra = {}
+    if not opts.quick:
+        with tempfile.TemporaryDirectory() as tmp:
+            report_extra = generation_speed(opts, Path(tmp))
+            report_extra["inspect_s"] = inspect_seconds(report_extra.pop("solo_adapter"), 5)
     solo, lora = training["solo-default"], training["lora"]
+    auto, fp32 = dtypes["auto"], dtypes["float32"]
     summary = {
         "solo_step_s": solo["step_s"],
         "lora_step_s": lora["step_s"],
         "step_ratio": solo["step_s"] / lora["step_s"],
-        "solo_peak_mb": solo["peak_mb"],
-        "lora_peak_mb": lora["peak_mb"],
-        "peak_ratio": solo["peak_mb"] / lora["peak_mb"],
-        "solo_overhead_mb": solo["overhead_mb"],
-        "lora_overhead_mb": lora["overhead_mb"],
-        "overhead_ratio": solo["overhead_mb"] / max(1e-9, lora["overhead_mb"]),
-        "gen_ratio_solo_vs_base": gen["gen_tokens_per_s"]["solo"] / gen["gen_tokens_per_s"]["base"],
-        "inspect_s": inspect_s,
+        "step_target": 0.7,
+        "solo_backprop_blocks": solo["backprop_blocks"],
+        "lora_backprop_blocks": lora["backprop_blocks"],
+        "auto_resolved": auto["resolved"],
+        "auto_reason": auto["reason"],
+        "auto_vs_float32_tokens_per_s": auto["tokens_per_s"] / fp32["tokens_per_s"],
+        "bfloat16_vs_float32_tokens_per_s": dtypes["bfloat16"]["tokens_per_s"] / fp32["tokens_per_s"],
+        "tokens_per_s_target": 1.5,
         "seconds": round(time.perf_counter() - started, 1),
     }
+    argv = " ".join(sys.argv[1:])
     report = {
         "setup": {
             "model": "smollm2-135m",
@@ -222,49 +328,128 @@ def main() -> None:
             "seq": opts.seq,
             "timed_steps_per_rep": opts.steps,
             "reps": opts.reps,
+            "dtype_steps": opts.dtype_steps,
             "threads": 2,
-            "command": "python bench/speed.py" + (" --quick" if opts.quick else ""),
+            "command": f"python bench/speed.py {argv}".strip(),
+            "device": device(),
         },
         "training": training,
-        **gen,
+        "dtypes": dtypes,
+        "quality": {m: plan_quality()[m] for m in training if m in QUALITY},
+        **report_extra,
         "summary": summary,
     }
-    if not opts.quick:
-        (HERE / "results").mkdir(exist_ok=True)
-        (HERE / "results" / "speed.json").write_text(json.dumps(report, indent=2) + "\n")
-        (HERE / "results" / "speed.md").write_text(markdown(report))
+    (HERE / "results").mkdir(exist_ok=True)
+    (HERE / "results" / "speed.json").write_text(json.dumps(report, indent=2) + "\n")
+    (HERE / "results" / "speed.md").write_text(markdown(report))
     print(json.dumps(summary))
 
 
 def markdown(report: dict) -> str:
-    s = report["setup"]
+    s, sm = report["setup"], report["summary"]
     lines = [
-        f"# Speed: Solo vs LoRA ({s['model']}, {s['dtype']}, batch {s['batch']} x {s['seq']} tokens, 2 CPU threads)",
+        f"# Speed: Solo vs LoRA ({s['model']}, batch {s['batch']} x {s['seq']} tokens, 2 CPU threads)",
         "",
-        f"Command: `{s['command']}`. Medians of {s['reps']} interleaved rounds x {s['timed_steps_per_rep']} timed steps "
-        "after 2 warm-up steps, one process per measurement.",
+        f"Command: `{s['command']}`. Device: {s['device']}. Step times: medians of {s['reps']} interleaved rounds x "
+        f"{s['timed_steps_per_rep']} timed steps after 2 warm-up steps, one process per measurement, {s['dtype']}.",
         "",
-        "| adapter | trainable params | step (s) | vs LoRA | peak RSS (MB) | peak above loaded model (MB) |",
-        "| --- | --- | --- | --- | --- | --- |",
+        "## Step time",
+        "",
+        "| adapter | trainable params | blocks backpropagated | step (s) | vs LoRA r4 | peak RSS (MB) | peak above loaded model (MB) |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
     ]
     lora = report["training"]["lora"]
     for name, t in report["training"].items():
         lines.append(
-            f"| {name} | {t['params']:,} | {t['step_s']:.3f} | {t['step_s'] / lora['step_s']:.2f}x | "
+            f"| {name} | {t['params']:,} | {t['backprop_blocks']} of 30 | {t['step_s']:.3f} | {t['step_s'] / lora['step_s']:.2f}x | "
             f"{t['peak_mb']:.0f} | {t['overhead_mb']:.0f} |"
         )
-    g = report["gen_tokens_per_s"]
-    lines += ["", "| generation (greedy, batch 1, 32 tokens) | tokens/s | vs bare base |", "| --- | --- | --- |"]
+    held = "holds" if sm["step_ratio"] <= sm["step_target"] else "does not hold"
+    lines += [
+        "",
+        f"Target: the default Solo step <= {sm['step_target']}x LoRA r4's. Measured {sm['step_ratio']:.2f}x: it {held}.",
+        "",
+        *_dtype_lines(report),
+        *_quality_lines(report),
+        *_generation_lines(report),
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _dtype_lines(report: dict) -> list[str]:
+    s, sm, runs = report["setup"], report["summary"], report["dtypes"]
+    lines = [
+        f"## --dtype (solo train on sample_data/e2e, {s['dtype_steps']} steps, batch 8, seed 0)",
+        "",
+        "| --dtype | ran as | tokens/s (median) | vs float32 | final loss | why |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    fp32 = runs["float32"]["tokens_per_s"]
+    for name, r in runs.items():
+        lines.append(
+            f"| {name} | {r['resolved']} | {r['tokens_per_s']:.0f} | {r['tokens_per_s'] / fp32:.2f}x | {r['losses'][-1]:.4f} | {r['reason']} |"
+        )
+    held = "holds" if sm["auto_vs_float32_tokens_per_s"] >= sm["tokens_per_s_target"] else "does not hold"
+    lines += [
+        "",
+        f"Target: auto >= {sm['tokens_per_s_target']}x float32's tokens/s. Measured {sm['auto_vs_float32_tokens_per_s']:.2f}x: "
+        f"it {held} here; auto chose {sm['auto_resolved']} ({sm['auto_reason']}).",
+        "",
+        "Loss curves (training loss per step):",
+        "",
+        "| step | " + " | ".join(runs) + " |",
+        "| --- | " + " | ".join("---" for _ in runs) + " |",
+    ]
+    n = len(runs["float32"]["losses"])
+    for step in sorted({1, *range(4, n + 1, 4), n}):
+        lines.append(f"| {step} | " + " | ".join(f"{r['losses'][step - 1]:.4f}" for r in runs.values()) + " |")
+    return [*lines, ""]
+
+
+def _quality_lines(report: dict) -> list[str]:
+    quality, training = report["quality"], report["training"]
+    if len(quality) < 3:
+        return []
+    lines = [
+        "## Quality against step time",
+        "",
+        "Quality: *proxy* = validation loss of bench/results/e2e-proxy.json (CPU, 1,024 E2E rows, 1 epoch, "
+        "mean over seeds); *reference* = validation loss and BLEU of ../shared/docs/reference-runs.md "
+        "(one H100, the whole E2E train set, 1 epoch). Step time: measured above.",
+        "",
+        "| plan | trainable params | step (s) | vs LoRA r4 | proxy valid loss | reference run | reference valid loss | reference BLEU |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    lora = training["lora"]["step_s"]
+    for name, q in quality.items():
+        t = training[name]
+        proxy = f"{q['proxy_valid_loss']:.4f}" if q["proxy_valid_loss"] is not None else "-"
+        lines.append(
+            f"| {name} | {t['params']:,} | {t['step_s']:.3f} | {t['step_s'] / lora:.2f}x | {proxy} | {q['reference_run']} | "
+            f"{q['reference_valid_loss']:.4f} | {q['reference_bleu']:.4f} |"
+        )
+    return [*lines, ""]
+
+
+def _generation_lines(report: dict) -> list[str]:
+    if "gen_tokens_per_s" not in report:
+        return []
+    g, b = report["gen_tokens_per_s"], report["adapter_bytes"]
+    lines = [
+        "## Generation and files",
+        "",
+        "| generation (greedy, batch 1, 32 tokens) | tokens/s | vs bare base |",
+        "| --- | --- | --- |",
+    ]
     for name in ("base", "solo", "lora"):
         lines.append(f"| {name} | {g[name]:.1f} | {g[name] / g['base']:.2f}x |")
-    b = report["adapter_bytes"]
     lines += [
         "",
         f"Adapter files: Solo default {b['solo']:,} bytes, LoRA r=4 q,v {b['lora']:,} bytes. "
-        f"`solo inspect --json` on the Solo file: {report['summary']['inspect_s']:.2f} s (a whole process).",
+        f"`solo inspect --json` on the Solo file: {report['inspect_s']:.2f} s (a whole process).",
         "",
     ]
-    return "\n".join(lines)
+    return lines
 
 
 if __name__ == "__main__":

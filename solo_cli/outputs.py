@@ -15,12 +15,15 @@ import re
 import shutil
 from pathlib import Path
 
+import yaml
+
 from .errors import UsageError
 from .files.atomic import is_stream
 
 # What `solo train` writes into a run folder (besides its lock, .solo.lock).
-RUN_FILES = ("adapter.safetensors", "metrics.jsonl", "config.json", "loss.png")
-RUN_FOLDERS = ("checkpoints", "best")
+RUN_FILES = ("adapter.safetensors", "metrics.jsonl", "config.json", "loss.png", "README.md")
+RUN_FOLDERS = ("checkpoints", "best", "tensorboard")
+_EVENTS = re.compile(r"^events\.out\.tfevents\.")  # TensorBoard's event files (--report-to tensorboard)
 _STEP = re.compile(r"^step-\d+$")
 _STAGING = re.compile(r"^\.step-\d+\.[a-z0-9_]{8}(\.tmp|\.old)?$")
 
@@ -78,6 +81,16 @@ def is_export(path: str | Path) -> bool:
     return isinstance(value, dict) and isinstance(value.get("solo_adapter"), dict)
 
 
+def is_solo_card(path: Path) -> bool:
+    """A README.md model card solo wrote: YAML front matter with ``library_name: solo``."""
+    try:
+        text = path.read_text(encoding="utf-8") if path.is_file() else ""
+        front = yaml.safe_load(text.split("---\n")[1]) if text.startswith("---\n") else None
+    except (OSError, UnicodeDecodeError, IndexError, yaml.YAMLError, RecursionError, ValueError):
+        return False
+    return isinstance(front, dict) and front.get("library_name") == "solo"
+
+
 def _has_checkpoint(folder: Path) -> bool:
     return folder.is_dir() and any(_STEP.match(p.name) and (p / "trainer_state.json").is_file() for p in folder.iterdir())
 
@@ -94,6 +107,8 @@ def is_run_folder(path: Path) -> bool:
     if config.exists() and not is_run_config(config):
         return False
     if adapter.exists() and not is_solo_adapter(adapter):
+        return False
+    if (path / "README.md").exists() and not is_solo_card(path / "README.md"):
         return False
     if any((path / name).exists() and not (path / name).is_file() for name in RUN_FILES):
         return False
@@ -112,6 +127,11 @@ def remove_run_outputs(path: Path) -> None:
     for name in RUN_FILES:
         (path / name).unlink(missing_ok=True)
     (path / "best" / "adapter.safetensors").unlink(missing_ok=True)
+    tensorboard = path / "tensorboard"
+    if tensorboard.is_dir() and not tensorboard.is_symlink():
+        for child in tensorboard.iterdir():
+            if _EVENTS.match(child.name) and child.is_file():
+                child.unlink()
     checkpoints = path / "checkpoints"
     if checkpoints.is_dir():
         for child in checkpoints.iterdir():

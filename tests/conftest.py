@@ -1,11 +1,32 @@
 import json
+import os
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
+
+# datasets caches (Arrow copies of every source, solo's encoded splits, downloaded modules) in a
+# folder of this test session, never the user's ~/.cache/huggingface. The variables are set before
+# datasets is imported (it reads them then) and are inherited by the `solo` processes tests start.
+HF_DATASETS_HOME = Path(tempfile.mkdtemp(prefix="solo-tests-datasets-"))
+os.environ["HF_DATASETS_CACHE"] = str(HF_DATASETS_HOME / "datasets")
+os.environ["HF_MODULES_CACHE"] = str(HF_DATASETS_HOME / "modules")
+if "datasets.config" in sys.modules:  # imported already (by a plugin): point its settings there too
+    _config = sys.modules["datasets.config"]
+    _config.HF_DATASETS_CACHE = HF_DATASETS_HOME / "datasets"
+    _config.HF_MODULES_CACHE = HF_DATASETS_HOME / "modules"
+    _config.DOWNLOADED_DATASETS_PATH = HF_DATASETS_HOME / "datasets" / "downloads"
+    _config.EXTRACTED_DATASETS_PATH = HF_DATASETS_HOME / "datasets" / "downloads" / "extracted"
+
+
+def pytest_sessionfinish(session, exitstatus):
+    shutil.rmtree(HF_DATASETS_HOME, ignore_errors=True)
+
 
 from tiny import make_tokenizer, save_tiny  # noqa: E402
 

@@ -107,6 +107,8 @@ class TrainDisplay:
     def on_start(self, info: dict) -> None:
         line(param_line(info), self.console)
         line(f"connections: {info['connections']} | {info['examples']} examples | {info['total_steps']} steps", self.console)
+        if info.get("dtype_reason"):
+            line(f"dtype {info['dtype_reason']}", self.console)
         if self.console.is_terminal:
             self.progress = Progress(
                 TextColumn("[bold]train"),

@@ -10,15 +10,46 @@ import typer
 
 from . import display
 from .base import app, handle_errors
-from .options import Device, Dtype, Model, Revision, TrustCode, load_target, quiet_transformers
+from .options import (
+    AdapterRevision,
+    CompletionColumn,
+    DataConfig,
+    DataSplit,
+    Device,
+    Dtype,
+    MessagesColumn,
+    Model,
+    PromptColumn,
+    Revision,
+    TextColumn,
+    TrustCode,
+    adapter_path,
+    load_target,
+    quiet_transformers,
+)
 
 
 @app.command("eval")
 @handle_errors
 def eval_command(
-    data: Annotated[str, typer.Option(help="JSONL rows with a completion, references or messages (a folder: its test.jsonl).")],
+    data: Annotated[
+        str,
+        typer.Option(
+            help="Rows with a completion, references or messages: JSONL, JSON, CSV or Parquet file, folder "
+            "(its test split), save_to_disk folder or Hub dataset id."
+        ),
+    ],
+    data_config: DataConfig = None,
+    data_split: DataSplit = None,
+    text_column: TextColumn = None,
+    prompt_column: PromptColumn = None,
+    completion_column: CompletionColumn = None,
+    messages_column: MessagesColumn = None,
     model: Model = None,
-    adapter: Annotated[Optional[str], typer.Option(help="adapter.safetensors (or its run folder).")] = None,
+    adapter: Annotated[
+        Optional[str], typer.Option(help="adapter.safetensors, its run folder, or a Hub repo id (user/name).")
+    ] = None,
+    adapter_revision: AdapterRevision = None,
     predictions: Annotated[
         Optional[Path], typer.Option(help='Score this file (JSONL with "prediction", or one per line); loads no model.')
     ] = None,
@@ -39,7 +70,7 @@ def eval_command(
         bool, typer.Option("--generate/--no-generate", help="Generate and score (default), or loss only.")
     ] = True,
     revision: Revision = None,
-    dtype: Dtype = "float32",
+    dtype: Dtype = "auto",
     device: Device = "auto",
     trust_remote_code: TrustCode = False,
     force: Annotated[bool, typer.Option("--force", help="Attach an adapter whose base fingerprint differs.")] = False,
@@ -70,7 +101,14 @@ def eval_command(
         max_seq_length=max_seq_length,
         chat=chat,
         generate=generate_text,
+        data_config=data_config,
+        data_split=data_split,
+        text_column=text_column,
+        prompt_column=prompt_column,
+        completion_column=completion_column,
+        messages_column=messages_column,
     )
+    adapter = adapter_path(adapter, adapter_revision)  # a Hub repo id: its cached download
     load = None  # scoring a predictions file loads no model (and imports no torch)
     if predictions is None or model or adapter:
         load = functools.partial(load_target, model, adapter, revision, dtype, device, trust_remote_code, force)

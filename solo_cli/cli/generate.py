@@ -12,7 +12,24 @@ import typer
 from ..errors import UsageError
 from . import display
 from .base import app, handle_errors
-from .options import Device, Dtype, Model, Revision, TrustCode, load_target, quiet_transformers, seed_in_range
+from .options import (
+    AdapterRevision,
+    CompletionColumn,
+    DataConfig,
+    DataSplit,
+    Device,
+    Dtype,
+    MessagesColumn,
+    Model,
+    PromptColumn,
+    Revision,
+    TextColumn,
+    TrustCode,
+    adapter_path,
+    load_target,
+    quiet_transformers,
+    seed_in_range,
+)
 
 
 def _read_prompt(prompt: str | None) -> str:
@@ -37,6 +54,19 @@ def _input_file(path: Path, flag: str) -> Path:
     return path
 
 
+def _input_rows(spec) -> tuple[list[dict], list[str]]:
+    """--input's rows (each with a prompt or messages) and how messages name them (``rows.jsonl:7``)."""
+    from ..data.sources import is_source_folder, read_split_rows
+
+    path = Path(spec.data)
+    if path.exists() and not is_source_folder(path):
+        _input_file(path, "--input")  # a folder of no splits, a FIFO or a device: refused as ever
+    rows, fmt, where = read_split_rows(spec, ("test", "valid", "train"), name="input")
+    if fmt == "text":
+        raise UsageError(f'{spec.data}: rows need a "prompt" (or "messages") to generate from, not "text"')
+    return rows, where
+
+
 def _prompt_of(row: dict):
     if "messages" in row:
         messages = row["messages"]
@@ -49,8 +79,18 @@ def _prompt_of(row: dict):
 def generate(
     prompt: Annotated[Optional[str], typer.Argument(help="The prompt, or - to read it from stdin.")] = None,
     model: Model = None,
-    adapter: Annotated[Optional[str], typer.Option(help="adapter.safetensors (or its run folder).")] = None,
-    input: Annotated[Optional[Path], typer.Option("--input", help='JSONL rows with "prompt" or "messages".')] = None,
+    adapter: Annotated[
+        Optional[str], typer.Option(help="adapter.safetensors, its run folder, or a Hub repo id (user/name).")
+    ] = None,
+    adapter_revision: AdapterRevision = None,
+    input: Annotated[
+        Optional[Path],
+        typer.Option(
+            "--input",
+            help='Rows with "prompt" or "messages": JSONL, JSON, CSV or Parquet file, folder of splits, '
+            "save_to_disk folder or Hub dataset id.",
+        ),
+    ] = None,
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Where --input's predictions go (JSONL).")] = None,
     max_new_tokens: Annotated[int, typer.Option(help="Tokens to generate at most.")] = 128,
     temperature: Annotated[float, typer.Option(help="0 = greedy; > 0 samples.")] = 0.0,
@@ -68,10 +108,16 @@ def generate(
     ] = None,
     batch_size: Annotated[int, typer.Option(help="Prompts per generate call with --input.")] = 8,
     revision: Revision = None,
-    dtype: Dtype = "float32",
+    dtype: Dtype = "auto",
     device: Device = "auto",
     trust_remote_code: TrustCode = False,
     force: Annotated[bool, typer.Option("--force", help="Attach an adapter whose base fingerprint differs.")] = False,
+    data_config: DataConfig = None,
+    data_split: DataSplit = None,
+    text_column: TextColumn = None,
+    prompt_column: PromptColumn = None,
+    completion_column: CompletionColumn = None,
+    messages_column: MessagesColumn = None,
 ) -> None:
     """Generate text from a base model, with or without an adapter.
 
@@ -79,7 +125,8 @@ def generate(
     (``rows.jsonl:7``, or the prompt), before anything is generated; it is never cut silently.
     """
     quiet_transformers()
-    from ..data.rows import lone_surrogate, read_numbered_rows
+    from ..data.rows import lone_surrogate
+    from ..data.spec import DataSpec
     from ..files.atomic import check_writable, write_texts
     from ..inference.generation import GenerationSettings
     from ..inference.generation import generate as run_generate
@@ -100,10 +147,8 @@ def generate(
         raise UsageError(f"--batch-size {batch_size}: must be at least 1")
     rows, where, text = None, None, None
     if input:
-        rows, fmt, linenos = read_numbered_rows(_input_file(input, "--input"))
-        if fmt == "text":
-            raise UsageError(f'{input}: rows need a "prompt" (or "messages") to generate from, not "text"')
-        where = [f"{input}:{n}" for n in linenos]
+        columns = (text_column, prompt_column, completion_column, messages_column)
+        rows, where = _input_rows(DataSpec(input, data_config, data_split, None, *columns))
     else:
         try:
             text = _read_prompt(prompt)
@@ -120,6 +165,7 @@ def generate(
         refuse_input_as_output(output, input, "--input")
         check_predictions_target(output)  # solo replaces only predictions it wrote
         check_writable(output, "--output")  # fail before loading the model
+    adapter = adapter_path(adapter, adapter_revision)  # a Hub repo id: its cached download
     target = load_target(model, adapter, revision, dtype, device, trust_remote_code, force)
     use_chat = chat if chat is not None else bool(target.info and target.info.chat_template)
     tokenizer, lm = target.loaded.tokenizer, target.loaded.model

@@ -9,24 +9,31 @@ import typer
 from ..errors import UsageError
 from . import display
 from .base import app, handle_errors
-from .options import Model, Revision, TrustCode, quiet_transformers
+from .options import AdapterRevision, Model, Revision, TrustCode, adapter_path, quiet_transformers
 
 
 @app.command()
 @handle_errors
 def inspect(
-    adapter: Annotated[Optional[str], typer.Argument(help="adapter.safetensors to describe (no model is loaded).")] = None,
+    adapter: Annotated[
+        Optional[str],
+        typer.Argument(
+            help="adapter.safetensors, its run folder, or a Hub repo id (user/name) to describe (no model is loaded)."
+        ),
+    ] = None,
     model: Model = None,
     connections: Annotated[Optional[str], typer.Option(help="Plan to cost against --model (default: train's default).")] = None,
     rank: Annotated[Optional[int], typer.Option(help="Rank of the plan.")] = None,
     gate: Annotated[Optional[str], typer.Option(help="Gate mode of the plan.")] = None,
     revision: Revision = None,
     trust_remote_code: TrustCode = False,
+    adapter_revision: AdapterRevision = None,
     json_out: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
-    """Describe an adapter file, or what a connection plan costs on a model (beside LoRA r=4 on q,v)."""
+    """Describe an adapter file (local or on the Hub), or what a connection plan costs on a model (beside LoRA r=4 on q,v)."""
     if adapter is None and model is None:
         raise UsageError("give an adapter file to describe, or --model M to cost a plan")
+    adapter = adapter_path(adapter, adapter_revision)  # a Hub repo id: its cached download
     if adapter is not None:
         from ..inference.report import adapter_report  # imports no torch: describing a file is instant
 

@@ -10,13 +10,19 @@ import typer
 from ..errors import UsageError
 from . import display
 from .base import app, handle_errors
-from .options import Model, Revision, TrustCode, quiet_transformers, rank_at_least_1
+from .options import Model, Revision, TrustCode, adapter_path, quiet_transformers, rank_at_least_1
 
 
 @app.command()
 @handle_errors
 def merge(
-    adapters: Annotated[list[str], typer.Argument(help="Adapters to combine (same base), or one adapter to --export.")],
+    adapters: Annotated[
+        list[str],
+        typer.Argument(
+            help="Adapters to combine (same base), or one adapter to --export: files, run folders or Hub repo ids "
+            "(user/name, or user/name@revision)."
+        ),
+    ],
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Where the merged adapter goes.")] = None,
     weights: Annotated[
         Optional[str], typer.Option(help="One weight per adapter, e.g. 0.7,0.3 (default: equal, summing to 1).")
@@ -36,6 +42,7 @@ def merge(
     quiet_transformers()
     from ..outputs import check_adapter_target
 
+    adapters = [adapter_path(ref) for ref in adapters]  # Hub repo ids: their cached downloads
     if export is not None:
         from ..inference.export import export_model
 

@@ -29,9 +29,9 @@ def train(
     ] = False,
     **options,
 ) -> None:
-    """Train a Solo adapter on a JSONL dataset."""
+    """Train a Solo adapter on JSONL, JSON, CSV or Parquet rows, a save_to_disk folder or a Hub dataset."""
     quiet_transformers()
-    from ..data.rows import resolve_data
+    from ..data.sources import check_location
     from ..files.lock import release
     from ..training.config import build_config
     from ..training.run import check_output, prepare
@@ -39,7 +39,7 @@ def train(
     cfg = build_config(config, options)
     if not cfg.data:  # before check_output makes the run folder
         raise UsageError("--data is required: a .jsonl file or a folder with train.jsonl")
-    resolve_data(cfg.data)  # a missing or unreadable --data is refused before anything is written
+    check_location(cfg.data_spec())  # a missing or unreadable --data is refused before anything is written
     if not dry_run:
         check_output(cfg)  # fail before loading anything; takes the folder's lock, which execute releases
     try:
@@ -104,6 +104,7 @@ def _show_dry_run(run) -> None:
     pieces = [(text, label != -100) for text, label in zip(token_pieces(tokenizer, first.input_ids), first.labels)]
     config = run.cfg.to_dict() | {
         "connections (resolved)": format_connections(run.adapter.config.connections),
+        "dtype (resolved)": run.loaded.precision.reason,
         "total steps": run.steps,
         "data format": run.train.fmt,
         "chat template": run.train.chat_template,

@@ -48,7 +48,16 @@ class RowSet:
         for batch in self.dataset.iter(batch_size=batch_size):
             names = [name for name in batch if name != LINE]
             for values in zip(*(batch[name] for name in names), strict=True):
-                yield {name: value for name, value in zip(names, values, strict=True) if value is not None}
+                row = {name: value for name, value in zip(names, values, strict=True) if value is not None}
+                if "messages" in row:  # a table's messages are structs: a field some lack is null in the others
+                    row["messages"] = [{k: v for k, v in m.items() if v is not None} for m in row["messages"]]
+                yield row
+
+    def labels(self) -> list[str]:
+        """How messages name each row, in order (:meth:`where` for every row, read a column at a time)."""
+        if LINE in self.dataset.column_names:
+            return [f"{self.name}:{n}" for n in self.dataset[LINE]]
+        return [f"{self.name} row {n}" for n in range(1, len(self.dataset) + 1)]
 
 
 def _format_of(given: dict[str, str], columns: list[str], name: str) -> str:

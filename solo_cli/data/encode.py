@@ -170,7 +170,10 @@ def encode_rows(
 
 
 def collate(examples: Sequence[Example], pad_id: int) -> dict[str, torch.Tensor]:
-    """Right-pad a batch; padding never carries loss (the mask comes from the lengths, not the pad id)."""
+    """Right-pad a batch; padding never carries loss (the mask comes from the lengths, not the pad id).
+
+    ``loss_positions`` lists the flat positions that predict a trained token (see causal_lm_loss).
+    """
     width = max(len(e.input_ids) for e in examples)
     ids = torch.full((len(examples), width), pad_id, dtype=torch.long)
     labels = torch.full((len(examples), width), -100, dtype=torch.long)
@@ -179,4 +182,7 @@ def collate(examples: Sequence[Example], pad_id: int) -> dict[str, torch.Tensor]
         ids[n, : len(e.input_ids)] = torch.tensor(e.input_ids)
         labels[n, : len(e.labels)] = torch.tensor(e.labels)
         mask[n, : len(e.input_ids)] = 1
-    return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+    # Where the loss is taken, worked out here on the CPU: position t of row b predicts labels[b, t + 1],
+    # flattened to b * (width - 1) + t. The loss then needs no device-to-host read to find them.
+    positions = (labels[:, 1:] != -100).reshape(-1).nonzero().squeeze(1)
+    return {"input_ids": ids, "attention_mask": mask, "labels": labels, "loss_positions": positions}

@@ -116,17 +116,21 @@ def _folder_files(folder: Path) -> dict[str, Path]:
     return found
 
 
-def _from_files(folder: Path, spec: DataSpec, num_proc: int | None) -> SourceData:
-    if spec.data_split or spec.valid_split or spec.data_config:
-        given = next(p for p in ("data_split", "valid_split", "data_config") if getattr(spec, p))
-        raise UsageError(
-            f"{param(given)}: {folder} is a folder of files, whose splits are their names (train, valid, test); "
-            "rename the files, or leave it out"
-        )
+def _no_split_flags(spec: DataSpec, why: str, flags=("data_split", "valid_split", "data_config")) -> None:
+    given = next((p for p in flags if getattr(spec, p)), None)
+    if given:
+        raise UsageError(f"{param(given)}: {why}")
+
+
+def _train_files(folder: Path) -> dict[str, Path]:
     files = _folder_files(folder)
     if "train" not in files:
         raise UsageError(f"{param('data')} {folder}: the folder has no train.jsonl; add one or pass a .jsonl file")
-    rows = {split: _file_split(path, spec, num_proc) for split, path in files.items()}
+    return files
+
+
+def _from_files(folder: Path, spec: DataSpec, num_proc: int | None) -> SourceData:
+    rows = {split: _file_split(path, spec, num_proc) for split, path in _train_files(folder).items()}
     return SourceData(rows["train"], rows.get("valid"), rows.get("test"))
 
 
@@ -157,7 +161,8 @@ def _datasets_fingerprint(dataset) -> str:
     return dataset._fingerprint  # datasets' own id of the rows (no public accessor); its caches are keyed by it
 
 
-def _from_disk(folder: Path, spec: DataSpec) -> SourceData:
+def _open_disk(folder: Path, spec: DataSpec):
+    """A ``save_to_disk`` folder's ``Dataset``, or its ``DatasetDict`` as a dict of splits."""
     from datasets import Dataset, load_from_disk
 
     if spec.data_config:
@@ -167,15 +172,21 @@ def _from_disk(folder: Path, spec: DataSpec) -> SourceData:
             saved = load_from_disk(str(folder))
     except (OSError, ValueError) as exc:
         raise UsageError(f"{param('data')} {folder}: cannot load the save_to_disk folder ({cause_of(exc)})") from None
-    if isinstance(saved, Dataset):
+    return saved if isinstance(saved, Dataset) else dict(saved)
+
+
+def _from_disk(folder: Path, spec: DataSpec) -> SourceData:
+    saved = _open_disk(folder, spec)
+    if not isinstance(saved, dict):
         if spec.data_split not in (None, "train") or spec.valid_split:
             given = "data_split" if spec.data_split not in (None, "train") else "valid_split"
             raise UsageError(f"{param(given)}: {folder} holds one Dataset, not a DatasetDict of splits; leave it out")
         return SourceData(map_columns(saved, str(folder), spec.columns, _datasets_fingerprint(saved)))
-    return _from_dict(dict(saved), spec, str(folder), _datasets_fingerprint)
+    return _from_dict(saved, spec, str(folder), _datasets_fingerprint)
 
 
-def _from_hub(repo_id: str, spec: DataSpec, num_proc: int | None) -> SourceData:
+def _open_hub(repo_id: str, spec: DataSpec, num_proc: int | None) -> dict:
+    """A Hub dataset's splits (``datasets.load_dataset``; offline, from the ``datasets`` cache)."""
     from datasets import load_dataset
 
     try:
@@ -193,25 +204,60 @@ def _from_hub(repo_id: str, spec: DataSpec, num_proc: int | None) -> SourceData:
         raise UsageError(
             f"{param('data')} {repo_id}: no such file or folder, and the Hub dataset cannot be loaded ({cause_of(exc)}); {hint}"
         ) from None
-    return _from_dict(dict(splits), spec, repo_id, _datasets_fingerprint)
+    return dict(splits)
+
+
+def _from_hub(repo_id: str, spec: DataSpec, num_proc: int | None) -> SourceData:
+    return _from_dict(_open_hub(repo_id, spec, num_proc), spec, repo_id, _datasets_fingerprint)
+
+
+def _is_saved(folder: Path) -> bool:
+    return (folder / "dataset_dict.json").is_file() or (folder / "state.json").is_file()
+
+
+def is_hub_id(data: str | Path) -> bool:
+    """Whether ``data``, no path here, reads as a Hub dataset id (``owner/name``, no file suffix)."""
+    path = Path(data)
+    return not path.exists() and bool(_HUB_ID.match(str(data))) and path.suffix.lower() not in (*BUILDERS, ".jsonl")
+
+
+def _kind(spec: DataSpec) -> str:
+    """What ``spec.data`` is (``disk``, ``files``, ``file`` or ``hub``), refusing, reading nothing, what no source is."""
+    path = Path(spec.data)
+    if path.is_dir():
+        if _is_saved(path):
+            return "disk"
+        why = f"{path} is a folder of files, whose splits are their names (train, valid, test); rename the files, or leave it out"
+        _no_split_flags(spec, why)
+        return "files"
+    if path.is_file():
+        _no_split_flags(spec, f"{path} is one file, the training split; leave it out")
+        return "file"
+    if path.exists():  # a FIFO would be read forever
+        raise UsageError(f"{param('data')} {path}: not a regular file (a FIFO, socket or device); pass a .jsonl file or a folder")
+    if is_hub_id(spec.data):
+        return "hub"
+    raise UsageError(f"{param('data')} {path}: no such file or folder; pass a .jsonl file or a folder with train.jsonl")
+
+
+def check_location(spec: DataSpec) -> None:
+    """Refuse a ``data`` that is no source (a missing path, a folder without train, a FIFO) without reading rows.
+
+    The cheap check a command makes before it writes anything; :func:`load_source` makes it too.
+    """
+    if _kind(spec) == "files":
+        _train_files(Path(spec.data))
 
 
 def _resolve(spec: DataSpec, num_proc: int | None) -> SourceData:
-    path = Path(spec.data)
-    if path.is_dir():
-        if (path / "dataset_dict.json").is_file() or (path / "state.json").is_file():
-            return _from_disk(path, spec)
+    kind, path = _kind(spec), Path(spec.data)
+    if kind == "disk":
+        return _from_disk(path, spec)
+    if kind == "files":
         return _from_files(path, spec, num_proc)
-    if path.is_file():
-        if spec.data_split or spec.valid_split or spec.data_config:
-            given = next(p for p in ("data_split", "valid_split", "data_config") if getattr(spec, p))
-            raise UsageError(f"{param(given)}: {path} is one file, the training split; leave it out")
+    if kind == "file":
         return SourceData(_file_split(path, spec, num_proc))
-    if path.exists():  # a FIFO would be read forever
-        raise UsageError(f"{param('data')} {path}: not a regular file (a FIFO, socket or device); pass a .jsonl file or a folder")
-    if _HUB_ID.match(str(spec.data)) and path.suffix.lower() not in (*BUILDERS, ".jsonl"):
-        return _from_hub(str(spec.data), spec, num_proc)
-    raise UsageError(f"{param('data')} {path}: no such file or folder; pass a .jsonl file or a folder with train.jsonl")
+    return _from_hub(str(spec.data), spec, num_proc)
 
 
 def load_source(spec: DataSpec, num_proc: int | None = None) -> SourceData:
@@ -229,3 +275,92 @@ def load_source(spec: DataSpec, num_proc: int | None = None) -> SourceData:
             f"{source.valid.name}: its rows are {source.valid.fmt!r} but the training rows are {source.train.fmt!r}; use one format"
         )
     return source
+
+
+def _choose(splits: dict, spec: DataSpec, prefer: tuple[str, ...], where: str) -> str | None:
+    """``spec.data_split`` (``validation`` is a folder's ``valid``), else the first of ``prefer`` in ``splits``."""
+    if spec.data_split:
+        for name in (spec.data_split, SPLIT_FILES.get(spec.data_split)):
+            if name in splits:
+                return name
+        raise UsageError(f"{param('data_split')} {spec.data_split}: {where} has no such split; its splits are {list(splits)}")
+    for want in prefer:
+        for name in (want, "validation") if want == "valid" else (want,):
+            if name in splits:
+                return name
+    return None
+
+
+def _split_file(spec: DataSpec, prefer: tuple[str, ...], name: str) -> Path | None:
+    """The file that holds the split to read when ``spec.data`` is a file or a folder of files; else None."""
+    path = Path(spec.data)
+    if path.is_dir() and not _is_saved(path):
+        _no_split_flags(spec, f"{path} is a folder of files, which has no configs; leave it out", ("data_config",))
+        files = _folder_files(path)
+        split = _choose(files, spec, prefer, str(path))
+        if split is None:
+            wanted = " or ".join(f"{p}.jsonl" for p in prefer)
+            raise UsageError(f"{param(name)} {path}: the folder has no {wanted}; pass a .jsonl file")
+        return files[split]
+    if path.is_file():
+        _no_split_flags(spec, f"{path} is one file, a single split; leave it out", ("data_split", "data_config"))
+        return path
+    if path.exists() and not path.is_dir():  # a FIFO would be read forever
+        raise UsageError(f"{param(name)} {path}: not a regular file (a FIFO, socket or device); pass a .jsonl file or a folder")
+    if not path.exists() and not is_hub_id(spec.data):
+        raise UsageError(f"{param(name)} {path}: no such file or folder")
+    return None
+
+
+def _one_split(spec: DataSpec, prefer: tuple[str, ...], num_proc: int | None, name: str) -> RowSet:
+    path = Path(spec.data)
+    file = _split_file(spec, prefer, name)
+    if file is not None:
+        return _file_split(file, spec, num_proc)
+    opened = _open_disk(path, spec) if path.is_dir() else _open_hub(str(spec.data), spec, num_proc)
+    if not isinstance(opened, dict):
+        _no_split_flags(spec, f"{path} holds one Dataset, not a DatasetDict of splits; leave it out", ("data_split",))
+        return map_columns(opened, str(path), spec.columns, _datasets_fingerprint(opened))
+    split = _choose(opened, spec, prefer, str(spec.data))
+    if split is None:
+        raise UsageError(
+            f"{param(name)} {spec.data}: no {' or '.join(prefer)} split (its splits are {list(opened)}); "
+            f"name the split to read with {param('data_split')}"
+        )
+    return map_columns(opened[split], f"{spec.data}[{split}]", spec.columns, _datasets_fingerprint(opened[split]))
+
+
+def load_split(
+    spec: DataSpec, prefer: tuple[str, ...] = ("test", "valid"), num_proc: int | None = None, name: str = "data"
+) -> RowSet:
+    """One checked split of ``spec``'s source, to read rows from (`solo eval`, `solo generate --input`).
+
+    A file is its own rows; of a folder of files, a ``save_to_disk`` folder or a Hub dataset, the
+    split ``spec.data_split``, else the first of ``prefer`` it has (``valid`` is also
+    ``validation``). ``name`` is the parameter that gave ``spec.data``, as messages name it.
+    """
+    rows = _one_split(spec, prefer, num_proc, name)
+    check_rows(rows)
+    return rows
+
+
+def read_split_rows(spec: DataSpec, prefer: tuple[str, ...] = ("test", "valid"), name: str = "data"):
+    """:func:`load_split` as ``(rows, format, where)``: every row as a dict and how messages name it.
+
+    A JSONL file read as it is (no column mapping) keeps today's reader: the rows exactly as
+    parsed, each named ``file:line``.
+    """
+    file = _split_file(spec, prefer, name)
+    if file is not None and _is_jsonl(file, spec.columns):
+        from .rows import read_numbered_rows
+
+        rows, fmt, linenos = read_numbered_rows(file)
+        return rows, fmt, [f"{file}:{n}" for n in linenos]
+    split = load_split(spec, prefer, name=name)
+    return list(split.rows()), split.fmt, split.labels()
+
+
+def is_source_folder(path: str | Path) -> bool:
+    """Whether ``path`` is a folder rows can be read from: ``save_to_disk``, or files named for splits."""
+    path = Path(path)
+    return path.is_dir() and (_is_saved(path) or bool(_folder_files(path)))

@@ -54,19 +54,33 @@ def fast_path(model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[nn.Modu
 
 
 def causal_lm_loss(model: nn.Module, batch: dict[str, torch.Tensor], label_smoothing: float = 0.0) -> tuple[torch.Tensor, int]:
-    """Mean next-token cross-entropy over the trained tokens of ``batch``; returns (loss, tokens)."""
+    """Mean next-token cross-entropy over the trained tokens of ``batch``; returns (loss, tokens).
+
+    ``batch["loss_positions"]`` (from collate, computed on the CPU) says which flattened positions
+    predict a trained token, so the loss reads nothing back from the device; without it they are
+    found from the labels (a device read on a GPU).
+    """
     targets = batch["labels"][:, 1:]
-    keep = targets != -100
-    count = int(keep.sum())
+    positions = batch.get("loss_positions")
+    if positions is None:
+        positions = (targets != -100).reshape(-1).nonzero().squeeze(1)
+    count = positions.numel()
     fast = fast_path(model, batch)
     if fast is not None:
         body, head = fast
         hidden = body(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False).last_hidden_state
-        logits = head(hidden[:, :-1][keep])
+        logits = head(_pick(hidden[:, :-1], positions))
     else:
-        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False).logits[:, :-1][keep]
-    loss = F.cross_entropy(logits.float(), targets[keep], label_smoothing=label_smoothing, reduction="sum")
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False).logits
+        logits = _pick(logits[:, :-1], positions)
+    wanted = targets.reshape(-1).index_select(0, positions)
+    loss = F.cross_entropy(logits.float(), wanted, label_smoothing=label_smoothing, reduction="sum")
     return loss / max(1, count), count
+
+
+def _pick(values: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+    """Rows ``positions`` of ``values`` (batch x time x features) flattened over batch and time."""
+    return values.reshape(-1, values.shape[-1]).index_select(0, positions)
 
 
 @torch.no_grad()

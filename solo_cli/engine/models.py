@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -13,6 +13,7 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTra
 
 from ..errors import RuntimeFailure, UsageError
 from ..files.atomic import atomic_dir
+from .precision import Precision, resolve_precision
 
 BUILTIN_MODELS = {
     "smollm2-135m": {
@@ -40,6 +41,7 @@ class LoadedModel:
     name: str  # what the user asked for: a built-in name, a folder or a hub id
     revision: str | None
     path: str  # where the weights were read from
+    precision: Precision = field(default_factory=lambda: Precision("float32", "float32: as asked"))  # what --dtype became
 
 
 def cache_dir() -> Path:
@@ -48,8 +50,9 @@ def cache_dir() -> Path:
 
 
 def resolve_dtype(name: str) -> torch.dtype:
+    """The torch dtype of a concrete ``--dtype`` name (``auto`` is resolved first, by :func:`load_model`)."""
     if name not in DTYPES:
-        raise UsageError(f"--dtype {name!r} is not supported; use one of float32, bfloat16, float16")
+        raise UsageError(f"--dtype {name!r} is not supported; use one of auto, float32, bfloat16, float16")
     return DTYPES[name]
 
 
@@ -145,8 +148,15 @@ def load_model(
     device: str = "cpu",
     trust_remote_code: bool = False,
 ) -> LoadedModel:
-    """Load a causal LM and its tokenizer, frozen, in eval mode, with a pad token set."""
-    torch_dtype = resolve_dtype(dtype)
+    """Load a causal LM and its tokenizer, frozen, in eval mode, with a pad token set.
+
+    ``dtype="auto"`` loads bfloat16 where ``device`` runs it faster than float32, else float32
+    (:mod:`solo_cli.engine.precision`); ``LoadedModel.precision`` says which, and why.
+    """
+    if dtype != "auto":
+        resolve_dtype(dtype)  # an unknown name fails before the hardware is probed
+    precision = resolve_precision(dtype, device)
+    torch_dtype = resolve_dtype(precision.dtype)
     path, local = resolve_model_path(name)
     kwargs = {"revision": None if local else revision, "trust_remote_code": trust_remote_code}
     try:
@@ -164,4 +174,4 @@ def load_model(
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     revision_used = None if local else (getattr(model.config, "_commit_hash", None) or revision)
-    return LoadedModel(model=model, tokenizer=tokenizer, name=name, revision=revision_used, path=path)
+    return LoadedModel(model=model, tokenizer=tokenizer, name=name, revision=revision_used, path=path, precision=precision)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..data.spec import DataSpec
 from ..errors import UsageError, param
 from ..inference.generation_settings import GenerationSettings
 
@@ -18,7 +19,9 @@ def check_max_seq_length(max_seq_length: int) -> None:
 class EvalConfig:
     """An evaluation: ``data`` scored from a model's generations, or from an existing ``predictions`` file.
 
-    ``data`` is a JSONL file or a folder (its test.jsonl, else valid.jsonl). ``generate=False`` gives
+    ``data`` is any source :class:`~solo_cli.data.spec.DataSpec` takes (a JSONL, JSON, CSV or Parquet
+    file; a folder of splits or a ``save_to_disk`` folder, whose test split is read, else its
+    validation split, or ``data_split``; a Hub dataset id). ``generate=False`` gives
     the loss only; ``chat=None`` uses the chat template if the adapter was trained with one.
     ``output`` receives the predictions (JSONL) and, beside it, the metrics.
     """
@@ -32,6 +35,17 @@ class EvalConfig:
     max_seq_length: int = 256
     chat: bool | None = None
     generate: bool = True
+    data_config: str | None = None  # the source's split, config and columns, as for training (DataSpec)
+    data_split: str | None = None  # default: test, else validation
+    text_column: str | None = None
+    prompt_column: str | None = None
+    completion_column: str | None = None
+    messages_column: str | None = None
+
+    def data_spec(self) -> DataSpec:
+        """``data`` with its split, config and column fields, as the data layer reads it."""
+        names = ("data_config", "data_split", "text_column", "prompt_column", "completion_column", "messages_column")
+        return DataSpec(self.data, **{name: getattr(self, name) for name in names})
 
     def validate(self) -> EvalConfig:
         """Refuse bad values in one line naming the parameter, before any file is read or model loaded."""

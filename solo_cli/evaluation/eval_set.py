@@ -9,7 +9,8 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..data.rows import read_numbered_rows
+from ..data.sources import read_split_rows
+from ..data.spec import DataSpec
 from ..errors import UsageError
 
 
@@ -60,25 +61,16 @@ def eval_set(rows: list[dict], fmt: str, where: list[str] | None = None) -> Eval
     return EvalSet(prompts, references, rows, fmt, list(first.values()))
 
 
-def load_eval_rows(path: str | Path) -> tuple[list[dict], str]:
-    """``--data``: a JSONL file, or a folder (its test.jsonl, else valid.jsonl)."""
-    rows, fmt, _ = load_numbered_eval_rows(path)
+def load_eval_rows(data: str | Path | DataSpec) -> tuple[list[dict], str]:
+    """``--data``: a JSONL file, or a folder (its test.jsonl, else valid.jsonl), or any other source."""
+    rows, fmt, _ = load_numbered_eval_rows(data)
     return rows, fmt
 
 
-def load_numbered_eval_rows(path: str | Path) -> tuple[list[dict], str, list[str]]:
-    """:func:`load_eval_rows`, plus where each row is (``file:line``), for error messages."""
-    path = Path(path)
-    if path.is_dir():
-        for name in ("test.jsonl", "valid.jsonl"):
-            if (path / name).is_file():
-                path = path / name
-                break
-        else:
-            raise UsageError(f"--data {path}: the folder has no test.jsonl or valid.jsonl; pass a .jsonl file")
-    elif path.exists() and not path.is_file():  # a FIFO would be read forever
-        raise UsageError(f"--data {path}: not a regular file (a FIFO, socket or device); pass a .jsonl file or a folder")
-    elif not path.is_file():
-        raise UsageError(f"--data {path}: no such file or folder")
-    rows, fmt, linenos = read_numbered_rows(path)
-    return rows, fmt, [f"{path}:{n}" for n in linenos]
+def load_numbered_eval_rows(data: str | Path | DataSpec) -> tuple[list[dict], str, list[str]]:
+    """:func:`load_eval_rows`, plus where each row is (``file:line``, ``data.parquet row 3``), for error messages.
+
+    Of a source with splits, the test split is read, else the validation split, or ``data_split``.
+    """
+    spec = data if isinstance(data, DataSpec) else DataSpec(data)
+    return read_split_rows(spec, ("test", "valid"))

@@ -86,7 +86,7 @@ def evaluate(
     ``load`` is called only after every input has been checked. ``counter`` shows progress.
     """
     config.validate()
-    rows, fmt, where = load_numbered_eval_rows(config.data)
+    rows, fmt, where = load_numbered_eval_rows(config.data_spec())
     result = EvalResult(data=str(config.data))
     if config.predictions is not None:
         if load is not None:

@@ -1,2 +1,1 @@
-"""Files: atomic writes, the run-folder lock and adapters fetched from the Hugging Face Hub.
-"""
+"""Files: atomic writes, the run-folder lock and adapters fetched from the Hugging Face Hub."""

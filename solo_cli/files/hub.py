@@ -23,11 +23,26 @@ def is_hub_id(ref: str) -> bool:
     return bool(_REPO_ID.match(ref)) and not ref.endswith((".safetensors", ".json")) and ".." not in ref
 
 
+def split_revision(ref: str) -> tuple[str, str | None]:
+    """``user/name@rev`` -> (``user/name``, ``rev``); anything else (a local path first) as it is, with no revision."""
+    repo, at, revision = ref.rpartition("@")
+    if at and revision and is_hub_id(repo) and not Path(ref).exists():
+        return repo, revision
+    return ref, None
+
+
 def resolve_adapter_ref(ref: str, revision: str | None = None, flag: str = "adapter") -> str:
     """A local adapter path as given, or the cached download folder of a Hub repo id.
 
-    ``revision`` (a branch, tag or commit) applies to Hub ids only.
+    ``revision`` (a branch, tag or commit) applies to Hub ids only; ``user/name@rev`` says it inline.
     """
+    ref, inline = split_revision(ref)
+    if inline is not None:
+        if revision is not None and revision != inline:
+            raise UsageError(
+                f"{param(flag)} {ref}@{inline}: names revision {inline}, and {param('adapter_revision')} {revision}; give one"
+            )
+        revision = inline
     if Path(ref).exists() or not is_hub_id(ref):
         if revision is not None:
             raise UsageError(f"{param('adapter_revision')} {revision}: applies to a Hub repo id, and {ref} is a local path")

@@ -1,2 +1,1 @@
-"""Inference: loading a base model with an adapter, generation, exports and `inspect` reports.
-"""
+"""Inference: loading a base model with an adapter, generation, exports and `inspect` reports."""

@@ -25,6 +25,7 @@ from ..engine import modeling_solo
 from ..engine.adapter_config import connection_key
 from ..engine.adapter_file import ADAPTER_FILENAME, read_info, resolve_adapter_path
 from ..engine.blocks import find_blocks
+from ..engine.model_card import render_card
 from ..engine.models import DTYPES, load_config, resolve_dtype
 from ..errors import RuntimeFailure, UsageError
 from ..files.atomic import atomic_dir
@@ -42,29 +43,6 @@ BASE_TEMPLATE = '''"""The base class of this export: modeling_solo.py builds Sol
 
 from transformers import {base_class} as Base
 '''
-
-README_TEMPLATE = """# {name}
-
-A standalone model exported by solo {version}: the base model `{base}` with a Solo Connection
-adapter ({count} connections, rank {rank}).
-
-**This folder carries code.** `{modeling}` subclasses `{base_class}` (named in `{base_file}`) and
-adds the connections. Plain transformers runs it only when asked:
-
-```python
-from transformers import AutoModelForCausalLM, AutoTokenizer
-model = AutoModelForCausalLM.from_pretrained("{name}", trust_remote_code=True)
-tokenizer = AutoTokenizer.from_pretrained("{name}")
-```
-
-Without `trust_remote_code=True`, transformers loads the plain base model and silently ignores the
-adapter. `solo generate --model {name}` and `solo eval --model {name}` load it without running the
-folder's code (they attach `{adapter}` with solo's own engine).
-
-Files: the base weights and the adapter tensors (`model.safetensors`), the adapter alone
-(`{adapter}`), the tokenizer, `config.json` (`solo_adapter` and `auto_map` added), `{modeling}` and
-`{base_file}`.
-"""
 
 
 @dataclass
@@ -120,7 +98,7 @@ def export_model(
         base_class = _base_class_name(target.loaded.model)
         config = _export_config(target)
         with atomic_dir(output) as staging:  # renamed onto output only once the check below passes
-            _write_export(staging, target, config, adapter_path, base_class, output.name)
+            _write_export(staging, target, config, adapter_path, base_class)
             tolerance = TOLERANCE[resolve_dtype(dtype)]
             diff, greedy_equal = _check_export(staging, target, resolve_dtype(dtype))
             if diff > tolerance:
@@ -168,26 +146,14 @@ def _export_config(target: InferenceModel):
     return config
 
 
-def _write_export(staging: Path, target: InferenceModel, config, adapter_path: Path, base_class: str, name: str) -> None:
-    """Base weights with the adapter tensors added, the adapter file, tokenizer, config, code and README."""
+def _write_export(staging: Path, target: InferenceModel, config, adapter_path: Path, base_class: str) -> None:
+    """Base weights with the adapter tensors added, the adapter file, tokenizer, config, code and model card."""
     _write_weights(staging, target, config)
     target.loaded.tokenizer.save_pretrained(staging)
     shutil.copyfile(adapter_path, staging / ADAPTER_FILENAME)
     shutil.copyfile(modeling_solo.__file__, staging / MODELING_FILE)
     (staging / BASE_FILE).write_text(BASE_TEMPLATE.format(base_class=base_class, version=__version__), encoding="utf-8")
-    plan = target.info.config
-    readme = README_TEMPLATE.format(
-        name=name,
-        version=__version__,
-        base=target.loaded.name,
-        count=len(plan.connections),
-        rank=plan.rank,
-        modeling=MODELING_FILE,
-        base_file=BASE_FILE,
-        base_class=base_class,
-        adapter=ADAPTER_FILENAME,
-    )
-    (staging / "README.md").write_text(readme, encoding="utf-8")
+    (staging / "README.md").write_text(render_card(target.info, export=True), encoding="utf-8")
 
 
 def _write_weights(staging: Path, target: InferenceModel, config) -> None:

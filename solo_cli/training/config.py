@@ -23,11 +23,13 @@ import yaml
 
 # adapter_config, not adapter: the command line builds its options from this module while it
 # starts, and must not import torch to show --help (tests/cli/test_train_options.py checks).
+from ..data.spec import DataSpec
 from ..engine.adapter_config import SOURCE_NORMS, TRAINABLE_GATES
 from ..errors import UsageError, param
+from .trackers import REPORT_TO, check_report_to
 
 LR_SCHEDULES = ("linear", "cosine", "constant")
-DTYPE_NAMES = ("float32", "bfloat16", "float16")
+DTYPE_NAMES = ("auto", "float32", "bfloat16", "float16")  # auto: solo_cli/engine/precision.py
 
 
 @dataclass(frozen=True)
@@ -60,7 +62,19 @@ class TrainConfig:
     model: str = option("smollm2-135m", "Built-in name (smollm2-135m), model folder or hub id.", flags=("--model", "-m"))
     revision: str | None = option(None, "Hub revision (branch, tag or commit) of --model.")
     trust_remote_code: bool = option(False, "Run code shipped with a hub model (off unless asked).")
-    data: str | None = option(None, "JSONL file, or a folder with train.jsonl [valid.jsonl test.jsonl].")
+    data: str | None = option(
+        None,
+        "JSONL file, or a folder with train.jsonl [valid.jsonl test.jsonl]; also JSON, CSV and Parquet files "
+        "(and folders of them), save_to_disk folders and Hub dataset ids.",
+    )
+    data_config: str | None = option(None, "Config (subset) of a Hub --data dataset.")
+    data_split: str | None = option(None, "Split of --data to train on (default train).")
+    valid_split: str | None = option(None, "Split of --data to validate on (default validation or valid, if there is one).")
+    text_column: str | None = option(None, "Column of --data holding the text of text rows (default text).")
+    prompt_column: str | None = option(None, "Column of --data holding the prompts (default prompt).")
+    completion_column: str | None = option(None, "Column of --data holding the completions (default completion).")
+    messages_column: str | None = option(None, "Column of --data holding chat messages (default messages).")
+    num_proc: int | None = option(None, "Processes that read and tokenize --data (default 1).")
     output: str = option("runs/solo", "Run folder (default runs/solo).", flags=("--output", "-o"))
     # adapter
     # Defaults chosen by bench/e2e.py --protocol proxy (bench/results/e2e-proxy.md).
@@ -87,6 +101,11 @@ class TrainConfig:
     max_steps: int | None = option(None, "Optimizer steps (overrides --epochs).")  # None: run --epochs epochs
     epochs: float = option(1.0, "Passes over the training data.")
     batch_size: int = option(8, "Examples per micro-batch.")
+    group_by_length: bool = option(
+        True,
+        "Batch examples of similar length (less padding); shuffled windows keep the order random.",
+        flags=("--group-by-length/--no-group-by-length",),
+    )
     grad_accum: int = option(1, "Micro-batches per optimizer step.")
     lr: float = option(2e-2, "Peak learning rate.")
     warmup: int = option(0, "Linear warm-up steps.")
@@ -98,10 +117,18 @@ class TrainConfig:
     eval_every: int | None = option(None, "Validate every N steps (default: 5 times per run).")
     save_every: int | None = option(None, "Checkpoint every N steps (default: --eval-every).")
     log_every: int = option(1, "Log the loss every N steps.")
+    report_to: str = option(
+        "none", "Also log loss, lr, gate, tokens/s and validation loss to tensorboard or wandb.", choices=REPORT_TO
+    )
     seed: int = option(0, "Random seed (init and data order), 0 to 2**32 - 1.")
-    dtype: str = option("float32", "float32, bfloat16 or float16.", choices=DTYPE_NAMES)
+    dtype: str = option(
+        "auto",
+        "auto (bfloat16 where this hardware runs it faster, else float32), float32, bfloat16 or float16.",
+        choices=DTYPE_NAMES,
+    )
     device: str = option("auto", "auto, cpu, cuda, cuda:N or mps.")
     grad_checkpoint: bool = option(False, "Recompute activations to save memory.")
+    compile: bool = option(False, "torch.compile the base model's blocks (for GPUs; measured slower on CPU).")
     overwrite: bool = option(False, "Replace a run already in --output.")
     resume: str | None = option(None, "Continue from 'auto' (the newest checkpoint in --output) or a checkpoint folder.")
     keep_checkpoints: int | None = option(None, "Keep only the newest N checkpoints.")  # None: keep every checkpoint
@@ -118,12 +145,16 @@ class TrainConfig:
             if spec.choices and value not in spec.choices:
                 why = next((why for old, why in spec.retired if old == value), None)
                 bad(f.name, why or f"use one of {', '.join(spec.choices)}")
+        try:  # a tracker whose package is missing is refused before anything loads
+            check_report_to(self.report_to)
+        except UsageError as exc:
+            problems.append(exc.text)
         if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", self.device):
             bad("device", "use auto, cpu, cuda, cuda:N or mps")
         for name in ("rank", "batch_size", "grad_accum", "max_seq_length", "log_every"):
             if getattr(self, name) < 1:
                 bad(name, "must be at least 1")
-        for name in ("max_steps", "eval_every", "save_every", "homotopy_steps", "keep_checkpoints"):
+        for name in ("max_steps", "eval_every", "save_every", "homotopy_steps", "keep_checkpoints", "num_proc"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 bad(name, "must be at least 1")
         for name in ("epochs", "lr", "max_grad_norm"):
@@ -149,6 +180,11 @@ class TrainConfig:
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+    def data_spec(self) -> DataSpec:
+        """``data`` with its split, config and column fields, as the data layer reads it (checked there)."""
+        names = ("data_config", "data_split", "valid_split", "text_column", "prompt_column", "completion_column")
+        return DataSpec(self.data, **{name: getattr(self, name) for name in (*names, "messages_column")})
 
 
 def _coerce(name: str, value, annotation: str):

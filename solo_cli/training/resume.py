@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 from pathlib import Path
 
-from ..data.rows import resolve_data
+from ..data.sources import load_source
 from ..errors import UsageError, param
 from .config import TrainConfig
 from .run_folder import RunFolder
+from .train_data import source_fingerprint
 
 # Flags that may differ when a run is resumed: they change what is logged, kept or where it runs,
 # never the arithmetic of the run (every other TrainConfig field must be the run's).
@@ -24,26 +24,26 @@ RESUME_MAY_CHANGE = frozenset(
         "log_every",
         "device",
         "grad_checkpoint",
+        "compile",
         "trust_remote_code",
+        "report_to",
+        "num_proc",
     }
 )
 
 
 _COMPARED_RESOLVED = ("connections", "homotopy_steps")  # compared once resolved on the model, by load_checkpoint
+# What a run's config.json meant by a setting it does not record: the run predates the option.
+_BEFORE_RECORDED = {"group_by_length": False}
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+def data_fingerprint(cfg: TrainConfig) -> dict[str, str | None]:
+    """What identifies the training (and validation) rows, recorded in config.json at the start of a run.
 
-
-def data_fingerprint(data: str) -> dict[str, str | None]:
-    """sha256 of the training (and validation) file's bytes, recorded in config.json at the start of a run."""
-    files = resolve_data(data)
-    return {"train": _sha256(files.train), "valid": _sha256(files.valid) if files.valid else None}
+    A file's sha256 (as solo has always recorded), or the ``datasets`` fingerprint of a
+    ``save_to_disk`` folder's or a Hub dataset's split.
+    """
+    return source_fingerprint(load_source(cfg.data_spec(), cfg.num_proc))
 
 
 def _shown(value) -> str:
@@ -68,9 +68,10 @@ def _run_config(out: Path, checkpoint: Path) -> dict | None:
 def _setting_differences(cfg: TrainConfig, recorded: dict) -> list[str]:
     differences = []
     for f in dataclasses.fields(TrainConfig):
-        if f.name in RESUME_MAY_CHANGE or f.name in _COMPARED_RESOLVED or f.name not in recorded:
+        unrecorded = f.name not in recorded and f.name not in _BEFORE_RECORDED
+        if f.name in RESUME_MAY_CHANGE or f.name in _COMPARED_RESOLVED or unrecorded:
             continue
-        old, new = recorded[f.name], getattr(cfg, f.name)
+        old, new = recorded.get(f.name, _BEFORE_RECORDED.get(f.name)), getattr(cfg, f.name)
         same = _same_path(old, new) if f.name in ("model", "data") else old == new
         if not same:
             differences.append(f"{param(f.name)} {_shown(old)} -> {_shown(new)}")
@@ -82,8 +83,9 @@ def _data_differences(cfg: TrainConfig, recorded: dict) -> list[str]:
     if not isinstance(sha, dict) or not cfg.data:
         return []
     differences = []
-    files, now = resolve_data(cfg.data), data_fingerprint(cfg.data)
-    for part, path in (("train", files.train), ("valid", files.valid)):
+    source = load_source(cfg.data_spec(), cfg.num_proc)
+    now = source_fingerprint(source)
+    for part, path in (("train", source.train.name), ("valid", source.valid.name if source.valid else None)):
         if sha.get(part) != now[part]:
             old, new = (str(v)[:12] if v else "none" for v in (sha.get(part), now[part]))
             differences.append(f"{param('data')} {path or part} contents sha256 {old} -> {new}")

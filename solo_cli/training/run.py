@@ -18,8 +18,8 @@ import torch
 from transformers import set_seed
 
 from .. import __version__
-from ..data.encode import EncodedData, context_length, encode_rows
-from ..data.rows import read_rows, resolve_data
+from ..data.encode import EncodedData, context_length
+from ..data.sources import check_location
 from ..engine.adapter import AdapterConfig, SoloAdapter, attach
 from ..engine.adapter_file import AdapterInfo
 from ..engine.blocks import Fingerprint, fingerprint
@@ -31,12 +31,15 @@ from ..files import lock
 from ..outputs import describe, is_run_folder, refuse_current_folder, remove_run_outputs, run_outputs
 from . import distributed
 from .checkpoint import clean_staging, find_checkpoint, load_checkpoint, prune_checkpoints, save_checkpoint
+from .compiled import compiled_blocks
 from .config import TrainConfig
 from .distributed import DistContext
 from .memory import activation_checkpointing
 from .resume import check_resume, data_fingerprint
 from .run_folder import RunFolder
 from .sampler import total_steps
+from .trackers import NoTracker, open_tracker, tracked_values
+from .train_data import load_run_data
 from .trainer import Callback, Interrupted, Trainer, TrainState
 
 
@@ -75,28 +78,7 @@ class PreparedRun:
     steps: int
     device: torch.device
     ctx: DistContext
-
-
-def _encode(path, tokenizer, cfg: TrainConfig, fmt_expected: str | None = None, context: int | None = None) -> EncodedData:
-    rows, fmt = read_rows(path)
-    if fmt_expected and fmt != fmt_expected:
-        raise UsageError(f"{path}: its rows are {fmt!r} but the training rows are {fmt_expected!r}; use one format")
-    encoded = encode_rows(
-        rows,
-        fmt,
-        tokenizer,
-        chat_template=cfg.chat_template,
-        train_on_prompt=cfg.train_on_prompt,
-        max_len=cfg.max_seq_length,
-        context=context,
-    )
-    if not encoded.examples:
-        raise UsageError(
-            f"{path}: every row's prompt is longer than the limit of {encoded.limit} tokens "
-            f"({param('max_seq_length')} {cfg.max_seq_length}, or the model's context); shorten the prompts or raise "
-            f"{param('max_seq_length')}"
-        )
-    return encoded
+    data_sha256: dict | None = None  # what identifies the training and validation rows (config.json, --resume)
 
 
 def prepare(cfg: TrainConfig, loaded: LoadedModel | None = None, ctx: DistContext | None = None) -> PreparedRun:
@@ -106,7 +88,7 @@ def prepare(cfg: TrainConfig, loaded: LoadedModel | None = None, ctx: DistContex
     """
     if not cfg.data:
         raise UsageError(f"{param('data')} is required: a .jsonl file or a folder with train.jsonl")
-    files = resolve_data(cfg.data)
+    check_location(cfg.data_spec())  # a missing --data is refused before the model loads
     ctx = ctx or distributed.from_env()
     device = resolve_device(cfg.device, ctx)
     distributed.init(ctx, device)
@@ -116,21 +98,15 @@ def prepare(cfg: TrainConfig, loaded: LoadedModel | None = None, ctx: DistContex
     fp = fingerprint(loaded.model)
     connections = parse_connections(cfg.connections, fp.num_blocks)
     context = context_length(loaded.model)
-    train = _encode(files.train, loaded.tokenizer, cfg, context=context)
-    if len(train.examples) < cfg.batch_size * ctx.world_size:
-        raise UsageError(
-            f"{param('data')} {files.train}: {len(train.examples)} usable examples, fewer than one batch "
-            f"({param('batch_size')} {cfg.batch_size} x {ctx.world_size} processes); add rows or lower {param('batch_size')}"
-        )
-    valid = None
-    if files.valid:
-        valid = _encode(files.valid, loaded.tokenizer, cfg, train.fmt, context)
-        valid.examples = valid.examples[: cfg.max_eval_rows] if cfg.max_eval_rows else valid.examples
+    data = load_run_data(cfg, loaded.tokenizer, context, ctx)  # tokenized through datasets, cached
+    train, valid = data.train, data.valid
+    if valid is not None and cfg.max_eval_rows:
+        valid.examples = valid.examples[: cfg.max_eval_rows]
     steps = total_steps(cfg, len(train.examples), ctx.world_size)
     homotopy = cfg.homotopy_steps or max(1, steps // 10)
     set_seed(cfg.seed)
     adapter = SoloAdapter(AdapterConfig(connections, cfg.rank, cfg.gate, homotopy, fp.hidden_size, source_norm=cfg.source_norm))
-    return PreparedRun(cfg, loaded, fp, adapter, train, valid, steps, device, ctx)
+    return PreparedRun(cfg, loaded, fp, adapter, train, valid, steps, device, ctx, data.fingerprint)
 
 
 def check_output(cfg: TrainConfig) -> Path:
@@ -204,8 +180,10 @@ def _resolved_config(run: PreparedRun) -> dict:
         "homotopy_steps_resolved": run.adapter.config.homotopy_steps,
         "total_steps": run.steps,
         "trainable_params": run.adapter.num_parameters(),
+        "dtype_resolved": run.loaded.precision.dtype,  # what --dtype (auto) became on this hardware, and why
+        "dtype_reason": run.loaded.precision.reason,
         "solo_version": __version__,
-        "data_sha256": data_fingerprint(run.cfg.data),  # a resume refuses other data
+        "data_sha256": run.data_sha256 or data_fingerprint(run.cfg),  # a resume refuses other data
     }
 
 
@@ -223,7 +201,8 @@ def _info(run: PreparedRun, state: TrainState, started: float) -> AdapterInfo:
         "grad_accum": cfg.grad_accum,
         "max_seq_length": cfg.max_seq_length,
         "seed": cfg.seed,
-        "dtype": cfg.dtype,
+        "dtype": run.loaded.precision.dtype,  # the base's dtype as trained (--dtype auto resolved)
+        "dtype_reason": run.loaded.precision.reason,
         "data": str(cfg.data),
         "train_on_prompt": cfg.train_on_prompt,
         "seconds": round(time.perf_counter() - started, 2),
@@ -273,13 +252,16 @@ class _Execution:
         self.folder = RunFolder(run.cfg.output, writes=run.ctx.is_main)
         self.started = time.perf_counter()
         self.last_checkpoint: tuple[int, Path] | None = None  # so an interrupt right after a save does not save again
+        self.tracker = NoTracker()  # --report-to: opened by track(), closed by execute()
         pad_id = run.loaded.tokenizer.pad_token_id
         self.trainer = Trainer(run.loaded.model, run.adapter, run.cfg, pad_id, run.device, run.steps, self.report, run.ctx)
 
     def report(self, event: str, info: dict) -> None:
         """The trainer's callback: every step record goes to metrics.jsonl, then on to the caller."""
         if event == "step":
-            self.folder.log({k: v for k, v in info.items() if k != "total_steps"})
+            record = {k: v for k, v in info.items() if k != "total_steps"}
+            self.folder.log(record)
+            self.tracker.log(tracked_values(record), record["step"])
         self.callback(event, info)
 
     def begin(self) -> TrainState:
@@ -295,6 +277,11 @@ class _Execution:
         self.callback("resume", {"step": state.step, "path": str(checkpoint)})
         return state
 
+    def track(self, state: TrainState) -> None:
+        """Open the ``--report-to`` tracker (rank 0 only), continuing from ``state``'s step."""
+        run = self.run
+        self.tracker = open_tracker(run.cfg.report_to, self.folder.root, run.cfg.to_dict(), run.ctx.is_main, state.step)
+
     def evaluate(self, state: TrainState) -> None:
         """The trainer's ``on_eval``: score the validation data, keeping the best adapter in best/."""
         run, ctx = self.run, self.ctx
@@ -304,6 +291,7 @@ class _Execution:
         pad_id = run.loaded.tokenizer.pad_token_id
         loss = evaluate_loss(run.loaded.model, mine, run.cfg.batch_size, pad_id, run.device, lambda v: ctx.sum(v, run.device))
         self.folder.log({"step": state.step, "valid_loss": round(loss, 6)})
+        self.tracker.log(tracked_values({"valid_loss": loss}), state.step)
         improved = state.best_valid_loss is None or loss < state.best_valid_loss
         if improved:
             state.best_valid_loss = loss
@@ -324,7 +312,7 @@ class _Execution:
     def train(self, state: TrainState) -> None:
         """Run the trainer with the adapter attached; on an interrupt, checkpoint and say where."""
         run, model = self.run, self.run.loaded.model
-        with activation_checkpointing(model, run.cfg.grad_checkpoint):
+        with activation_checkpointing(model, run.cfg.grad_checkpoint), compiled_blocks(model, run.cfg.compile):
             handle = attach(model, run.adapter)
             try:
                 self.callback("start", self._start_info(state))
@@ -344,12 +332,15 @@ class _Execution:
             "examples": len(run.train.examples),
             "connections": format_connections(run.adapter.config.connections),
             "start_step": state.step,
+            "dtype_reason": run.loaded.precision.reason,  # shown once: which dtype --dtype became, and why
         }
 
     def finish(self, state: TrainState) -> TrainResult:
-        """Write the final adapter and the loss plot; every rank then returns the same result."""
+        """Write the final adapter, its model card and the loss plot; every rank then returns the same result."""
         run, folder = self.run, self.folder
-        folder.save_adapter(run.adapter, _info(run, state, self.started))
+        info = _info(run, state, self.started)
+        folder.save_adapter(run.adapter, info)
+        folder.write_card(info)
         folder.plot_losses()
         self.ctx.barrier()
         best = folder.best if run.valid else None
@@ -363,13 +354,17 @@ def execute(run: PreparedRun, callback: Callback | None = None) -> TrainResult:
     """Train ``run``'s adapter and write every output. The folder must have passed ``check_output``.
 
     Raises :class:`Interrupted` (exit 130) after checkpointing when SIGINT or SIGTERM arrives.
-    The folder's lock is released when this returns or raises.
+    The folder's lock is released, and the ``--report-to`` tracker closed, when this returns or raises.
     """
+    execution = None
     try:
         execution = _Execution(run, callback)
         state = execution.begin()
+        execution.track(state)
         execution.train(state)
         return execution.finish(state)
     finally:
+        if execution is not None:
+            execution.tracker.close()
         if run.ctx.is_main:
             lock.release(run.cfg.output)

@@ -2,7 +2,9 @@
 
 ``adapter.safetensors`` (the final adapter), ``best/adapter.safetensors`` (the best on the
 validation data), ``checkpoints/step-N/`` (see checkpoint.py), ``metrics.jsonl`` (one line per
-logged step or evaluation), ``config.json`` (the resolved settings) and ``loss.png``.
+logged step or evaluation), ``config.json`` (the resolved settings), ``loss.png``, ``README.md`` (the
+final adapter's model card, written when the run finishes) and, with ``--report-to tensorboard``,
+``tensorboard/`` (event files; see trackers.py).
 
 Under a distributed launcher every process knows the paths but only rank 0 writes: a folder made
 with ``writes=False`` writes nothing.
@@ -16,12 +18,14 @@ from pathlib import Path
 
 from ..engine.adapter import SoloAdapter
 from ..engine.adapter_file import ADAPTER_FILENAME, AdapterInfo, save_adapter
+from ..engine.model_card import render_card
 from ..files.atomic import write_json, write_text
 from .plot import plot_losses
 
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.jsonl"
 PLOT_FILE = "loss.png"
+CARD_FILE = "README.md"
 BEST_DIR = "best"
 CHECKPOINTS_DIR = "checkpoints"
 
@@ -60,6 +64,10 @@ class RunFolder:
     @property
     def plot(self) -> Path:
         return self.root / PLOT_FILE
+
+    @property
+    def card(self) -> Path:
+        return self.root / CARD_FILE
 
     @classmethod
     def of_checkpoint(cls, checkpoint: Path) -> RunFolder | None:
@@ -101,6 +109,11 @@ class RunFolder:
         """The adapter with the lowest validation loss so far."""
         if self.writes:
             save_adapter(self.best, adapter, info)
+
+    def write_card(self, info: AdapterInfo) -> None:
+        """README.md: the model card of the final adapter (``info``: its header)."""
+        if self.writes:
+            write_text(self.card, render_card(info))
 
     def plot_losses(self) -> None:
         """loss.png from metrics.jsonl."""

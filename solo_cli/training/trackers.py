@@ -39,10 +39,12 @@ class NoTracker:
 class TensorBoardTracker:
     """Scalars into ``RUN/tensorboard/`` (``tensorboard --logdir RUN``), flushed at every validation and at the end."""
 
-    def __init__(self, run_dir: Path, config: dict) -> None:
+    def __init__(self, run_dir: Path, config: dict, start_step: int = 0) -> None:
         from torch.utils.tensorboard import SummaryWriter
 
-        self.writer = SummaryWriter(log_dir=str(Path(run_dir) / TENSORBOARD_DIR))
+        # a resumed run redoes the steps after its checkpoint: hide what the first attempt logged for them
+        purge = start_step + 1 if start_step else None
+        self.writer = SummaryWriter(log_dir=str(Path(run_dir) / TENSORBOARD_DIR), purge_step=purge)
         self.writer.add_text("config", "\n".join(f"    {k}: {v}" for k, v in config.items()))
 
     def log(self, values: dict[str, float], step: int) -> None:
@@ -58,7 +60,7 @@ class TensorBoardTracker:
 class WandbTracker:
     """A wandb run named after the run folder (project: ``WANDB_PROJECT``, default ``solo``)."""
 
-    def __init__(self, run_dir: Path, config: dict) -> None:
+    def __init__(self, run_dir: Path, config: dict, start_step: int = 0) -> None:
         import wandb
 
         self.wandb = wandb
@@ -73,12 +75,15 @@ class WandbTracker:
         self.run.finish()
 
 
-def open_tracker(kind: str, run_dir: Path, config: dict, enabled: bool = True):
-    """The tracker ``--report-to`` names (a no-op one on processes other than the first, or for none)."""
+def open_tracker(kind: str, run_dir: Path, config: dict, enabled: bool = True, start_step: int = 0):
+    """The tracker ``--report-to`` names (a no-op one on processes other than the first, or for none).
+
+    ``start_step``: the step a resumed run continues from (TensorBoard drops the later steps it logged before).
+    """
     if not enabled or kind == "none":
         return NoTracker()
     check_report_to(kind)
-    return (TensorBoardTracker if kind == "tensorboard" else WandbTracker)(run_dir, config)
+    return (TensorBoardTracker if kind == "tensorboard" else WandbTracker)(run_dir, config, start_step)
 
 
 _NAMES = {

@@ -23,7 +23,8 @@ from .config import TrainConfig
 from .distributed import DistContext, wrap
 from .memory import is_out_of_memory, out_of_memory
 from .optim import make_optimizer
-from .sampler import micro_batches
+from .readout import StepReadout, read_step
+from .sampler import example_lengths, micro_batches
 
 Callback = Callable[[str, dict], None]
 
@@ -56,6 +57,11 @@ class TrainState:
 def mean_gate(adapter: SoloAdapter) -> float:
     values = list(adapter.gate_values().values())
     return sum(values) / max(1, len(values))
+
+
+def trained_tokens(example: Example) -> int:
+    """Tokens of ``example`` that carry loss: labels after the first (each predicts the next) other than -100."""
+    return sum(label != -100 for label in example.labels[1:])
 
 
 class Interrupted(SoloError):
@@ -122,56 +128,53 @@ class Trainer:
         self.loss = wrap(model, adapter, lambda m, b, ls: causal_lm_loss(m, b, ls), self.ctx, device)
         self.stop_requested = False
 
-    def _step(self, batches: list[list[Example]]) -> tuple[float, int]:
-        """Forward and backward over ``grad_accum`` micro-batches, weighted by trained tokens.
+    def _step(self, batches: list[list[Example]]) -> tuple[torch.Tensor, float, int]:
+        """Forward and backward over ``grad_accum`` global micro-batches, weighted by trained tokens.
 
-        Each micro-batch's mean loss is scaled by its share of the trained tokens of the whole
-        (global) step, times the world size that DDP's gradient averaging divides by, so any
-        split over processes and micro-batches gives the gradient of one big batch. Returns the
-        step's token-weighted mean loss (NaN if any micro-batch's was not finite) and the tokens seen.
+        ``batches`` are whole global micro-batches (every process holds them all) and this
+        process trains its slice of each; so the step's trained tokens (``total``) and tokens seen
+        are counted from the examples, with no transfer and no collective. Each micro-batch's
+        mean loss is scaled by its share of ``total``, times the world size that DDP's gradient
+        averaging divides by, so any split over processes and micro-batches gives the gradient of
+        one big batch. Returns this process's token-weighted loss sum (a device scalar, read
+        later by :func:`read_step`), ``total`` and the tokens seen.
         """
-        ctx = self.ctx
+        ctx, size = self.ctx, self.cfg.batch_size
+        total = max(1.0, float(sum(trained_tokens(e) for b in batches for e in b)))
+        seen = sum(len(e.input_ids) for b in batches for e in b)
+        mine = [b[ctx.rank * size : (ctx.rank + 1) * size] for b in batches]
         # under DDP the last global batch of an epoch can leave a rank with no examples
-        collated = [collate(b, self.pad_id) if b else None for b in batches]
-        counts = [int((c["labels"][:, 1:] != -100).sum()) if c else 0 for c in collated]
-        total = max(1.0, ctx.sum([float(sum(counts))], self.device)[0])
-        loss_sum, seen, finite = 0.0, 0, True
+        collated = [self._to_device(collate(b, self.pad_id)) if b else None for b in mine]  # copied before any compute
+        loss_sum = torch.zeros((), device=self.device)
         autocast = self.device.type == "cuda" and self.cfg.dtype == "float32" and torch.cuda.is_bf16_supported()
-        for n, (batch, count) in enumerate(zip(collated, counts)):
-            batch = {k: v.to(self.device) for k, v in batch.items()} if batch else None
+        for n, (batch, examples) in enumerate(zip(collated, mine)):
+            count = sum(trained_tokens(e) for e in examples)
             last = n == len(collated) - 1
             sync = contextlib.nullcontext() if last or not ctx.enabled else self.loss.no_sync()
             with sync, torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=autocast):
                 loss, _ = self.loss(batch, self.cfg.label_smoothing)
-                finite = finite and bool(torch.isfinite(loss))
                 self.scaler.scale(loss * (count * ctx.world_size / total)).backward()
-            loss_sum += float(loss.detach()) * count
-            seen += int(batch["attention_mask"].sum()) if batch else 0
-        if ctx.any(not finite, self.device):
-            return float("nan"), seen
-        loss_sum, seen = ctx.sum([loss_sum, float(seen)], self.device)
-        return loss_sum / total, int(seen)
+            loss_sum = loss_sum + loss.detach().float() * count
+        return loss_sum, total, seen
 
-    def _forward_backward(self, batches: list[list[Example]], step: int) -> tuple[float, int]:
-        """:meth:`_step`, stopping the run with advice when memory runs out or the loss diverges."""
+    def _to_device(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """``batch`` on the device; to CUDA from pinned memory, so the copy does not wait for queued work."""
+        if self.device.type != "cuda":
+            return {k: v.to(self.device) for k, v in batch.items()}
+        return {k: v.pin_memory().to(self.device, non_blocking=True) for k, v in batch.items()}
+
+    def _forward_backward(self, batches: list[list[Example]], step: int) -> tuple[torch.Tensor, float, int]:
+        """:meth:`_step`, stopping the run with advice when memory runs out."""
         try:
-            loss, tokens = self._step(batches)
+            return self._step(batches)
         except (RuntimeError, MemoryError) as exc:
             if not is_out_of_memory(exc):
                 raise
             self.optimizer.zero_grad(set_to_none=True)
             raise out_of_memory(step) from None
-        if not math.isfinite(loss):
-            self.optimizer.zero_grad(set_to_none=True)
-            raise _diverged(step, f"the loss became {loss} (diverged)", self.cfg.lr)
-        return loss, tokens
 
-    def _update(self, step: int) -> float:
-        """Clip, take the optimizer step and advance the schedule; returns the learning rate it used.
-
-        The loss can be finite while the update is not (a huge --lr): the run stops here, before
-        anything is saved.
-        """
+    def _update(self) -> float:
+        """Clip, take the optimizer step and advance the schedule; returns the learning rate it used."""
         optimizer = self.optimizer
         self.scaler.unscale_(optimizer)
         torch.nn.utils.clip_grad_norm_(self.adapter.parameters(), self.cfg.max_grad_norm)
@@ -180,20 +183,24 @@ class Trainer:
         self.scaler.update()
         self.scheduler.step()
         optimizer.zero_grad(set_to_none=True)
-        broken = self._non_finite_parameter()
-        if self.ctx.any(broken is not None, self.device):
-            what = f"the update made the adapter's weights NaN or infinite ({broken or 'on another process'}; diverged)"
-            raise _diverged(step, what, self.cfg.lr)
         return lr
 
-    def _non_finite_parameter(self) -> str | None:
-        """The name of the first adapter parameter holding NaN or inf, or None (one device sync)."""
-        params = list(self.adapter.named_parameters())
-        if not params or bool(torch.stack([torch.isfinite(p).all() for _, p in params]).all()):
-            return None
-        return next(name for name, p in params if not bool(torch.isfinite(p).all()))
+    def _check(self, readout: StepReadout, total: float, step: int) -> float:
+        """The step's mean loss; stops the run if it or the update is not finite, before anything is saved.
 
-    def _after_step(self, state: TrainState, record: StepRecord, on_eval, on_save) -> None:
+        Both are read after the update (one transfer a step, :func:`read_step`), the loss first:
+        a NaN loss is reported as such even though its gradients also broke the weights. The loss
+        can be finite while the update is not (a huge --lr).
+        """
+        loss = readout.loss_sum / total
+        if not math.isfinite(loss):
+            raise _diverged(step, f"the loss became {float('nan')} (diverged)", self.cfg.lr)
+        if readout.broken_anywhere:
+            where = readout.broken or "on another process"
+            raise _diverged(step, f"the update made the adapter's weights NaN or infinite ({where}; diverged)", self.cfg.lr)
+        return loss
+
+    def _after_step(self, state: TrainState, record: StepRecord, record_stop: bool, on_eval, on_save) -> None:
         """Report, evaluate and checkpoint on their schedules, then stop if asked to."""
         cfg, steps = self.cfg, self.steps
         eval_every = cfg.eval_every or max(1, steps // 5)
@@ -204,26 +211,33 @@ class Trainer:
             on_eval(state)
         if state.step % save_every == 0 and state.step < steps:
             on_save(state)
-        if self.ctx.any(self.stop_requested, self.device) and state.step < steps:
+        stop = self.stop_requested if not self.ctx.enabled else record_stop  # under torchrun: agreed in read_step
+        if stop and state.step < steps:
             raise Interrupted(f"interrupted at step {state.step} of {steps}")
 
     def run(self, train: list[Example], state: TrainState, on_eval, on_save) -> TrainState:
         """Train from ``state`` to the last step, updating ``state`` in place; returns it."""
         cfg, ctx = self.cfg, self.ctx
-        stream = micro_batches(train, cfg.batch_size, cfg.seed, state.micro_batches, ctx.rank, ctx.world_size)
+        lengths = example_lengths(train) if cfg.group_by_length else None
+        # whole global micro-batches: each process trains its slice (_step) and counts tokens from all of them
+        stream = micro_batches(
+            train, cfg.batch_size * ctx.world_size, cfg.seed, state.micro_batches, lengths=lengths, accum=cfg.grad_accum
+        )
         self.model.train()
         clock = _Clock(state.step)
         while state.step < self.steps:
             self.adapter.set_homotopy_step(state.step)
             tick = time.perf_counter()
             batches = [next(stream) for _ in range(cfg.grad_accum)]
-            loss, tokens = self._forward_backward(batches, state.step + 1)
-            lr = self._update(state.step + 1)
+            loss_sum, total, tokens = self._forward_backward(batches, state.step + 1)
+            lr = self._update()
+            readout = read_step(self.adapter, loss_sum, ctx, self.stop_requested)
+            loss = self._check(readout, total, state.step + 1)
             state.step += 1
             state.micro_batches += cfg.grad_accum
             state.tokens += tokens
             state.last_loss = loss
-            record = clock.record(state.step, self.steps, loss, lr, mean_gate(self.adapter), tokens, tick)
-            self._after_step(state, record, on_eval, on_save)
+            record = clock.record(state.step, self.steps, loss, lr, readout.gate, tokens, tick)
+            self._after_step(state, record, readout.stop, on_eval, on_save)
         self.model.eval()
         return state

@@ -532,11 +532,13 @@ def test_collate_right_pads_and_masks_by_length():
     short = Example([5, 6, 2], [-100, 6, 2])
     long = Example([7, 2, 8, 2, 2], [-100, -100, 8, 2, 2])
     batch = collate([short, long], pad_id=pad)
-    assert set(batch) == {"input_ids", "attention_mask", "labels"}
-    assert all(t.dtype == torch.long and t.shape == (2, 5) for t in batch.values())
+    assert set(batch) == {"input_ids", "attention_mask", "labels", "loss_positions"}
+    assert all(batch[k].dtype == torch.long and batch[k].shape == (2, 5) for k in ("input_ids", "attention_mask", "labels"))
     assert batch["input_ids"].tolist() == [[5, 6, 2, pad, pad], [7, 2, 8, 2, 2]]
     assert batch["attention_mask"].tolist() == [[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]]
     assert batch["labels"].tolist() == [[-100, 6, 2, -100, -100], [-100, -100, 8, 2, 2]]
+    # position t of row b (flattened b * 4 + t) predicts labels[b, t + 1]: the trained tokens, found on the CPU
+    assert batch["loss_positions"].tolist() == [0, 1, 5, 6, 7]
 
 
 def test_collate_encoded_rows(tokenizer):

@@ -3,7 +3,6 @@ mapping, and bad rows named by their row and column."""
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -11,6 +10,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from conftest import write_jsonl
+from hub_cache import prefill_hub_cache
 
 from solo_cli.data.rows import read_rows
 from solo_cli.data.sources import load_source
@@ -240,30 +240,9 @@ def test_a_split_for_one_file_is_refused(tmp_path):
 # --- a Hub dataset id, offline, from the datasets cache --------------------------------------
 
 
-def _prefill_hub_cache(cache: Path, tmp_path: Path, repo_id: str, sha: str) -> None:
-    """The datasets cache that a connected ``load_dataset(repo_id)`` of a Parquet repo leaves.
-
-    Online, datasets builds the repo's Parquet files into ``<cache>/<owner>___<name>/<config>/
-    <version>/<commit>/`` (``<name>-<split>.arrow`` and ``dataset_info.json``). Offline it finds
-    that folder again (``CachedDatasetModuleFactory`` and the ``cache`` builder): the path this
-    test takes. The same Parquet builder writes it here, from local files, under that name.
-    """
-    from datasets.packaged_modules.parquet.parquet import Parquet
-
-    files = {"train": parquet(tmp_path / "hub-train.parquet", [{"q": r["prompt"], "a": r["completion"]} for r in PC])}
-    files["validation"] = parquet(tmp_path / "hub-valid.parquet", [{"q": "v", "a": " w"}])
-    name = repo_id.split("/")[1]
-    builder = Parquet(
-        cache_dir=str(cache), dataset_name=name, config_name="default", hash=sha, data_files={k: str(v) for k, v in files.items()}
-    )
-    builder.download_and_prepare()
-    target = cache / repo_id.replace("/", "___") / "default" / "0.0.0" / sha
-    target.parent.mkdir(parents=True)
-    shutil.move(builder.cache_dir, target)
-
-
 def test_hub_id_offline_from_the_datasets_cache(tmp_path, datasets_cache):
-    _prefill_hub_cache(datasets_cache, tmp_path, "solo-test/e2e-tiny", "0123456789abcdef0123456789abcdef01234567")
+    splits = {"train": [{"q": r["prompt"], "a": r["completion"]} for r in PC], "validation": [{"q": "v", "a": " w"}]}
+    prefill_hub_cache(datasets_cache, tmp_path, "solo-test/e2e-tiny", "0123456789abcdef0123456789abcdef01234567", splits)
     script = (
         "from solo_cli.data.sources import load_source; from solo_cli.data.spec import DataSpec\n"
         "from solo_cli.errors import UsageError\n"

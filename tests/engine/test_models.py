@@ -41,3 +41,16 @@ def test_unreachable_hub_id_is_one_clear_error(monkeypatch):
 def test_unknown_dtype_names_the_flag():
     with pytest.raises(UsageError, match="--dtype"):
         resolve_dtype("float8")
+
+
+def test_auto_dtype_loads_what_the_hardware_resolves_to(tiny_model_dir, monkeypatch):
+    import torch
+
+    from solo_cli.engine import models
+    from solo_cli.engine.precision import Precision
+
+    chosen = Precision("bfloat16", "bfloat16: bf16 measured 2.00x of float32 on this CPU (amx_bf16)")
+    monkeypatch.setattr(models, "resolve_precision", lambda name, device: chosen if name == "auto" else Precision(name, "asked"))
+    loaded = load_model(tiny_model_dir, dtype="auto")
+    assert loaded.precision == chosen and next(loaded.model.parameters()).dtype == torch.bfloat16
+    assert load_model(tiny_model_dir).precision.dtype == "float32"  # the library's default stays float32

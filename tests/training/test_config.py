@@ -261,7 +261,7 @@ def test_every_field_declares_its_help():
         ("gate: sometimes\n", "gate must be one of schedule, zero-init, got 'sometimes'"),
         ("source-norm: layer\n", "source_norm must be one of rms, none, got 'layer'"),
         ("schedule: exponential\n", "schedule must be one of linear, cosine, constant, got 'exponential'"),
-        ("dtype: fp8\n", "dtype must be one of float32, bfloat16, float16, got 'fp8'"),
+        ("dtype: fp8\n", "dtype must be one of auto, float32, bfloat16, float16, got 'fp8'"),
     ],
 )
 def test_load_yaml_bad_choice_names_the_key_and_the_choices(tmp_path, text, message):

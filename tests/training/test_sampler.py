@@ -1,5 +1,7 @@
 """The sampler: a resumable, rank-split order of micro-batches, and the number of steps it makes."""
 
+import random
+
 from solo_cli.training.config import TrainConfig
 from solo_cli.training.sampler import epoch_batches, epoch_order, micro_batches, total_steps
 
@@ -43,3 +45,57 @@ def test_total_steps_from_epochs_or_max_steps():
     assert total_steps(cfg, 10) == 5  # 3 micro-batches an epoch, 9 in all, 2 a step
     assert total_steps(cfg, 10, world_size=2) == 3  # 2 global micro-batches an epoch
     assert total_steps(TrainConfig(max_steps=7), 10) == 7
+
+
+def _lengths(n, seed=0):
+    rng = random.Random(seed)
+    return [rng.randint(3, 200) for _ in range(n)]
+
+
+def test_grouped_batches_are_deterministic_and_cover_each_epoch_once():
+    lengths = _lengths(1000)
+    for epoch in range(3):
+        batches = epoch_batches(range(1000), 8, seed=2, epoch=epoch, lengths=lengths)
+        assert batches == epoch_batches(range(1000), 8, seed=2, epoch=epoch, lengths=lengths)
+        assert sorted(sum(batches, [])) == list(range(1000))
+        assert [len(b) for b in batches] == [8] * 125
+    assert epoch_batches(range(1000), 8, 2, 0, lengths) != epoch_batches(range(1000), 8, 2, 1, lengths)
+
+
+def test_grouped_batches_pad_less_and_keep_a_short_batch_last():
+    lengths = _lengths(1003)
+
+    def padding(batches):
+        return sum(max(lengths[i] for i in b) * len(b) - sum(lengths[i] for i in b) for b in batches)
+
+    grouped = epoch_batches(range(1003), 8, seed=0, epoch=0, lengths=lengths)
+    plain = epoch_batches(range(1003), 8, seed=0, epoch=0)
+    assert padding(grouped) < padding(plain) / 5
+    assert [len(b) for b in grouped] == [len(b) for b in plain]  # 125 full batches, then the 3 left over
+    assert max(lengths[i] for i in grouped[0]) == max(lengths)  # the widest batch first: out of memory shows at once
+    firsts = {tuple(epoch_batches(range(1003), 8, seed=0, epoch=e, lengths=lengths)[1]) for e in range(4)}
+    assert len(firsts) == 4  # the batch order is shuffled each epoch
+
+
+def test_grouped_stream_resumes_mid_epoch_and_splits_over_ranks():
+    examples, lengths = list(range(100)), _lengths(100)
+    whole = micro_batches(examples, 6, seed=5, lengths=lengths)
+    stream = [next(whole) for _ in range(40)]  # 17 a global batch an epoch: past two epochs
+    resumed = micro_batches(examples, 6, seed=5, start=23, lengths=lengths)
+    assert [next(resumed) for _ in range(17)] == stream[23:40]
+    ranks = [micro_batches(examples, 3, seed=5, rank=r, world_size=2, lengths=lengths) for r in range(2)]
+    assert [next(ranks[0]) + next(ranks[1]) for _ in range(40)] == stream
+
+
+def test_group_by_length_is_on_by_default():
+    assert TrainConfig().group_by_length is True
+
+
+def test_grouped_steps_under_grad_accum_hold_the_examples_of_one_larger_batch():
+    lengths = [(i * 37) % 23 + 1 for i in range(203)]
+    examples = list(range(203))
+    big = epoch_batches(examples, 8, seed=3, epoch=1, lengths=lengths)
+    accum = epoch_batches(examples, 4, seed=3, epoch=1, lengths=lengths, accum=2)
+    steps = [accum[i] + accum[i + 1] if i + 1 < len(accum) else accum[i] for i in range(0, len(accum), 2)]
+    assert steps == big
+    assert len(accum) == -(-203 // 4)  # as many micro-batches as without grouping

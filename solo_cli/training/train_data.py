@@ -1,0 +1,77 @@
+"""A run's data: the ``--data`` source loaded, tokenized through ``datasets`` (cached) and checked for training.
+
+Each split is encoded by :func:`solo_cli.data.encoded.encode_rowset` into the ``datasets`` cache,
+keyed by the rows, the tokenizer and the settings, so a resume (or a second run) reads the
+tokens back instead of tokenizing again. Under torchrun rank 0 reads and tokenizes first while
+the others wait at a barrier; they then read what it cached.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..data.columns import RowSet
+from ..data.encode import EncodedData
+from ..data.encoded import encode_rowset
+from ..data.sources import SourceData, load_source
+from ..errors import UsageError, param
+from .config import TrainConfig
+from .distributed import DistContext
+
+
+@dataclass
+class RunData:
+    """The training and validation examples of a run, and what identifies their rows (for ``--resume``)."""
+
+    train: EncodedData
+    valid: EncodedData | None
+    fingerprint: dict[str, str | None]
+
+
+def source_fingerprint(source: SourceData) -> dict[str, str | None]:
+    """What identifies the training and validation rows: a file's sha256, else the ``datasets`` fingerprint."""
+    return {"train": source.train.fingerprint, "valid": source.valid.fingerprint if source.valid else None}
+
+
+def _encode(rows: RowSet, tokenizer, cfg: TrainConfig, context: int | None) -> EncodedData:
+    encoded = encode_rowset(
+        rows,
+        tokenizer,
+        chat_template=cfg.chat_template,
+        train_on_prompt=cfg.train_on_prompt,
+        max_len=cfg.max_seq_length,
+        context=context,
+        num_proc=cfg.num_proc,
+    )
+    if not encoded.examples:
+        raise UsageError(
+            f"{rows.name}: every row's prompt is longer than the limit of {encoded.limit} tokens "
+            f"({param('max_seq_length')} {cfg.max_seq_length}, or the model's context); shorten the prompts or raise "
+            f"{param('max_seq_length')}"
+        )
+    return encoded
+
+
+def _load(cfg: TrainConfig, tokenizer, context: int | None, ctx: DistContext) -> RunData:
+    source = load_source(cfg.data_spec(), cfg.num_proc)
+    train = _encode(source.train, tokenizer, cfg, context)
+    if len(train.examples) < cfg.batch_size * ctx.world_size:
+        raise UsageError(
+            f"{param('data')} {source.train.name}: {len(train.examples)} usable examples, fewer than one batch "
+            f"({param('batch_size')} {cfg.batch_size} x {ctx.world_size} processes); add rows or lower {param('batch_size')}"
+        )
+    valid = _encode(source.valid, tokenizer, cfg, context) if source.valid is not None else None
+    return RunData(train, valid, source_fingerprint(source))
+
+
+def load_run_data(cfg: TrainConfig, tokenizer, context: int | None, ctx: DistContext) -> RunData:
+    """Read ``cfg.data_spec()`` and tokenize its train and validation splits, refusing data no batch can be made of.
+
+    Under a distributed launcher rank 0 fills the caches first while the others wait at a barrier.
+    """
+    if ctx.is_main:
+        data = _load(cfg, tokenizer, context, ctx)  # an error ends rank 0, and torchrun then stops the others
+        ctx.barrier()
+        return data
+    ctx.barrier()
+    return _load(cfg, tokenizer, context, ctx)
