@@ -128,7 +128,9 @@ class TrainConfig:
     )
     device: str = option("auto", "auto, cpu, cuda, cuda:N or mps.")
     grad_checkpoint: bool = option(False, "Recompute activations to save memory.")
-    compile: bool = option(False, "torch.compile the base model's blocks (for GPUs; measured slower on CPU).")
+    compile: bool = option(
+        False, "torch.compile the base model's blocks: faster steps after a one-off compile (worth it for long runs)."
+    )
     overwrite: bool = option(False, "Replace a run already in --output.")
     resume: str | None = option(None, "Continue from 'auto' (the newest checkpoint in --output) or a checkpoint folder.")
     keep_checkpoints: int | None = option(None, "Keep only the newest N checkpoints.")  # None: keep every checkpoint

@@ -65,6 +65,18 @@ def _run_config(out: Path, checkpoint: Path) -> dict | None:
     return recorded if recorded is not None else RunFolder(out, writes=False).read_config()
 
 
+def _resolved_dtype(cfg: TrainConfig) -> str:
+    """The dtype ``--dtype`` means here (``auto`` resolved as training will resolve it)."""
+    if cfg.dtype != "auto":
+        return cfg.dtype
+    import torch
+
+    from ..engine.precision import resolve_precision
+
+    device = ("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto" else cfg.device
+    return resolve_precision("auto", device).dtype
+
+
 def _setting_differences(cfg: TrainConfig, recorded: dict) -> list[str]:
     differences = []
     for f in dataclasses.fields(TrainConfig):
@@ -72,6 +84,8 @@ def _setting_differences(cfg: TrainConfig, recorded: dict) -> list[str]:
         if f.name in RESUME_MAY_CHANGE or f.name in _COMPARED_RESOLVED or unrecorded:
             continue
         old, new = recorded.get(f.name, _BEFORE_RECORDED.get(f.name)), getattr(cfg, f.name)
+        if f.name == "dtype":  # what the run computed in, whatever was asked: auto is resolved on this hardware
+            old, new = recorded.get("dtype_resolved", old), _resolved_dtype(cfg)
         same = _same_path(old, new) if f.name in ("model", "data") else old == new
         if not same:
             differences.append(f"{param(f.name)} {_shown(old)} -> {_shown(new)}")
