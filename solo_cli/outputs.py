@@ -17,7 +17,7 @@ from pathlib import Path
 
 import yaml
 
-from .errors import UsageError
+from .errors import UsageError, param
 from .files.atomic import is_stream
 
 # What `solo train` writes into a run folder (besides its lock, .solo.lock).
@@ -161,14 +161,18 @@ def check_export_target(output: Path, overwrite: bool) -> None:
     refuse_current_folder(output, "--export")
     if output.is_dir() and is_export(output):
         if not overwrite:
-            raise UsageError(f"--export {output}: already exists (a solo export); choose a new folder or pass --overwrite")
+            raise UsageError(
+                f"{param('export')} {output}: already exists (a solo export); choose a new folder or pass {param('overwrite')}"
+            )
         return
     if output.is_dir() and not any(output.iterdir()):
         if not overwrite:
-            raise UsageError(f"--export {output}: already exists (an empty folder); choose a new folder or pass --overwrite")
+            raise UsageError(
+                f"{param('export')} {output}: already exists (an empty folder); choose a new folder or pass {param('overwrite')}"
+            )
         return
     raise UsageError(
-        f"--export {output}: already exists and is not a solo export ({describe(output)}); "
+        f"{param('export')} {output}: already exists and is not a solo export ({describe(output)}); "
         "solo replaces only an export it wrote; choose another path"
     )
 
@@ -183,20 +187,20 @@ def check_adapter_target(output: Path, overwrite: bool) -> Path:
     target = output if output.suffix == ".safetensors" else output / ADAPTER_FILENAME
     if output.exists() and not output.is_dir() and output.suffix != ".safetensors":
         raise UsageError(
-            f"--output {output}: already exists and is not a solo adapter ({describe(output)}); "
+            f"{param('output')} {output}: already exists and is not a solo adapter ({describe(output)}); "
             "solo replaces only an adapter it wrote; choose another path"
         )
     if target.exists() or target.is_symlink():
         if not is_solo_adapter(target):
             where = "" if target == output else f"{target} "
             raise UsageError(
-                f"--output {output}: {where}already exists and is not a solo adapter ({describe(target)}); "
+                f"{param('output')} {output}: {where}already exists and is not a solo adapter ({describe(target)}); "
                 "solo replaces only an adapter it wrote; choose another path"
             )
         if not overwrite:
-            raise UsageError(f"--output {output}: already exists; choose a new path or pass --overwrite")
+            raise UsageError(f"{param('output')} {output}: already exists; choose a new path or pass {param('overwrite')}")
     elif output.exists() and not overwrite:
-        raise UsageError(f"--output {output}: already exists; choose a new path or pass --overwrite")
+        raise UsageError(f"{param('output')} {output}: already exists; choose a new path or pass {param('overwrite')}")
     check_writable(target, "--output")
     return target
 
@@ -236,7 +240,9 @@ def refuse_input_as_output(output: Path, source: Path | None, source_flag: str) 
     except OSError:
         same = False
     if same:
-        raise UsageError(f"--output {output}: is the {source_flag} file the command reads; choose another path for the output")
+        raise UsageError(
+            f"{param('output')} {output}: is the {source_flag} file the command reads; choose another path for the output"
+        )
 
 
 def check_predictions_target(output: Path, metrics: Path | None = None) -> None:
@@ -248,6 +254,6 @@ def check_predictions_target(output: Path, metrics: Path | None = None) -> None:
         if path.is_dir() or not ok(path):
             where = "" if path == output else f"{path} "
             raise UsageError(
-                f"--output {output}: {where}already exists and is not a {kind} file solo wrote ({describe(path)}); "
+                f"{param('output')} {output}: {where}already exists and is not a {kind} file solo wrote ({describe(path)}); "
                 f"solo replaces only its own {kind}; choose another path"
             )

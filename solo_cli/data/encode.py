@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ..errors import UsageError
+from ..errors import UsageError, param
 
 # Tokenizers without a declared limit report transformers' VERY_LARGE_INTEGER (1e30).
 _UNDECLARED = 10**9
@@ -94,7 +94,7 @@ def render(row: dict, fmt: str, tokenizer, use_chat: bool) -> tuple[str, list[tu
         start = len(tokenizer.apply_chat_template(messages[:k], tokenize=False, add_generation_prompt=True))
         upto = tokenizer.apply_chat_template(messages[: k + 1], tokenize=False)
         if not text.startswith(upto) or start > len(upto):
-            raise UsageError("this tokenizer's chat template is not prefix-stable; train with --train-on-prompt")
+            raise UsageError(f"this tokenizer's chat template is not prefix-stable; train with {param('train_on_prompt')}")
         spans.append((start, len(upto)))
     return text, spans, False
 

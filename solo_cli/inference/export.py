@@ -27,7 +27,7 @@ from ..engine.adapter_file import ADAPTER_FILENAME, read_info, resolve_adapter_p
 from ..engine.blocks import find_blocks
 from ..engine.model_card import render_card
 from ..engine.models import DTYPES, load_config, resolve_dtype
-from ..errors import RuntimeFailure, UsageError
+from ..errors import RuntimeFailure, UsageError, param
 from ..files.atomic import atomic_dir
 from ..outputs import check_export_target
 from .load import InferenceModel, load_for_inference
@@ -118,7 +118,7 @@ def _base_class_name(base) -> str:
     name = type(base).__name__
     if not hasattr(transformers, name):
         raise UsageError(
-            f"--model: {name} is not a transformers class, so the export could not name its base; "
+            f"{param('model')}: {name} is not a transformers class, so the export could not name its base; "
             "export works for models that transformers ships"
         )
     return name

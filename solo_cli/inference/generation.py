@@ -12,7 +12,7 @@ import torch
 from transformers import TextStreamer
 
 from ..data.encode import context_length
-from ..errors import UsageError
+from ..errors import UsageError, param
 from .generation_settings import SEED_MAX, GenerationSettings  # noqa: F401 (importable from here as before)
 
 
@@ -101,9 +101,9 @@ def check_context(
         if n >= context:
             raise UsageError(f"{label}: {n} prompt tokens, more than the model's context of {context} tokens; shorten the prompt")
         raise UsageError(
-            f"{label}: {n} prompt tokens + --max-new-tokens {settings.max_new_tokens} = "
+            f"{label}: {n} prompt tokens + {param('max_new_tokens')} {settings.max_new_tokens} = "
             f"{n + settings.max_new_tokens}, more than the model's context of {context} tokens; "
-            f"shorten the prompt or lower --max-new-tokens to {context - n} or less"
+            f"shorten the prompt or lower {param('max_new_tokens')} to {context - n} or less"
         )
 
 

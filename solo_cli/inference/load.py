@@ -9,7 +9,7 @@ from ..engine.adapter import AttachedAdapter, attach
 from ..engine.adapter_file import ADAPTER_FILENAME, AdapterInfo, load_adapter, read_info
 from ..engine.blocks import fingerprint
 from ..engine.models import DEFAULT_MODEL, LoadedModel, load_model
-from ..errors import UsageError
+from ..errors import UsageError, param
 from ..outputs import is_export
 
 
@@ -55,10 +55,10 @@ def load_for_inference(
             f"but --model {name} is {actual.describe()}"
         )
         if not force:
-            raise UsageError(f"{message}; pass the matching --model, or --force to attach it anyway")
+            raise UsageError(f"{message}; pass the matching {param('model')}, or {param('force')} to attach it anyway")
         result.warnings.append(f"{message}; attaching anyway because of --force")
         if actual.hidden_size != info.fingerprint.hidden_size or actual.num_blocks <= max(j for _, j in info.config.connections):
-            raise UsageError(f"{message}; the shapes cannot fit even with --force")
+            raise UsageError(f"{message}; the shapes cannot fit even with {param('force')}")
     solo, info = load_adapter(adapter)
     result.handle = attach(loaded.model, solo)
     result.info = info

@@ -223,25 +223,27 @@ def load_yaml(path: str | Path) -> dict:
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     except OSError as exc:
-        raise UsageError(f"--config {path}: cannot read it ({exc.strerror})") from None
+        raise UsageError(f"{param('config')} {path}: cannot read it ({exc.strerror})") from None
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        raise UsageError(f"--config {path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+        raise UsageError(f"{param('config')} {path}: not valid YAML ({str(exc).splitlines()[0]})") from None
     if raw is None:
         return {}
     if not isinstance(raw, dict):
-        raise UsageError(f"--config {path}: expected a mapping of option: value at the top level")
+        raise UsageError(f"{param('config')} {path}: expected a mapping of option: value at the top level")
     known = {f.name: f for f in fields(TrainConfig)}
     normalized = {str(k).replace("-", "_"): v for k, v in raw.items()}
     unknown = sorted(k for k in normalized if k not in known)
     if unknown:
-        raise UsageError(f"--config {path}: unknown keys {', '.join(unknown)}; valid keys are the `solo train` flag names")
+        raise UsageError(
+            f"{param('config')} {path}: unknown keys {', '.join(unknown)}; valid keys are the `solo train` flag names"
+        )
     values, problems = {}, []
     for key, value in normalized.items():
         values[key], problem = _check(known[key], value)
         if problem:
             problems.append(problem)
     if problems:
-        raise UsageError(f"--config {path}: {'; '.join(problems)}; fix the values in the file")
+        raise UsageError(f"{param('config')} {path}: {'; '.join(problems)}; fix the values in the file")
     return values
 
 

@@ -85,7 +85,8 @@ def _setting_differences(cfg: TrainConfig, recorded: dict) -> list[str]:
             continue
         old, new = recorded.get(f.name, _BEFORE_RECORDED.get(f.name)), getattr(cfg, f.name)
         if f.name == "dtype":  # what the run computed in, whatever was asked: auto is resolved on this hardware
-            old, new = recorded.get("dtype_resolved", old), _resolved_dtype(cfg)
+            old = recorded.get("dtype_resolved", old) if old == "auto" else old
+            new = _resolved_dtype(cfg)
         same = _same_path(old, new) if f.name in ("model", "data") else old == new
         if not same:
             differences.append(f"{param(f.name)} {_shown(old)} -> {_shown(new)}")

@@ -297,12 +297,12 @@ def test_resolve_data_folder_with_only_train(tmp_path):
 
 def test_resolve_data_folder_without_train(tmp_path):
     write_jsonl(tmp_path / "valid.jsonl", [PC_ROW])
-    with pytest.raises(UsageError, match=r"--data .*: the folder has no train\.jsonl"):
+    with pytest.raises(UsageError, match=r"data .*: the folder has no train\.jsonl"):
         resolve_data(tmp_path)
 
 
 def test_resolve_data_missing_path(tmp_path):
-    with pytest.raises(UsageError, match=r"--data .*missing\.jsonl: no such file or folder"):
+    with pytest.raises(UsageError, match=r"data .*missing\.jsonl: no such file or folder"):
         resolve_data(tmp_path / "missing.jsonl")
 
 

@@ -81,8 +81,9 @@ def test_weights_parsing():
     assert parse_weights("0.7,0.3", 2) == [0.7, 0.3]
     with pytest.raises(UsageError, match="2 weights for 3 adapters"):
         parse_weights("1,2", 3)
-    with pytest.raises(UsageError, match="--weights"):
+    with pytest.raises(UsageError, match="weights") as info:
         parse_weights("a,b", 2)
+    assert info.value.as_flags().startswith("--weights 'a,b': ")  # the engine names the parameter, the CLI the flag
 
 
 def test_merge_cli_writes_a_loadable_adapter(tmp_path):

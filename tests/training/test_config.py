@@ -139,7 +139,7 @@ def test_load_yaml_dashed_keys(tmp_path):
 
 def test_load_yaml_unknown_keys_are_listed(tmp_path):
     path = write_yaml(tmp_path, "rank: 4\nlearning_rate: 0.1\nbogus: 1\n")
-    with pytest.raises(UsageError, match=r"--config .*config\.yaml: unknown keys bogus, learning_rate;"):
+    with pytest.raises(UsageError, match=r"config .*config\.yaml: unknown keys bogus, learning_rate;"):
         load_yaml(path)
 
 
@@ -158,7 +158,7 @@ def test_load_yaml_unknown_keys_are_listed(tmp_path):
     ],
 )
 def test_load_yaml_bad_types_name_the_key(tmp_path, text, message):
-    with pytest.raises(UsageError, match=rf"--config .*config\.yaml: {message}"):
+    with pytest.raises(UsageError, match=rf"config .*config\.yaml: {message}"):
         load_yaml(write_yaml(tmp_path, text))
 
 
@@ -180,17 +180,17 @@ def test_load_yaml_accepts_exponent_learning_rates(tmp_path):
 
 
 def test_load_yaml_not_a_mapping(tmp_path):
-    with pytest.raises(UsageError, match=r"--config .*: expected a mapping"):
+    with pytest.raises(UsageError, match=r"config .*: expected a mapping"):
         load_yaml(write_yaml(tmp_path, "- rank\n- 4\n"))
 
 
 def test_load_yaml_invalid_yaml(tmp_path):
-    with pytest.raises(UsageError, match=r"--config .*config\.yaml: not valid YAML"):
+    with pytest.raises(UsageError, match=r"config .*config\.yaml: not valid YAML"):
         load_yaml(write_yaml(tmp_path, "rank: [4\n"))
 
 
 def test_load_yaml_missing_file(tmp_path):
-    with pytest.raises(UsageError, match=r"--config .*nope\.yaml: cannot read it"):
+    with pytest.raises(UsageError, match=r"config .*nope\.yaml: cannot read it"):
         load_yaml(tmp_path / "nope.yaml")
 
 
@@ -220,7 +220,7 @@ def test_build_config_false_override_is_given(tmp_path):
 
 def test_build_config_validates(tmp_path):
     path = write_yaml(tmp_path, "gate: nope\n")  # a bad choice is refused by load_yaml (test_load_yaml_bad_choice...)
-    with pytest.raises(UsageError, match=r"--config .*config\.yaml: gate must be one of schedule, zero-init, got 'nope'"):
+    with pytest.raises(UsageError, match=r"config .*config\.yaml: gate must be one of schedule, zero-init, got 'nope'"):
         build_config(path, {})
     with pytest.raises(UsageError) as info:
         build_config(write_yaml(tmp_path, "rank: 0\n"), {})
@@ -265,7 +265,7 @@ def test_every_field_declares_its_help():
     ],
 )
 def test_load_yaml_bad_choice_names_the_key_and_the_choices(tmp_path, text, message):
-    with pytest.raises(UsageError, match=rf"^--config .*config\.yaml: {message}; fix the values in the file$"):
+    with pytest.raises(UsageError, match=rf"^config .*config\.yaml: {message}; fix the values in the file$"):
         load_yaml(write_yaml(tmp_path, text))
 
 
