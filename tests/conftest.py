@@ -16,6 +16,9 @@ sys.path.insert(0, str(Path(__file__).parent))
 HF_DATASETS_HOME = Path(tempfile.mkdtemp(prefix="solo-tests-datasets-"))
 os.environ["HF_DATASETS_CACHE"] = str(HF_DATASETS_HOME / "datasets")
 os.environ["HF_MODULES_CACHE"] = str(HF_DATASETS_HOME / "modules")
+# --dtype auto measures bf16 against float32 on the CPU: under the suite's load that measurement
+# could differ from one process to the next, so the tests pin what auto means (child processes too).
+os.environ["SOLO_AUTO_DTYPE"] = "float32"
 if "datasets.config" in sys.modules:  # imported already (by a plugin): point its settings there too
     _config = sys.modules["datasets.config"]
     _config.HF_DATASETS_CACHE = HF_DATASETS_HOME / "datasets"

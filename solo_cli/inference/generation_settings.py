@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from ..errors import UsageError
+from ..errors import UsageError, param
 
 SEED_MAX = 2**32 - 1  # torch.manual_seed and numpy accept no more
 
@@ -33,21 +33,21 @@ class GenerationSettings:
         like would otherwise sample garbage, or crash mid-generation with a long traceback.
         """
         problems = []
-        for flag, value in (("--max-new-tokens", self.max_new_tokens), ("--num-beams", self.num_beams)):
+        for name, value in (("max_new_tokens", self.max_new_tokens), ("num_beams", self.num_beams)):
             if value < 1:
-                problems.append(f"{flag} {value}: must be at least 1")
+                problems.append(f"{param(name)} {value}: must be at least 1")
         if not (math.isfinite(self.temperature) and self.temperature >= 0):
-            problems.append(f"--temperature {self.temperature:g}: must be a finite number >= 0 (0 = greedy)")
+            problems.append(f"{param('temperature')} {self.temperature:g}: must be a finite number >= 0 (0 = greedy)")
         if not 0 < self.top_p <= 1:  # also refuses nan
-            problems.append(f"--top-p {self.top_p:g}: must be in (0, 1] (1 = off)")
+            problems.append(f"{param('top_p')} {self.top_p:g}: must be in (0, 1] (1 = off)")
         if self.top_k < 0:
-            problems.append(f"--top-k {self.top_k}: must be 0 or more (0 = off)")
+            problems.append(f"{param('top_k')} {self.top_k}: must be 0 or more (0 = off)")
         if not math.isfinite(self.length_penalty):
-            problems.append(f"--length-penalty {self.length_penalty:g}: must be a finite number (1 = none)")
+            problems.append(f"{param('length_penalty')} {self.length_penalty:g}: must be a finite number (1 = none)")
         if self.no_repeat_ngram_size < 0:
-            problems.append(f"--no-repeat-ngram-size {self.no_repeat_ngram_size}: must be 0 or more (0 = off)")
+            problems.append(f"{param('no_repeat_ngram_size')} {self.no_repeat_ngram_size}: must be 0 or more (0 = off)")
         if not 0 <= self.seed <= SEED_MAX:
-            problems.append(f"--seed {self.seed}: must be between 0 and {SEED_MAX} (2**32 - 1)")
+            problems.append(f"{param('seed')} {self.seed}: must be between 0 and {SEED_MAX} (2**32 - 1)")
         if problems:
             raise UsageError("; ".join(problems))
         return self

@@ -8,6 +8,7 @@ The files written are the run folder's (:class:`~solo_cli.training.run_folder.Ru
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import threading
 import time
@@ -25,6 +26,7 @@ from ..engine.adapter_file import AdapterInfo
 from ..engine.blocks import Fingerprint, fingerprint
 from ..engine.loss import evaluate_loss
 from ..engine.models import LoadedModel, load_model
+from ..engine.precision import PIN_VARIABLE, resolve_precision
 from ..engine.topology import format_connections, parse_connections
 from ..errors import UsageError, param
 from ..files import lock
@@ -81,6 +83,15 @@ class PreparedRun:
     data_sha256: dict | None = None  # what identifies the training and validation rows (config.json, --resume)
 
 
+def _agreed_dtype(dtype: str, ctx: DistContext, device) -> str:
+    """``--dtype``, with ``auto`` resolved by the first process for all of them under a distributed launch
+    (each measuring for itself could choose differently, and the processes must compute alike)."""
+    if dtype != "auto" or not ctx.enabled or os.environ.get(PIN_VARIABLE):  # pinned: every process agrees already
+        return dtype
+    first_bf16 = resolve_precision("auto", device).dtype == "bfloat16" if ctx.rank == 0 else False
+    return "bfloat16" if ctx.sum([float(first_bf16)], device)[0] > 0.5 else "float32"
+
+
 def prepare(cfg: TrainConfig, loaded: LoadedModel | None = None, ctx: DistContext | None = None) -> PreparedRun:
     """Load (or take) the model, read and tokenize the data, and build a fresh adapter.
 
@@ -93,7 +104,11 @@ def prepare(cfg: TrainConfig, loaded: LoadedModel | None = None, ctx: DistContex
     device = resolve_device(cfg.device, ctx)
     distributed.init(ctx, device)
     loaded = loaded or load_model(
-        cfg.model, revision=cfg.revision, dtype=cfg.dtype, device=str(device), trust_remote_code=cfg.trust_remote_code
+        cfg.model,
+        revision=cfg.revision,
+        dtype=_agreed_dtype(cfg.dtype, ctx, device),
+        device=str(device),
+        trust_remote_code=cfg.trust_remote_code,
     )
     fp = fingerprint(loaded.model)
     connections = parse_connections(cfg.connections, fp.num_blocks)

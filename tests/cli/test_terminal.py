@@ -388,5 +388,5 @@ def test_generate_refuses_a_prompt_of_no_tokens_before_generating(tokenizer):
 
     with pytest.raises(UsageError, match=r"^prompt #2: the prompt is empty"):
         generate(make_model("llama"), tokenizer, ["hello", ""], GenerationSettings(max_new_tokens=2), chat=False)
-    with pytest.raises(UsageError, match=r"^--top-p 0: must be in \(0, 1\]"):
+    with pytest.raises(UsageError, match=r"^top_p 0: must be in \(0, 1\]"):
         generate(make_model("llama"), tokenizer, ["hello"], GenerationSettings(top_p=0.0), chat=False)

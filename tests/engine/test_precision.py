@@ -48,6 +48,7 @@ def test_explicit_dtypes_are_kept_and_never_probe(monkeypatch):
 
 
 def test_auto_resolves_through_detect_and_the_cached_calibration(monkeypatch):
+    monkeypatch.delenv("SOLO_AUTO_DTYPE", raising=False)  # the suite pins auto; this test is about unpinned auto
     monkeypatch.setattr(precision, "detect", lambda device: Hardware("cpu", cpu_flags=frozenset({"avx512_bf16"})))
     monkeypatch.setattr(precision, "calibrate_cpu", lambda: 1.6)
     assert resolve_precision("auto", "cpu") == Precision(
@@ -63,3 +64,16 @@ def test_cpuinfo_flags_are_read_on_x86_and_arm(tmp_path):
     arm.write_text("processor\t: 0\nFeatures\t: fp asimd bf16 i8mm\n")
     assert "bf16" in cpu_flags(arm)
     assert cpu_flags(tmp_path / "missing") == frozenset()
+
+
+def test_solo_auto_dtype_pins_what_auto_means(monkeypatch):
+    from solo_cli.engine import precision
+    from solo_cli.errors import UsageError
+
+    monkeypatch.setattr(precision, "calibrate_cpu", lambda: pytest.fail("a pinned auto measures nothing"))
+    monkeypatch.setenv("SOLO_AUTO_DTYPE", "bfloat16")
+    assert precision.resolve_precision("auto", "cpu") == precision.Precision("bfloat16", "bfloat16: SOLO_AUTO_DTYPE pins auto")
+    assert precision.resolve_precision("float32", "cpu").dtype == "float32"  # an explicit --dtype wins
+    monkeypatch.setenv("SOLO_AUTO_DTYPE", "fp8")
+    with pytest.raises(UsageError, match="SOLO_AUTO_DTYPE=fp8: use float32, bfloat16 or float16"):
+        precision.resolve_precision("auto", "cpu")
