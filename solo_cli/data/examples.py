@@ -39,5 +39,13 @@ class ExampleView(Sequence):
             batch = self.dataset[self._rows[start : start + _BATCH]]
             yield from map(Example, batch["input_ids"], batch["labels"], batch["truncated"])
 
+    def lengths(self) -> list[int]:
+        """Every example's token count, read from the Arrow column in one pass (no Example is built)."""
+        import pyarrow.compute as pc
+
+        column = self.dataset.with_format("arrow")["input_ids"]  # the dataset's rows, in its order
+        counts = pc.list_value_length(column).to_pylist()
+        return [counts[i] for i in self._rows]
+
     def __repr__(self) -> str:
         return f"ExampleView({len(self)} examples)"

@@ -7,7 +7,7 @@ turns it into Arrow datasets. Every field has the name of the parameter (and so 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 from ..errors import UsageError, param
@@ -35,6 +35,13 @@ class DataSpec:
     prompt_column: str | None = None
     completion_column: str | None = None
     messages_column: str | None = None
+
+    @classmethod
+    def of(cls, settings, data: str | Path | None = None) -> DataSpec:
+        """The spec held by ``settings`` (a TrainConfig, an EvalConfig, ...): its ``data`` (or the ``data``
+        given) and whichever of the split, config and column fields it has."""
+        names = [f.name for f in fields(cls) if f.name != "data" and hasattr(settings, f.name)]
+        return cls(settings.data if data is None else data, **{name: getattr(settings, name) for name in names})
 
     def __post_init__(self) -> None:
         if not str(self.data).strip():

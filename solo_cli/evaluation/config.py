@@ -44,8 +44,7 @@ class EvalConfig:
 
     def data_spec(self) -> DataSpec:
         """``data`` with its split, config and column fields, as the data layer reads it."""
-        names = ("data_config", "data_split", "text_column", "prompt_column", "completion_column", "messages_column")
-        return DataSpec(self.data, **{name: getattr(self, name) for name in names})
+        return DataSpec.of(self)
 
     def validate(self) -> EvalConfig:
         """Refuse bad values in one line naming the parameter, before any file is read or model loaded."""

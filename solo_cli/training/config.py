@@ -185,8 +185,7 @@ class TrainConfig:
 
     def data_spec(self) -> DataSpec:
         """``data`` with its split, config and column fields, as the data layer reads it (checked there)."""
-        names = ("data_config", "data_split", "valid_split", "text_column", "prompt_column", "completion_column")
-        return DataSpec(self.data, **{name: getattr(self, name) for name in (*names, "messages_column")})
+        return DataSpec.of(self)
 
 
 def _coerce(name: str, value, annotation: str):

@@ -65,19 +65,8 @@ def _run_config(out: Path, checkpoint: Path) -> dict | None:
     return recorded if recorded is not None else RunFolder(out, writes=False).read_config()
 
 
-def _resolved_dtype(cfg: TrainConfig) -> str:
-    """The dtype ``--dtype`` means here (``auto`` resolved as training will resolve it)."""
-    if cfg.dtype != "auto":
-        return cfg.dtype
-    import torch
-
-    from ..engine.precision import resolve_precision
-
-    device = ("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto" else cfg.device
-    return resolve_precision("auto", device).dtype
-
-
-def _setting_differences(cfg: TrainConfig, recorded: dict) -> list[str]:
+def _setting_differences(cfg: TrainConfig, recorded: dict, dtype: str | None = None) -> list[str]:
+    """``--flag old -> new`` for each setting that differs; ``dtype`` is what ``--dtype`` resolves to here."""
     differences = []
     for f in dataclasses.fields(TrainConfig):
         unrecorded = f.name not in recorded and f.name not in _BEFORE_RECORDED
@@ -86,7 +75,7 @@ def _setting_differences(cfg: TrainConfig, recorded: dict) -> list[str]:
         old, new = recorded.get(f.name, _BEFORE_RECORDED.get(f.name)), getattr(cfg, f.name)
         if f.name == "dtype":  # what the run computed in, whatever was asked: auto is resolved on this hardware
             old = recorded.get("dtype_resolved", old) if old == "auto" else old
-            new = _resolved_dtype(cfg)
+            new = dtype or new
         same = _same_path(old, new) if f.name in ("model", "data") else old == new
         if not same:
             differences.append(f"{param(f.name)} {_shown(old)} -> {_shown(new)}")
@@ -107,18 +96,18 @@ def _data_differences(cfg: TrainConfig, recorded: dict) -> list[str]:
     return differences
 
 
-def check_resume(cfg: TrainConfig, out: Path, checkpoint: Path) -> None:
+def check_resume(cfg: TrainConfig, out: Path, checkpoint: Path, dtype: str | None = None) -> None:
     """Refuse to resume with settings other than the run's (its config.json), listing each difference.
 
     Compared: every TrainConfig field but those in :data:`RESUME_MAY_CHANGE`, and the sha256 of
-    the data files. The model's fingerprint and the adapter's shape (connections and homotopy
+    the data files; ``dtype`` is what ``--dtype`` (``auto``) resolves to on this hardware. The model's fingerprint and the adapter's shape (connections and homotopy
     steps as resolved on the model, so ``chain`` and its spelled-out plan are the same) are
     compared with the checkpoint itself when it is loaded (:func:`solo_cli.training.checkpoint.load_checkpoint`).
     """
     recorded = _run_config(out, checkpoint)
     if recorded is None:
         return
-    differences = _setting_differences(cfg, recorded) + _data_differences(cfg, recorded)
+    differences = _setting_differences(cfg, recorded, dtype) + _data_differences(cfg, recorded)
     if differences:
         raise UsageError(
             f"{param('resume')} {cfg.resume}: {checkpoint} belongs to a run started with other settings: "

@@ -172,7 +172,8 @@ def _take_folder(cfg: TrainConfig, out: Path) -> None:
     if present:
         clean_staging(out)
     if cfg.resume is not None:
-        check_resume(cfg, out, find_checkpoint(out, cfg.resume))
+        dtype = resolve_precision(cfg.dtype, resolve_device(cfg.device)).dtype
+        check_resume(cfg, out, find_checkpoint(out, cfg.resume), dtype)
     elif present:
         remove_run_outputs(out)
 

@@ -73,7 +73,12 @@ def epoch_batches(
 
 
 def example_lengths(examples: Sequence) -> list[int]:
-    """The token length of every example, the key :func:`epoch_batches` groups by."""
+    """The token length of every example, the key :func:`epoch_batches` groups by.
+
+    An Arrow-backed view reads them from its column (``lengths()``) instead of building every example.
+    """
+    if hasattr(examples, "lengths"):
+        return examples.lengths()
     return [len(e.input_ids) for e in examples]
 
 

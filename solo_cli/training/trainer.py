@@ -54,11 +54,6 @@ class TrainState:
     tokens: int = 0
 
 
-def mean_gate(adapter: SoloAdapter) -> float:
-    values = list(adapter.gate_values().values())
-    return sum(values) / max(1, len(values))
-
-
 def trained_tokens(example: Example) -> int:
     """Tokens of ``example`` that carry loss: labels after the first (each predicts the next) other than -100."""
     return sum(label != -100 for label in example.labels[1:])
@@ -124,6 +119,8 @@ class Trainer:
         self.optimizer, self.scheduler = make_optimizer(adapter, cfg, steps)
         # float16 activations underflow in backward without loss scaling (bf16 and fp32 need none)
         self.scaler = torch.amp.GradScaler(device.type, enabled=cfg.dtype == "float16")
+        # a float32 base on a GPU with bf16 runs its matmuls under bf16 autocast (decided once, not every step)
+        self.autocast = device.type == "cuda" and cfg.dtype == "float32" and torch.cuda.is_bf16_supported()
         # looked up at call time, so tests can substitute the loss
         self.loss = wrap(model, adapter, lambda m, b, ls: causal_lm_loss(m, b, ls), self.ctx, device)
         self.stop_requested = False
@@ -146,12 +143,11 @@ class Trainer:
         # under DDP the last global batch of an epoch can leave a rank with no examples
         collated = [self._to_device(collate(b, self.pad_id)) if b else None for b in mine]  # copied before any compute
         loss_sum = torch.zeros((), device=self.device)
-        autocast = self.device.type == "cuda" and self.cfg.dtype == "float32" and torch.cuda.is_bf16_supported()
         for n, (batch, examples) in enumerate(zip(collated, mine)):
             count = sum(trained_tokens(e) for e in examples)
             last = n == len(collated) - 1
             sync = contextlib.nullcontext() if last or not ctx.enabled else self.loss.no_sync()
-            with sync, torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=autocast):
+            with sync, torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
                 loss, _ = self.loss(batch, self.cfg.label_smoothing)
                 self.scaler.scale(loss * (count * ctx.world_size / total)).backward()
             loss_sum = loss_sum + loss.detach().float() * count

@@ -12,13 +12,12 @@ import pytest
 from conftest import REPO, write_jsonl
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
-from support import make_adapter
+from support import info_for, make_adapter
 from tiny import make_model
 from typer.testing import CliRunner
 
-from solo_cli import fingerprint, save_adapter
+from solo_cli import save_adapter
 from solo_cli.cli import app, display
-from solo_cli.engine.adapter_file import AdapterInfo
 
 runner = CliRunner()
 EVIL = "\x1b[2J\x1b[31mEVIL [bold]loud[/bold] \x9b2J \x07\x7f\u202e"
@@ -49,16 +48,7 @@ def no_raw_controls(text: str) -> None:
 def adapter_path(tmp_path):
     model = make_model("llama")
     adapter = make_adapter(model)
-    info = AdapterInfo(
-        config=adapter.config,
-        fingerprint=fingerprint(model),
-        base_model="tiny",
-        base_revision="abc",
-        data_format="completion",
-        chat_template=True,
-        training={"steps": 3, "final_loss": 1.5},
-    )
-    return save_adapter(tmp_path / "adapter.safetensors", adapter, info)
+    return save_adapter(tmp_path / "adapter.safetensors", adapter, info_for(model, adapter))
 
 
 def rewrite_header(src: Path, dst: Path, **values) -> Path:

@@ -130,3 +130,14 @@ def test_example_view_is_a_sequence(tmp_path, tokenizer):
         view[40]
     batch, expected = collate(view[:4], pad_id=2), collate(listed[:4], pad_id=2)
     assert all((batch[k] == expected[k]).all() for k in expected)
+
+
+def test_a_view_reads_lengths_from_its_column_as_its_examples_have_them():
+    import datasets
+
+    from solo_cli.data.examples import ExampleView
+
+    ids = [[1] * n for n in (3, 5, 2, 7, 4)]
+    ds = datasets.Dataset.from_dict({"input_ids": ids, "labels": ids, "truncated": [False] * 5})
+    for view in (ExampleView(ds), ExampleView(ds)[1:], ExampleView(ds.select([4, 0, 2]))):
+        assert view.lengths() == [len(e.input_ids) for e in view]

@@ -227,18 +227,16 @@ def test_resume_of_a_run_stopped_before_its_first_save_suggests_overwrite(tmp_pa
     assert info.value.as_flags().endswith("with the same command and --overwrite instead of --resume auto")
 
 
-def test_resume_compares_what_dtype_auto_resolves_to(monkeypatch):
+def test_resume_compares_what_dtype_auto_resolves_to():
     """A run recorded before --dtype auto (dtype float32) resumes under the new default where auto
     means float32, and is refused, naming both, where auto would switch it to bfloat16."""
     import dataclasses
 
-    from solo_cli.engine import precision
     from solo_cli.training import resume
     from solo_cli.training.config import TrainConfig
 
     recorded = dataclasses.asdict(TrainConfig(data="rows.jsonl", dtype="float32"))
     cfg = TrainConfig(data="rows.jsonl")  # dtype auto, the default
     for resolved, expected in (("float32", []), ("bfloat16", ["--dtype float32 -> bfloat16"])):
-        monkeypatch.setattr(precision, "resolve_precision", lambda name, device="cpu", r=resolved: precision.Precision(r, "test"))
-        found = [resume.UsageError(d).as_flags() for d in resume._setting_differences(cfg, recorded)]
+        found = [resume.UsageError(d).as_flags() for d in resume._setting_differences(cfg, recorded, resolved)]
         assert found == expected
