@@ -17,6 +17,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from paths import E2E  # noqa: E402,F401  (re-exported for the benchmarks)
+
 from solo_cli import AdapterConfig, SoloAdapter, attach, fingerprint  # noqa: E402
 from solo_cli.data.encode import Example, collate, encode_rows  # noqa: E402
 from solo_cli.engine.loss import causal_lm_loss  # noqa: E402
@@ -25,7 +27,6 @@ from solo_cli.engine.topology import parse_connections  # noqa: E402
 from solo_cli.training.optim import make_optimizer  # noqa: E402
 from solo_cli.training.sampler import micro_batches  # noqa: E402
 
-E2E = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "e2e"
 LORA_TARGETS = ["q_proj", "v_proj"]
 
 

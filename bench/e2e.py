@@ -24,16 +24,18 @@ import json
 import os
 import platform
 import random
+import re
 import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+
+from paths import E2E, with_root
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-E2E = ROOT.parent / "shared" / "data" / "e2e"
 RESULTS = HERE / "results"
 BUDGET = 94_464  # 41% of LoRA r=4 on q,v of SmolLM2 (230,400): the paper's 59% reduction
 
@@ -100,16 +102,21 @@ SEEDS = [solo("solo-c5-r2-rms", spans(5), 2, 2e-2, seed=1), solo("ref-solo-c5-r2
 GRIDS = {
     "proxy": SEARCH + list(REFERENCE) + SEEDS,
     "smoke": [lora("lora-r1", 1, 1e-2), solo("solo-c5-r2-rms", spans(5), 2, 2e-2)],
+    # Ordered by what the decision needs; a GPU lease ran the first 8 side by side (--only, see e2e-full.md).
+    # "chain" is solo train's default plan (chain:5 plus emb->4 on SmolLM2's 30 blocks).
     "full": [
-        *[lora(f"lora-r4-{lr:g}", 4, lr) for lr in (2e-3, 5e-3, 1e-2)],
-        *[lora(f"lora-r1-{lr:g}", 1, lr) for lr in (5e-3, 1e-2)],
+        lora("lora-r4-1e-2", 4, 1e-2),
         lora("lora-r4-1e-2", 4, 1e-2, seed=1),
-        *[solo(f"solo-c5-r2-rms-{lr:g}", "chain:5", 2, lr) for lr in (1e-2, 2e-2, 5e-2)],
-        solo("solo-c5-r2-rms-2e-2", "chain:5", 2, 2e-2, seed=1),
-        solo("solo-c5-r2-none-2e-2", "chain:5", 2, 2e-2, norm="none"),
-        solo("solo-c10-r3-rms-2e-2", "chain:10", 3, 2e-2),
-        solo("solo-c2-r3-rms-2e-2", "chain:2", 3, 2e-2),
-        solo("solo-c2-r3-rms-2e-2", "chain:2", 3, 2e-2, seed=1),
+        lora("lora-r4-5e-3", 4, 5e-3),
+        lora("lora-r1-5e-3", 1, 5e-3),
+        solo("solo-chain-r2-rms-2e-2", "chain", 2, 2e-2),
+        solo("solo-chain-r2-rms-2e-2", "chain", 2, 2e-2, seed=1),
+        solo("solo-chain-r3-rms-2e-2", "chain", 3, 2e-2),
+        solo("solo-c2-r2-rms-2e-2", "chain:2", 2, 2e-2),
+        lora("lora-r4-2e-3", 4, 2e-3),
+        lora("lora-r1-1e-2", 1, 1e-2),
+        solo("solo-chain-r2-rms-5e-2", "chain", 2, 5e-2),
+        solo("solo-chain-r2-none-2e-2", "chain", 2, 2e-2, norm="none"),
     ],
 }
 
@@ -152,7 +159,7 @@ def commands(run: Run, protocol: str, data: Path, folder: Path, device: str) -> 
 
 def execute(run: Run, protocol: str, data: Path, work: Path, device: str, threads: int) -> dict:
     folder = work / f"{run.name}-s{run.seed}"
-    env = os.environ | {"OMP_NUM_THREADS": str(threads), "PYTHONPATH": str(ROOT)}
+    env = with_root(os.environ | {"OMP_NUM_THREADS": str(threads)})
     log = folder.with_suffix(".log")
     folder.parent.mkdir(parents=True, exist_ok=True)
     with log.open("w") as handle:
@@ -192,8 +199,37 @@ def collect(run: Run, folder: Path, protocol: str, env: dict) -> dict:
         cmd = [sys.executable, "-m", "solo_cli", "eval", "--predictions", str(preds), "--data", str(E2E / "test.jsonl"), "--json"]
         cmd += ["--limit", str(PROTOCOLS[protocol]["test_mrs"])] if PROTOCOLS[protocol]["test_mrs"] else []
         scores = json.loads(subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT, check=True).stdout)
-        row |= {k: scores.get(k) for k in ("bleu", "nist", "meteor", "rouge_l", "cider")}
+        row |= {k: scores.get(k) for k in ("bleu", "nist", "meteor", "rouge_l", "cider")} | output_shape(preds)
     return row
+
+
+def select(grid: list[Run], only: str, parser: argparse.ArgumentParser) -> list[Run]:
+    """``--only``: NAME (every seed the grid has) or NAME@SEED (any seed of a configuration in the grid)."""
+    picked: list[Run] = []
+    for item in only.split(","):
+        name, _, seed = item.partition("@")
+        runs = [r for r in grid if r.name == name]
+        if not runs:
+            parser.error(
+                f"--only {item}: no run named {name!r} in this protocol's grid; pick from {sorted({r.name for r in grid})}"
+            )
+        if seed and not seed.isdigit():
+            parser.error(f"--only {item}: the seed after @ must be a whole number")
+        picked += [replace(runs[0], seed=int(seed))] if seed else runs
+    return list(dict.fromkeys(picked))
+
+
+def output_shape(preds: Path) -> dict:
+    """What the outputs look like: mean words per output, and the share of the MR's slot values (all but
+    yes/no) that appear verbatim in it, a rough recall of the content (METEOR and ROUGE-L reward recall)."""
+    rows = [json.loads(line) for line in preds.read_text(encoding="utf-8").splitlines() if line.strip()]
+    words, copied = [], []
+    for row in rows:
+        words.append(len(row["prediction"].split()))
+        values = [v for v in re.findall(r"\[([^\]]+)\]", row["prompt"]) if v.lower() not in ("yes", "no")]
+        if values:
+            copied.append(sum(v.lower() in row["prediction"].lower() for v in values) / len(values))
+    return {"words": round(sum(words) / len(words), 2), "slots_copied": round(sum(copied) / max(1, len(copied)), 4)}
 
 
 def device_name(device: str) -> str:
@@ -243,8 +279,8 @@ def markdown(report: dict) -> str:
         + ("; greedy decoding of all 630 test MRs, official-scorer metrics." if p["decode"] else "; no decoding.")
         + f" Default: `{report.get('default')}`.",
         "",
-        "| run | seed | method | plan | rank | gate | norm | lr | params | % LoRA r4 | valid loss | BLEU | NIST | METEOR | ROUGE-L | CIDEr | train s |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| run | seed | method | plan | rank | gate | norm | lr | params | % LoRA r4 | valid loss | BLEU | NIST | METEOR | ROUGE-L | CIDEr | words | slots copied | train s |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
 
     def f(v, d=4):
@@ -256,7 +292,8 @@ def markdown(report: dict) -> str:
         lines.append(
             f"| {r['name']} | {r['seed']} | {r['method']} | {plan} | {r['rank']} | {r['gate'] or '-'} | {r.get('source_norm') or '-'} "
             f"| {r['lr']:g} | {r['trainable_params']:,} | {share} | {f(r['valid_loss'])} | {f(r.get('bleu'))} | {f(r.get('nist'), 3)} "
-            f"| {f(r.get('meteor'))} | {f(r.get('rouge_l'))} | {f(r.get('cider'))} | {r['train_seconds']} |"
+            f"| {f(r.get('meteor'))} | {f(r.get('rouge_l'))} | {f(r.get('cider'))} | {f(r.get('words'), 1)} | {f(r.get('slots_copied'), 3)} "
+            f"| {r['train_seconds']} |"
         )
     if report.get("notes"):
         lines += ["", *[f"- {n}" for n in report["notes"]]]
@@ -284,6 +321,11 @@ def main() -> None:
     parser.add_argument("--only", default=None, help="comma-separated NAME or NAME@SEED; results merge into the existing file")
     parser.add_argument("--work", default=None, help="where run folders go (default /tmp/solo-e2e/<protocol>)")
     parser.add_argument("--agreement", action="store_true", help="only recompute the proxy/full agreement")
+    parser.add_argument(
+        "--collect",
+        action="store_true",
+        help="train nothing: build the results from the run folders in --work (runs made on another machine, scored here)",
+    )
     opts = parser.parse_args()
     out = RESULTS / f"e2e-{opts.protocol}.json"
     if opts.agreement:
@@ -299,11 +341,11 @@ def main() -> None:
     jobs = opts.jobs or (7 if cuda else 2)
     threads = max(1, (os.cpu_count() or 2) // jobs)
     work = Path(opts.work or f"/tmp/solo-e2e/{opts.protocol}")
+    work.mkdir(parents=True, exist_ok=True)
     data = prepare_data(opts.protocol, work)
     grid = GRIDS[opts.protocol]
     if opts.only:
-        wanted = set(opts.only.split(","))  # NAME (every seed) or NAME@SEED
-        grid = [r for r in grid if r.name in wanted or f"{r.name}@{r.seed}" in wanted]
+        grid = select(grid, opts.only, parser)
     old = json.loads(out.read_text()) if out.exists() else {"runs": []}
     old["runs"] = old["runs"] if opts.only else []
     keep = [r for r in old["runs"] if (r["name"], r["seed"]) not in {(g.name, g.seed) for g in grid}]
@@ -326,12 +368,24 @@ def main() -> None:
         "notes": old.get("notes", []),  # what was decided from these results, written by hand; kept on re-runs
     }
     started = time.perf_counter()
-    with ThreadPoolExecutor(jobs) as pool:
-        for row in pool.map(lambda r: execute(r, opts.protocol, data, work, opts.device, threads), grid):
-            print(json.dumps(row), flush=True)
-            if "error" not in row:
-                report["runs"].append(row)
-    report["seconds"] = round(time.perf_counter() - started + (old.get("seconds", 0) if opts.only else 0), 1)
+    if opts.collect:
+        made = json.loads((work / "made.json").read_text())  # where and how the runs were made
+        report["device"], report["command"] = made["device"], made["command"] + f" (scored here: {report['command']})"
+        report["seconds"] = made.get("seconds")
+        env = with_root(dict(os.environ))
+        done = [r for r in grid if (work / f"{r.name}-s{r.seed}" / "config.json").exists()]
+        report["runs"] += [collect(r, work / f"{r.name}-s{r.seed}", opts.protocol, env) for r in done]
+    else:
+        (work / "made.json").write_text(json.dumps({"device": report["device"], "command": report["command"]}) + "\n")
+        with ThreadPoolExecutor(jobs) as pool:
+            for row in pool.map(lambda r: execute(r, opts.protocol, data, work, opts.device, threads), grid):
+                print(json.dumps(row), flush=True)
+                if "error" not in row:
+                    report["runs"].append(row)
+    if not opts.collect:
+        report["seconds"] = round(time.perf_counter() - started + (old.get("seconds", 0) if opts.only else 0), 1)
+        made = {"device": report["device"], "command": report["command"], "seconds": report["seconds"]}
+        (work / "made.json").write_text(json.dumps(made) + "\n")
     solo_runs = [
         r
         for r in report["runs"]

@@ -21,6 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from paths import E2E  # noqa: E402
 from transformers import AutoTokenizer  # noqa: E402
 
 from solo_cli.data.encode import encode_rows  # noqa: E402
@@ -31,7 +32,7 @@ from solo_cli.training.sampler import WINDOW_BATCHES, epoch_batches, example_len
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
-E2E_TRAIN = ROOT.parent / "shared" / "data" / "e2e" / "train.jsonl"
+E2E_TRAIN = E2E / "train.jsonl"
 SAMPLE_TRAIN = ROOT / "sample_data" / "e2e" / "train.jsonl"
 
 
