@@ -27,7 +27,15 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 
-DEFAULT_SOLO = ("solo-default", "chain", 2, "schedule")  # solo train's default (chain:5 + emb->4 on 30 blocks, r=2)
+
+def _default_solo() -> tuple:
+    from solo_cli.training.config import TrainConfig
+
+    d = TrainConfig()
+    return ("solo-default", d.connections, d.rank, d.gate)
+
+
+DEFAULT_SOLO = _default_solo()  # solo train's default (chain = chain:5 + emb->4 on 30 blocks)
 # The plans of the reference runs (../shared/docs/reference-runs.md) and of bench/e2e.py --protocol proxy.
 TOPOLOGIES = [
     ("solo-chain:2-r2", "chain:2", 2, "schedule"),
@@ -35,16 +43,17 @@ TOPOLOGIES = [
     ("solo-emb-r2", ",".join(f"emb->{j}" for j in range(1, 30)), 2, "schedule"),
 ]
 LORAS = {"lora": 4, "lora-r1": 1}  # peft LoRA on q_proj, v_proj at rank r
-# Quality of each plan. proxy: bench/results/e2e-proxy.json (CPU, 1,024 E2E rows, 1 epoch; validation
-# loss, mean over its seeds). reference: ../shared/docs/reference-runs.md (one H100, the whole E2E train
-# set, 1 epoch at batch 64; validation loss and BLEU on the 630 test MRs, greedy).
+# Quality of each plan. full: bench/results/e2e-full.json (one H200, the whole E2E train set, 1 epoch at
+# batch 64; validation loss and BLEU on the 630 test MRs, greedy, mean over seeds), else the nearest run of
+# ../shared/docs/reference-runs.md (one H100, the same protocol, solo 0.1). proxy: bench/results/e2e-proxy.json
+# (CPU, 1,024 E2E rows, 1 epoch; validation loss, mean over its seeds).
 QUALITY = {
-    "solo-default": {"proxy": "solo-c5-r2-rms", "reference": ("Solo chain:5 r2 schedule, lr 2e-2", 1.0168, 0.6658)},
-    "lora": {"proxy": "ref-lora-r4-5e-3", "reference": ("LoRA r4, lr 1e-2", 0.9932, 0.6711)},
-    "lora-r1": {"proxy": "ref-lora-r1-5e-3", "reference": ("LoRA r1, lr 5e-3", 1.0629, 0.6608)},
-    "solo-chain:2-r2": {"proxy": None, "reference": ("Solo chain:2 r2 schedule, lr 2e-2", 1.0124, 0.6613)},
-    "solo-chain:1-r1": {"proxy": "ref-solo-c1-r1", "reference": ("Solo chain:1 r1 schedule, lr 2e-2", 1.0506, 0.6595)},
-    "solo-emb-r2": {"proxy": "ref-solo-emb-r2", "reference": ("Solo emb->1..29 r2 schedule, lr 2e-2", 1.0438, 0.6565)},
+    "solo-default": {"proxy": None, "full": "solo-chain-r3-rms-2e-2"},
+    "lora": {"proxy": "ref-lora-r4-1e-2", "full": "lora-r4-1e-2"},
+    "lora-r1": {"proxy": "ref-lora-r1-5e-3", "full": "lora-r1-5e-3"},
+    "solo-chain:2-r2": {"proxy": None, "full": "solo-c2-r2-rms-2e-2"},
+    "solo-chain:1-r1": {"proxy": "ref-solo-c1-r1", "reference": ("Solo chain:1 r1 schedule, lr 2e-2 (solo 0.1)", 1.0506, 0.6595)},
+    "solo-emb-r2": {"proxy": "ref-solo-emb-r2", "reference": ("Solo emb->1..29 r2 schedule, lr 2e-2 (solo 0.1)", 1.0438, 0.6565)},
 }
 DTYPES = ("auto", "float32", "bfloat16")  # bfloat16 shows what auto decided against
 
@@ -211,18 +220,24 @@ def dtype_runs(opts) -> dict:
 
 
 def plan_quality() -> dict:
-    """Each plan's quality from the two sources named in QUALITY."""
+    """Each plan's quality from the sources named in QUALITY (full-protocol runs: the mean over their seeds)."""
     proxy = json.loads((HERE / "results" / "e2e-proxy.json").read_text())["runs"]
+    full = json.loads((HERE / "results" / "e2e-full.json").read_text())
     table = {}
     for name, q in QUALITY.items():
         losses = [r["valid_loss"] for r in proxy if r["name"] == q["proxy"]]
-        label, ref_loss, ref_bleu = q["reference"]
+        if q.get("full"):
+            runs = [r for r in full["runs"] if r["name"] == q["full"]]
+            label = f"{q['full']} ({len(runs)} seed{'s' if len(runs) > 1 else ''}, {full['device']})"
+            loss, bleu = (sum(r[k] for r in runs) / len(runs) for k in ("valid_loss", "bleu"))
+        else:
+            label, loss, bleu = q["reference"]
         table[name] = {
             "proxy_run": q["proxy"],
             "proxy_valid_loss": sum(losses) / len(losses) if losses else None,
-            "reference_run": label,
-            "reference_valid_loss": ref_loss,
-            "reference_bleu": ref_bleu,
+            "full_run": label,
+            "full_valid_loss": loss,
+            "full_bleu": bleu,
         }
     return table
 
@@ -413,11 +428,11 @@ def _quality_lines(report: dict) -> list[str]:
     lines = [
         "## Quality against step time",
         "",
-        "Quality: *proxy* = validation loss of bench/results/e2e-proxy.json (CPU, 1,024 E2E rows, 1 epoch, "
-        "mean over seeds); *reference* = validation loss and BLEU of ../shared/docs/reference-runs.md "
-        "(one H100, the whole E2E train set, 1 epoch). Step time: measured above.",
+        "Quality: *full* = validation loss and BLEU of the whole-E2E protocol (bench/results/e2e-full.md, one H200, "
+        "mean over seeds; the plans it has not run yet: the nearest run of ../shared/docs/reference-runs.md, solo 0.1); "
+        "*proxy* = validation loss of bench/results/e2e-proxy.json (CPU, 1,024 rows). Step time: measured above.",
         "",
-        "| plan | trainable params | step (s) | vs LoRA r4 | proxy valid loss | reference run | reference valid loss | reference BLEU |",
+        "| plan | trainable params | step (s) | vs LoRA r4 | full-protocol run | valid loss | BLEU | proxy valid loss |",
         "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     lora = training["lora"]["step_s"]
@@ -425,8 +440,8 @@ def _quality_lines(report: dict) -> list[str]:
         t = training[name]
         proxy = f"{q['proxy_valid_loss']:.4f}" if q["proxy_valid_loss"] is not None else "-"
         lines.append(
-            f"| {name} | {t['params']:,} | {t['step_s']:.3f} | {t['step_s'] / lora:.2f}x | {proxy} | {q['reference_run']} | "
-            f"{q['reference_valid_loss']:.4f} | {q['reference_bleu']:.4f} |"
+            f"| {name} | {t['params']:,} | {t['step_s']:.3f} | {t['step_s'] / lora:.2f}x | {q['full_run']} | "
+            f"{q['full_valid_loss']:.4f} | {q['full_bleu']:.4f} | {proxy} |"
         )
     return [*lines, ""]
 

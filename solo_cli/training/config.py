@@ -79,7 +79,7 @@ class TrainConfig:
     # adapter
     # Defaults chosen by bench/e2e.py --protocol proxy (bench/results/e2e-proxy.md).
     connections: str = option("chain", "top:N[:S], mirror[:N], chain:K or '3->9,5->11' (emb = -1).")
-    rank: int = option(2, "Rank of every connection.")
+    rank: int = option(3, "Rank of every connection.")
     gate: str = option(
         "schedule",
         "Homotopy gate: schedule (t ramps 0->1) or zero-init (B = 0).",
