@@ -153,22 +153,24 @@ def main() -> None:
         if opts.device == "cuda"
         else f"cpu, torch {torch.__version__} (a plumbing check, not a result)",
         "batch": f"{opts.batch} x {opts.seq} tokens",
+        "timed_steps": opts.steps,
+        "warmup_steps": opts.warmup,
         "steps": steps,
         "trainer": trainer,
     }
     (HERE / "results" / "speed-cuda.json").write_text(json.dumps(report, indent=2) + "\n")
-    (HERE / "results" / "speed-cuda.md").write_text(markdown(report, opts))
-    print(markdown(report, opts))
+    (HERE / "results" / "speed-cuda.md").write_text(markdown(report))
+    print(markdown(report))
 
 
-def markdown(report: dict, opts) -> str:
+def markdown(report: dict) -> str:
     ok = {k: v for k, v in report["steps"].items() if "error" not in v}
     lora = ok.get("lora-r4", {}).get("step_ms")
     lines = [
         "# Training-step cost on CUDA",
         "",
         f"Command: `{report['command']}`. Device: {report['device']}. Batch {report['batch']}; float32 weights under "
-        f"bf16 autocast; medians of {opts.steps} timed steps after {opts.warmup} warm-up steps, one process each.",
+        f"bf16 autocast; medians of {report['timed_steps']} timed steps after {report['warmup_steps']} warm-up steps, one process each.",
         "",
         "| configuration | trainable params | step (ms) | p10-p90 (ms) | vs LoRA r4 eager | first step (s) | peak GPU memory above the model (MB) |",
         "| --- | --- | --- | --- | --- | --- | --- |",
@@ -196,6 +198,7 @@ def markdown(report: dict, opts) -> str:
     ]
     if failed:
         lines += ["", f"Failed: {', '.join(failed)} (the errors are in speed-cuda.json)."]
+    lines += ["", *[f"- {n}" for n in report.get("notes", [])]] if report.get("notes") else []
     return "\n".join(lines) + "\n"
 
 

@@ -2,10 +2,10 @@
 
 Each block's ``forward`` is compiled, not the module's ``__call__``: the adapter's hooks on the
 blocks (:mod:`solo_cli.engine.modeling_solo`) stay outside the compiled graphs and run as they
-always do. On a 2-core CPU the compiled step of the default adapter on SmolLM2 is 1.11x faster
-than eager, after a one-off compile (bench/results/compile.md), so it pays off on long runs only
-and stays off by default; on GPUs a small model's step is bound by kernel launches that compiled
-blocks fuse (not measured here: no GPU was lent).
+always do. It pays off on long runs only and stays off by default: after a one-off compile, the
+default adapter's step on SmolLM2 is 1.11x faster on a 2-core CPU (30 s to compile,
+bench/results/compile.md) and 1.69x faster on an H200 (12 s; bench/results/speed-cuda.md), where
+an eager step of a model this small is bound by kernel launches that the compiled blocks fuse.
 """
 
 from __future__ import annotations
