@@ -1,6 +1,8 @@
 """Quality on E2E NLG: Solo configurations against peft LoRA, every run a separate process.
 
-    python bench/e2e.py --protocol full --jobs 7                  # a GPU: the realistic budget (about 5 min on an H100)
+    python bench/e2e.py --protocol full --jobs 8 --only NAMES     # a GPU: 8 runs of the realistic budget side by side
+                                                                  # (352 s on an H200); bench/gpu_lease.sh does a lease
+    python bench/e2e.py --protocol full --work DIR --collect      # score run folders made on the GPU (needs Java here)
     python bench/e2e.py --protocol proxy --jobs 2                 # this 2-core CPU: the whole grid in about 70 min
     python bench/e2e.py --protocol proxy --only solo-c5-r2-rms    # some runs only (merged into the results file)
     python bench/e2e.py --agreement                               # proxy vs full ranking (Spearman on valid loss)
@@ -102,7 +104,8 @@ SEEDS = [solo("solo-c5-r2-rms", spans(5), 2, 2e-2, seed=1), solo("ref-solo-c5-r2
 GRIDS = {
     "proxy": SEARCH + list(REFERENCE) + SEEDS,
     "smoke": [lora("lora-r1", 1, 1e-2), solo("solo-c5-r2-rms", spans(5), 2, 2e-2)],
-    # Ordered by what the decision needs; a GPU lease ran the first 8 side by side (--only, see e2e-full.md).
+    # Ordered by what the decision needs; a GPU lease ran the first 9 (see e2e-full.md). The rest is the next
+    # lease's wave: a second seed of the default, the same-code source-norm test, lr and rank around the default.
     # "chain" is solo train's default plan (chain:5 plus emb->4 on SmolLM2's 30 blocks).
     "full": [
         lora("lora-r4-1e-2", 4, 1e-2),
@@ -114,8 +117,12 @@ GRIDS = {
         solo("solo-chain-r3-rms-2e-2", "chain", 3, 2e-2),
         solo("solo-c2-r2-rms-2e-2", "chain:2", 2, 2e-2),
         lora("lora-r4-2e-3", 4, 2e-3),
+        solo("solo-chain-r3-rms-2e-2", "chain", 3, 2e-2, seed=1),
+        solo("solo-chain-r3-none-2e-2", "chain", 3, 2e-2, norm="none"),
+        solo("solo-chain-r3-rms-1e-2", "chain", 3, 1e-2),
+        solo("solo-chain-r3-rms-4e-2", "chain", 3, 4e-2),
+        solo("solo-c2-r2-rms-2e-2", "chain:2", 2, 2e-2, seed=1),
         lora("lora-r1-1e-2", 1, 1e-2),
-        solo("solo-chain-r2-rms-5e-2", "chain", 2, 5e-2),
         solo("solo-chain-r2-none-2e-2", "chain", 2, 2e-2, norm="none"),
     ],
 }
@@ -370,7 +377,9 @@ def main() -> None:
     started = time.perf_counter()
     if opts.collect:
         made = json.loads((work / "made.json").read_text())  # where and how the runs were made
-        report["device"], report["command"] = made["device"], made["command"] + f" (scored here: {report['command']})"
+        scored = f"{made['command']} (scored here: python bench/e2e.py {' '.join(sys.argv[1:])})"
+        report["device"] = made["device"]
+        report["command"] = "; ".join(filter(None, [old.get("command") if opts.only else None, scored]))
         report["seconds"] = made.get("seconds")
         env = with_root(dict(os.environ))
         done = [r for r in grid if (work / f"{r.name}-s{r.seed}" / "config.json").exists()]
