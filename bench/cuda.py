@@ -8,6 +8,7 @@ tokens/s include its one host read per step.
 Each configuration runs in its own process (its own peak memory and compile cache): --warmup steps,
 then --steps timed steps, each between two CUDA synchronizations; a compiled configuration's first
 step (the compile) is reported apart. Batch 32 x 64 tokens, as in ../shared/docs/reference-runs.md.
+A run rewrites speed-cuda.json and .md whole: notes on what the figures mean are added by hand after it.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import statistics
 import subprocess
 import sys
@@ -92,7 +94,7 @@ def worker(name: str, opts) -> dict:
         "compiled": compiled,
         "first_step_s": round(times[0], 2),
         "step_ms": round(1000 * statistics.median(timed), 1),
-        "step_ms_p10_p90": [round(1000 * x, 1) for x in statistics.quantiles(timed, n=10)[::8]],
+        "step_ms_p10_p90": [round(1000 * x, 1) for x in statistics.quantiles(timed, n=10)[::8]] if len(timed) > 1 else None,
         "peak_mb_above_model": round((torch.cuda.max_memory_allocated() - base_bytes) / 2**20) if cuda else None,
         "final_loss": round(float(loss), 4),
     }
@@ -115,7 +117,7 @@ def trainer_run(dtype: str, compiled: bool, opts, folder: Path) -> dict:
         "dtype": dtype,
         "compile": compiled,
         "resolved": config.get("dtype_resolved", dtype),
-        "tokens_per_s": round(statistics.median(r["tokens_per_s"] for r in steps[4:])),
+        "tokens_per_s": round(statistics.median(r["tokens_per_s"] for r in steps[4:] or steps)),
         "final_loss": steps[-1]["loss"],
         "process_s": round(time.perf_counter() - tick, 1),
     }
@@ -148,7 +150,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         trainer = [trainer_run(d, c, opts, Path(tmp)) for d, c in (("float32", False), ("auto", False), ("auto", True))]
     report = {
-        "command": "python bench/cuda.py " + " ".join(sys.argv[1:]),
+        "command": "python bench/cuda.py " + shlex.join(sys.argv[1:]),
         "device": f"{torch.cuda.get_device_name(0)}, torch {torch.__version__}, CUDA {torch.version.cuda}"
         if opts.device == "cuda"
         else f"cpu, torch {torch.__version__} (a plumbing check, not a result)",
@@ -177,10 +179,9 @@ def markdown(report: dict) -> str:
     ]
     for name, r in ok.items():
         ratio = f"{r['step_ms'] / lora:.2f}x" if lora else "-"
-        spread = "-".join(str(x) for x in r["step_ms_p10_p90"])
-        lines.append(
-            f"| {name} | {r['params']:,} | {r['step_ms']} | {spread} | {ratio} | {r['first_step_s']} | {r['peak_mb_above_model']} |"
-        )
+        spread = "-".join(str(x) for x in r["step_ms_p10_p90"] or ["-"])
+        peak = "-" if r["peak_mb_above_model"] is None else r["peak_mb_above_model"]
+        lines.append(f"| {name} | {r['params']:,} | {r['step_ms']} | {spread} | {ratio} | {r['first_step_s']} | {peak} |")
     lines += [
         "",
         "`solo train` on sample_data/e2e at batch 32 (tokens/s: median over the logged steps after the 4th):",

@@ -3,7 +3,7 @@
     python bench/e2e.py --protocol full --jobs 8 --only NAMES     # a GPU: 8 runs of the realistic budget side by side
                                                                   # (352 s on an H200); bench/gpu_lease.sh does a lease
     python bench/e2e.py --protocol full --work DIR --collect      # score run folders made on the GPU (needs Java here)
-    python bench/e2e.py --protocol proxy --jobs 2                 # this 2-core CPU: the whole grid in about 70 min
+    python bench/e2e.py --protocol proxy --jobs 2                 # this 2-core CPU: the whole 16-run grid in about 95 min
     python bench/e2e.py --protocol proxy --only solo-c5-r2-rms    # some runs only (merged into the results file)
     python bench/e2e.py --agreement                               # proxy vs full ranking (Spearman on valid loss)
 
@@ -27,6 +27,7 @@ import os
 import platform
 import random
 import re
+import shlex
 import subprocess
 import sys
 import time
@@ -101,8 +102,16 @@ SEARCH = [
 # A second seed of the decision that the proxy made (source normalisation on the chosen plan).
 SEEDS = [solo("solo-c5-r2-rms", spans(5), 2, 2e-2, seed=1), solo("ref-solo-c5-r2", spans(5), 2, 2e-2, norm="none", seed=1)]
 
+# The Solo configurations the full protocol ran with today's code (bench/results/e2e-full.md): on the proxy
+# too, so that --agreement can check the proxy against today's full results, not only solo 0.1's.
+TODAY = [
+    solo("solo-chain-r3-rms-2e-2", "chain", 3, 2e-2),
+    solo("solo-chain-r2-rms-2e-2", "chain", 2, 2e-2),
+    solo("solo-c2-r2-rms-2e-2", "chain:2", 2, 2e-2),
+]
+
 GRIDS = {
-    "proxy": SEARCH + list(REFERENCE) + SEEDS,
+    "proxy": SEARCH + list(REFERENCE) + SEEDS + TODAY,
     "smoke": [lora("lora-r1", 1, 1e-2), solo("solo-c5-r2-rms", spans(5), 2, 2e-2)],
     # Ordered by what the decision needs; a GPU lease ran the first 9 (see e2e-full.md). The rest is the next
     # lease's wave: a second seed of the default, the same-code source-norm test, lr and rank around the default.
@@ -177,6 +186,14 @@ def execute(run: Run, protocol: str, data: Path, work: Path, device: str, thread
     return collect(run, folder, protocol, env)
 
 
+def finished(folder: Path, protocol: str) -> bool:
+    """A run folder whose run got to the end: a validation loss, and its predictions when the protocol decodes."""
+    metrics = folder / "metrics.jsonl"
+    if not metrics.exists() or '"valid_loss"' not in metrics.read_text():
+        return False
+    return not PROTOCOLS[protocol]["decode"] or (folder / "test-preds.jsonl").exists()
+
+
 def collect(run: Run, folder: Path, protocol: str, env: dict) -> dict:
     """One row of the results: what the run's config.json recorded, its validation loss, its scores."""
     config = json.loads((folder / "config.json").read_text())
@@ -236,6 +253,8 @@ def output_shape(preds: Path) -> dict:
         values = [v for v in re.findall(r"\[([^\]]+)\]", row["prompt"]) if v.lower() not in ("yes", "no")]
         if values:
             copied.append(sum(v.lower() in row["prediction"].lower() for v in values) / len(values))
+    if not words:
+        return {"words": None, "slots_copied": None}
     return {"words": round(sum(words) / len(words), 2), "slots_copied": round(sum(copied) / max(1, len(copied)), 4)}
 
 
@@ -271,6 +290,40 @@ def agreement(proxy_path: Path) -> dict:
     return {"configurations": len(pairs), "spearman": rho, "pairs": [{"name": n, "proxy": p, "full": f} for n, p, f in pairs]}
 
 
+def _config_key(row: dict) -> tuple:
+    """A run's configuration as its results row records it (config.json), without the seed or the run's name."""
+    return (row["method"], row["connections"], row["rank"], row.get("gate"), row.get("source_norm"), row["lr"])
+
+
+def agreement_today(proxy_path: Path, full_path: Path) -> dict | None:
+    """Rank every configuration that both the proxy and today's full protocol ran (same settings, any names;
+    validation loss, mean over seeds): does the proxy order them as the full protocol does?"""
+    if not full_path.exists():
+        return None
+
+    def means(rows):
+        by_key: dict[tuple, list] = {}
+        for r in rows:
+            if r.get("valid_loss") is not None:
+                by_key.setdefault(_config_key(r), []).append((r["name"], r["valid_loss"]))
+        return {k: (v[0][0], sum(x for _, x in v) / len(v)) for k, v in by_key.items()}
+
+    proxy = means(json.loads(proxy_path.read_text())["runs"])
+    full = means(json.loads(full_path.read_text())["runs"])
+    keys = [k for k in full if k in proxy]
+    pairs = [{"name": full[k][0], "proxy": proxy[k][1], "full": full[k][1]} for k in keys]
+    rho = spearman([x["proxy"] for x in pairs], [x["full"] for x in pairs]) if len(pairs) > 2 else None
+    solo = [x for k, x in zip(keys, pairs) if k[0] == "solo"]
+    rho_solo = spearman([x["proxy"] for x in solo], [x["full"] for x in solo]) if len(solo) > 2 else None
+    return {
+        "configurations": len(pairs),
+        "spearman": rho,
+        "solo_configurations": len(solo),
+        "spearman_solo": rho_solo,
+        "pairs": pairs,
+    }
+
+
 def markdown(report: dict) -> str:
     p = report["protocol"]
     lora_best = min(
@@ -300,7 +353,7 @@ def markdown(report: dict) -> str:
             f"| {r['name']} | {r['seed']} | {r['method']} | {plan} | {r['rank']} | {r['gate'] or '-'} | {r.get('source_norm') or '-'} "
             f"| {r['lr']:g} | {r['trainable_params']:,} | {share} | {f(r['valid_loss'])} | {f(r.get('bleu'))} | {f(r.get('nist'), 3)} "
             f"| {f(r.get('meteor'))} | {f(r.get('rouge_l'))} | {f(r.get('cider'))} | {f(r.get('words'), 1)} | {f(r.get('slots_copied'), 3)} "
-            f"| {r['train_seconds']} |"
+            f"| {r['train_seconds'] or '-'} |"
         )
     if report.get("notes"):
         lines += ["", *[f"- {n}" for n in report["notes"]]]
@@ -312,6 +365,22 @@ def markdown(report: dict) -> str:
             f"{a['configurations']} configurations on validation loss.",
             "",
             "| configuration | proxy valid loss | full valid loss |",
+            "| --- | --- | --- |",
+        ]
+        lines += [f"| {x['name']} | {x['proxy']:.4f} | {x['full']:.4f} |" for x in a["pairs"]]
+    if report.get("agreement_today"):
+        a = report["agreement_today"]
+
+        def rho(v):
+            return "-" if v is None else f"{v:.3f}"
+
+        lines += [
+            "",
+            f"Agreement with today's full protocol (e2e-full.json, same settings, means over seeds): Spearman "
+            f"{rho(a['spearman'])} over {a['configurations']} configurations; {rho(a['spearman_solo'])} over the "
+            f"{a['solo_configurations']} Solo ones.",
+            "",
+            "| configuration (full-protocol name) | proxy valid loss | full valid loss |",
             "| --- | --- | --- |",
         ]
         lines += [f"| {x['name']} | {x['proxy']:.4f} | {x['full']:.4f} |" for x in a["pairs"]]
@@ -338,6 +407,7 @@ def main() -> None:
     if opts.agreement:
         report = json.loads((RESULTS / "e2e-proxy.json").read_text())
         report["agreement"] = agreement(RESULTS / "e2e-proxy.json")
+        report["agreement_today"] = agreement_today(RESULTS / "e2e-proxy.json", RESULTS / "e2e-full.json")
         (RESULTS / "e2e-proxy.json").write_text(json.dumps(report, indent=2) + "\n")
         (RESULTS / "e2e-proxy.md").write_text(markdown(report))
         print(json.dumps(report["agreement"]))
@@ -353,16 +423,13 @@ def main() -> None:
     grid = GRIDS[opts.protocol]
     if opts.only:
         grid = select(grid, opts.only, parser)
+    merge = bool(opts.only or opts.collect)  # an --only run and a --collect add to the results file
     old = json.loads(out.read_text()) if out.exists() else {"runs": []}
-    old["runs"] = old["runs"] if opts.only else []
-    keep = [r for r in old["runs"] if (r["name"], r["seed"]) not in {(g.name, g.seed) for g in grid}]
+    this = "python bench/e2e.py " + shlex.join(sys.argv[1:])
     p = PROTOCOLS[opts.protocol]
     report = {
         "device": device_name(opts.device),
-        # an --only run adds to the results, so its command is added to the one that made them
-        "command": "; ".join(
-            filter(None, [old.get("command") if opts.only else None, "python bench/e2e.py " + " ".join(sys.argv[1:])])
-        ),
+        "command": "; ".join(filter(None, [old.get("command") if merge else None, this])),
         "protocol": {
             "name": opts.protocol,
             "train_rows": p["train_rows"] or 42061,
@@ -371,30 +438,31 @@ def main() -> None:
             "decode": p["decode"],
             "jobs": jobs,
         },
-        "runs": keep,
+        "runs": [],
         "notes": old.get("notes", []),  # what was decided from these results, written by hand; kept on re-runs
     }
     started = time.perf_counter()
     if opts.collect:
         made = json.loads((work / "made.json").read_text())  # where and how the runs were made
-        scored = f"{made['command']} (scored here: python bench/e2e.py {' '.join(sys.argv[1:])})"
-        report["device"] = made["device"]
-        report["command"] = "; ".join(filter(None, [old.get("command") if opts.only else None, scored]))
-        report["seconds"] = made.get("seconds")
+        report["device"], report["protocol"]["jobs"] = made["device"], made.get("jobs", jobs)
+        report["command"] = "; ".join(filter(None, [old.get("command"), f"{made['command']} (scored here: {this})"]))
         env = with_root(dict(os.environ))
-        done = [r for r in grid if (work / f"{r.name}-s{r.seed}" / "config.json").exists()]
-        report["runs"] += [collect(r, work / f"{r.name}-s{r.seed}", opts.protocol, env) for r in done]
+        grid = [r for r in grid if finished(work / f"{r.name}-s{r.seed}", opts.protocol)]
+        report["runs"] = [collect(r, work / f"{r.name}-s{r.seed}", opts.protocol, env) for r in grid]
+        seconds = 0 if made["command"] in (old.get("command") or "") else made.get("seconds") or 0  # counted once
     else:
-        (work / "made.json").write_text(json.dumps({"device": report["device"], "command": report["command"]}) + "\n")
+        made = {"device": report["device"], "command": this, "jobs": jobs}
+        (work / "made.json").write_text(json.dumps(made) + "\n")
         with ThreadPoolExecutor(jobs) as pool:
             for row in pool.map(lambda r: execute(r, opts.protocol, data, work, opts.device, threads), grid):
                 print(json.dumps(row), flush=True)
                 if "error" not in row:
                     report["runs"].append(row)
-    if not opts.collect:
-        report["seconds"] = round(time.perf_counter() - started + (old.get("seconds", 0) if opts.only else 0), 1)
-        made = {"device": report["device"], "command": report["command"], "seconds": report["seconds"]}
-        (work / "made.json").write_text(json.dumps(made) + "\n")
+        seconds = round(time.perf_counter() - started, 1)
+        (work / "made.json").write_text(json.dumps(made | {"seconds": seconds}) + "\n")
+    replaced = {(r.name, r.seed) for r in grid}
+    report["runs"] = [r for r in old["runs"] if merge and (r["name"], r["seed"]) not in replaced] + report["runs"]
+    report["seconds"] = round(seconds + (old.get("seconds") or 0 if merge else 0), 1)
     solo_runs = [
         r
         for r in report["runs"]
@@ -405,6 +473,7 @@ def main() -> None:
     if opts.protocol == "proxy":
         out.write_text(json.dumps(report, indent=2) + "\n")
         report["agreement"] = agreement(out)
+        report["agreement_today"] = agreement_today(out, RESULTS / "e2e-full.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2) + "\n")
     out.with_suffix(".md").write_text(markdown(report))

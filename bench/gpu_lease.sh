@@ -11,7 +11,8 @@
 #   1. carry .dev/p1 .dev/whl .dev/data.tar.xz:  bash bench/gpu_lease.sh 1        (~30 s)
 #   2. carry .dev/p2:                             bash bench/gpu_lease.sh 2        (~220 s: model, bench/cuda.py, E2E starts)
 #   3. no carry:                                  bash bench/gpu_lease.sh 3 500    (waits up to 500 s, packs $OUT)
-# Back here: untar e2e-full.tgz into /tmp and run `python bench/e2e.py --protocol full --work /tmp/e2e-full --collect`.
+# Back here: untar e2e-full.tgz into /tmp and run (Java scores METEOR, ROUGE-L and CIDEr; the new runs join the file)
+#   SOLO_E2E_DATA=../shared/data/e2e python bench/e2e.py --protocol full --work /tmp/e2e-full --collect --only "$RUNS"
 # RUNS: the --only list (default: the next wave of bench/e2e.py's full grid).
 RUNS=${RUNS:-solo-chain-r3-rms-2e-2@1,solo-chain-r3-none-2e-2,solo-chain-r3-rms-1e-2,solo-chain-r3-rms-4e-2,solo-c2-r2-rms-2e-2@1,lora-r1-1e-2,solo-chain-r2-none-2e-2,lora-r4-5e-3@1}
 export PYTHONPATH=/tmp/site HF_HUB_OFFLINE=1 TQDM_DISABLE=1 PYTHONUNBUFFERED=1 SOLO_E2E_DATA=/tmp/e2e
@@ -29,6 +30,7 @@ case $1 in
   rm -rf /tmp/proj && mkdir /tmp/proj && cp -r bench solo_cli sample_data pyproject.toml /tmp/proj/ && cd /tmp/proj || exit 1
   export PYTHONPATH=/tmp/site:/tmp/proj
   python3 -c "from solo_cli.engine.models import load_model; load_model('smollm2-135m')" || exit 1  # converts once
+  rm -f bench/results/speed-cuda.*  # what comes back is this run's, or nothing
   timeout "${CUDA_BENCH_S:-190}" python3 bench/cuda.py --steps 30 --warmup 5 2>&1 | tail -30
   cp bench/results/speed-cuda.* "$OUT"/ 2>/dev/null
   setsid nohup python3 bench/e2e.py --protocol full --jobs 8 --work /tmp/e2e-full --only "$RUNS" > /tmp/e2e.log 2>&1 < /dev/null &

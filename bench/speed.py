@@ -227,12 +227,12 @@ def plan_quality() -> dict:
     table = {}
     for name, q in QUALITY.items():
         losses = [r["valid_loss"] for r in proxy if r["name"] == q["proxy"]]
-        if q.get("full"):
-            runs = [r for r in full["runs"] if r["name"] == q["full"]]
+        runs = [r for r in full["runs"] if r["name"] == q.get("full") and r.get("valid_loss") and r.get("bleu")]
+        if runs:
             label = f"{q['full']} ({len(runs)} seed{'s' if len(runs) > 1 else ''}, {full['device']})"
             loss, bleu = (sum(r[k] for r in runs) / len(runs) for k in ("valid_loss", "bleu"))
         else:
-            label, loss, bleu = q["reference"]
+            label, loss, bleu = q.get("reference", ("-", None, None))
         table[name] = {
             "proxy_run": q["proxy"],
             "proxy_valid_loss": sum(losses) / len(losses) if losses else None,
@@ -291,25 +291,49 @@ def step_ab(opts) -> None:
     """The default Solo step against LoRA r4's over several interleaved rounds: the ratio's spread, not one draw."""
     opts.steps, opts.reps = opts.steps or 4, opts.reps or 6
     training = measure_steps(["solo-default", "lora"], opts)
-    n = opts.steps
-    solo, lora = (training[m]["step_s_all"] for m in ("solo-default", "lora"))
-    rounds = [sorted(solo[i * n : (i + 1) * n])[n // 2] / sorted(lora[i * n : (i + 1) * n])[n // 2] for i in range(opts.reps)]
-    ratio = training["solo-default"]["step_s"] / training["lora"]["step_s"]
     report = {"command": "python bench/speed.py " + " ".join(sys.argv[1:]), "device": device(), "training": training}
-    report |= {"ratio_of_medians": ratio, "round_ratios": rounds}
+    report |= {
+        "batch": opts.batch,
+        "seq": opts.seq,
+        "dtype": opts.dtype,
+        "steps": opts.steps,
+        "warmup": opts.warmup,
+        "reps": opts.reps,
+    }
+    report |= ab_ratios(training, opts.steps)
     (HERE / "results" / "speed-ab.json").write_text(json.dumps(report, indent=2) + "\n")
-    (HERE / "results" / "speed-ab.md").write_text(
-        f"# Default Solo step against LoRA r4's, {opts.reps} interleaved rounds\n\n"
-        f"Command: `{report['command']}`. Device: {report['device']}. Batch {opts.batch} x {opts.seq} tokens, {opts.dtype}; "
-        f"each round runs one Solo process, then one LoRA process, each timing {n} steps after {opts.warmup} warm-up steps.\n\n"
-        f"| | step (s), median | all steps (s) |\n| --- | --- | --- |\n"
-        f"| Solo default ({training['solo-default']['params']:,} params) | {training['solo-default']['step_s']:.3f} | "
-        f"{', '.join(f'{x:.2f}' for x in solo)} |\n"
-        f"| LoRA r4 q,v ({training['lora']['params']:,} params) | {training['lora']['step_s']:.3f} | {', '.join(f'{x:.2f}' for x in lora)} |\n\n"
-        f"Ratio of the medians: {ratio:.2f}x. Per round: {', '.join(f'{r:.2f}' for r in rounds)} "
+    (HERE / "results" / "speed-ab.md").write_text(ab_markdown(report))
+    print(json.dumps({k: report[k] for k in ("ratio_of_medians", "round_ratios")}))
+
+
+def ab_ratios(training: dict, n: int) -> dict:
+    """Solo's median step over LoRA's, overall and per round (each round: n steps of each)."""
+    import statistics
+
+    solo, lora = (training[m]["step_s_all"] for m in ("solo-default", "lora"))
+    rounds = [statistics.median(solo[i : i + n]) / statistics.median(lora[i : i + n]) for i in range(0, len(solo), n)]
+    return {"ratio_of_medians": statistics.median(solo) / statistics.median(lora), "round_ratios": rounds}
+
+
+def ab_markdown(r: dict) -> str:
+    import statistics
+
+    rounds, t = r["round_ratios"], r["training"]
+    row = "| {} ({:,} params) | {:.3f} | {} |\n"
+    return (
+        f"# Default Solo step against LoRA r4's, {r['reps']} interleaved rounds\n\n"
+        f"Command: `{r['command']}`. Device: {r['device']}. Batch {r['batch']} x {r['seq']} tokens, {r['dtype']}; "
+        f"each round runs one Solo process, then one LoRA process, each timing {r['steps']} steps after {r['warmup']} "
+        "warm-up steps.\n\n| | step (s), median | all steps (s) |\n| --- | --- | --- |\n"
+        + "".join(
+            row.format(
+                label, t[m]["params"], statistics.median(t[m]["step_s_all"]), ", ".join(f"{x:.2f}" for x in t[m]["step_s_all"])
+            )
+            for m, label in (("solo-default", "Solo default"), ("lora", "LoRA r4 q,v"))
+        )
+        + f"\nRatio of the medians: {r['ratio_of_medians']:.2f}x. Per round: {', '.join(f'{x:.2f}' for x in rounds)} "
         f"(min {min(rounds):.2f}, max {max(rounds):.2f}). Target: <= 0.7x.\n"
     )
-    print(json.dumps({"ratio_of_medians": ratio, "round_ratios": rounds}))
 
 
 def main() -> None:
@@ -334,11 +358,11 @@ def main() -> None:
     if opts.worker:
         opts.method = opts.worker
         return worker(opts)
+    if opts.ab:
+        return step_ab(opts)
     opts.steps = opts.steps or (3 if opts.quick else 5)
     opts.reps = opts.reps or (2 if opts.quick else 3)
     opts.gen_reps = opts.gen_reps or (2 if opts.quick else 5)
-    if opts.ab:
-        return step_ab(opts)
     with_plans = opts.plans or not opts.quick
     methods = ["solo-default", "lora"] + ([name for name, *_ in TOPOLOGIES] + ["lora-r1"] if with_plans else [])
     started = time.perf_counter()
@@ -473,7 +497,8 @@ def _quality_lines(report: dict) -> list[str]:
         proxy = f"{q['proxy_valid_loss']:.4f}" if q["proxy_valid_loss"] is not None else "-"
         lines.append(
             f"| {name} | {t['params']:,} | {t['step_s']:.3f} | {t['step_s'] / lora:.2f}x | {q['full_run']} | "
-            f"{q['full_valid_loss']:.4f} | {q['full_bleu']:.4f} | {proxy} |"
+            + " | ".join("-" if v is None else f"{v:.4f}" for v in (q["full_valid_loss"], q["full_bleu"]))
+            + f" | {proxy} |"
         )
     return [*lines, ""]
 

@@ -3,7 +3,7 @@
 Each block's ``forward`` is compiled, not the module's ``__call__``: the adapter's hooks on the
 blocks (:mod:`solo_cli.engine.modeling_solo`) stay outside the compiled graphs and run as they
 always do. It pays off on long runs only and stays off by default: after a one-off compile, the
-default adapter's step on SmolLM2 is 1.11x faster on a 2-core CPU (30 s to compile,
+chain r=2 adapter's step on SmolLM2 is 1.09x faster on a 2-core CPU (30 s to compile,
 bench/results/compile.md) and 1.69x faster on an H200 (12 s; bench/results/speed-cuda.md), where
 an eager step of a model this small is bound by kernel launches that the compiled blocks fuse.
 """

@@ -77,7 +77,8 @@ class TrainConfig:
     num_proc: int | None = option(None, "Processes that read and tokenize --data (default 1).")
     output: str = option("runs/solo", "Run folder (default runs/solo).", flags=("--output", "-o"))
     # adapter
-    # Defaults chosen by bench/e2e.py --protocol proxy (bench/results/e2e-proxy.md).
+    # Defaults: plan, gate, source norm and lr from the CPU proxy (bench/results/e2e-proxy.md); rank from the
+    # full protocol on a GPU (bench/results/e2e-full.md).
     connections: str = option("chain", "top:N[:S], mirror[:N], chain:K or '3->9,5->11' (emb = -1).")
     rank: int = option(3, "Rank of every connection.")
     gate: str = option(
