@@ -127,6 +127,7 @@ GRIDS = {
         solo("solo-c2-r2-rms-2e-2", "chain:2", 2, 2e-2),
         lora("lora-r4-2e-3", 4, 2e-3),
         solo("solo-chain-r3-rms-2e-2", "chain", 3, 2e-2, seed=1),
+        solo("solo-c5-r3-rms-2e-2", spans(5), 3, 2e-2),  # the default plan without its emb->4 link
         solo("solo-chain-r3-none-2e-2", "chain", 3, 2e-2, norm="none"),
         solo("solo-chain-r3-rms-1e-2", "chain", 3, 1e-2),
         solo("solo-chain-r3-rms-4e-2", "chain", 3, 4e-2),

@@ -14,7 +14,7 @@
 # Back here: untar e2e-full.tgz into /tmp and run (Java scores METEOR, ROUGE-L and CIDEr; the new runs join the file)
 #   SOLO_E2E_DATA=../shared/data/e2e python bench/e2e.py --protocol full --work /tmp/e2e-full --collect --only "$RUNS"
 # RUNS: the --only list (default: the next wave of bench/e2e.py's full grid).
-RUNS=${RUNS:-solo-chain-r3-rms-2e-2@1,solo-chain-r3-none-2e-2,solo-chain-r3-rms-1e-2,solo-chain-r3-rms-4e-2,solo-c2-r2-rms-2e-2@1,lora-r1-1e-2,solo-chain-r2-none-2e-2,lora-r4-5e-3@1}
+RUNS=${RUNS:-solo-chain-r3-rms-2e-2@1,solo-c5-r3-rms-2e-2,solo-chain-r3-none-2e-2,solo-chain-r3-rms-1e-2,solo-chain-r3-rms-4e-2,solo-c2-r2-rms-2e-2@1,solo-chain-r2-none-2e-2,lora-r4-5e-3@1}
 export PYTHONPATH=/tmp/site HF_HUB_OFFLINE=1 TQDM_DISABLE=1 PYTHONUNBUFFERED=1 SOLO_E2E_DATA=/tmp/e2e
 case $1 in
 1)
