@@ -97,23 +97,33 @@ def lora_method(name, model, lr: float, steps: int, rank: int = 4, alpha: int = 
     )
 
 
-def train(method: Method, examples: list[Example], steps: int, batch_size: int, pad_id: int, seed: int = 0) -> dict:
-    """The one loop: same batches, same loss (completion tokens only), same schedule shape."""
+def train(
+    method: Method, examples: list[Example], steps: int, batch_size: int, pad_id: int, seed: int = 0, device: str = "cpu"
+) -> dict:
+    """The one loop: same batches, same loss (completion tokens only), same schedule shape.
+
+    On CUDA the float32 base runs under bf16 autocast, as `solo train` runs it, and each step is timed
+    between two synchronizations (the GPU runs ahead of the host otherwise)."""
     optimizer, scheduler = method.optimizer
     trainable = [p for group in optimizer.param_groups for p in group["params"]]
     stream = micro_batches(examples, batch_size, seed)
+    cuda = device.startswith("cuda")
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
     method.model.train()
     times, losses = [], []
     for step in range(steps):
         method.on_step(step)
-        batch = collate(next(stream), pad_id)
+        batch = {k: v.to(device, non_blocking=True) for k, v in collate(next(stream), pad_id).items()}
+        sync()
         tick = time.perf_counter()
-        loss, _ = causal_lm_loss(method.model, batch)
+        with torch.autocast(device.split(":")[0], dtype=torch.bfloat16, enabled=cuda):
+            loss, _ = causal_lm_loss(method.model, batch)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(trainable, 1.0)
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
+        sync()
         times.append(time.perf_counter() - tick)
         losses.append(float(loss.detach()))
     method.model.eval()

@@ -21,14 +21,11 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 
-from paths import with_root  # noqa: E402
 
 CONFIGS = {  # name: (method, compiled)
     "solo-default": ("solo", False),
@@ -41,17 +38,14 @@ CONFIGS = {  # name: (method, compiled)
 
 def worker(name: str, opts) -> dict:
     import torch
-    from common import E2E, encode, lora_method, read_jsonl, sample, solo_method
+    from common import E2E, encode, lora_method, read_jsonl, sample, solo_method, train
 
-    from solo_cli.data.encode import collate
-    from solo_cli.engine.loss import causal_lm_loss
     from solo_cli.engine.models import load_model
     from solo_cli.training.compiled import compiled_blocks
     from solo_cli.training.config import TrainConfig
 
     method_name, compiled = CONFIGS[name]
     cuda = opts.device == "cuda"
-    sync = torch.cuda.synchronize if cuda else (lambda: None)
     loaded = load_model("smollm2-135m", dtype="float32", device=opts.device)
     total = opts.warmup + opts.steps
     rows = sample(read_jsonl(E2E / "train.jsonl"), opts.batch * total * 2, seed=0)
@@ -64,63 +58,35 @@ def worker(name: str, opts) -> dict:
         method = solo_method(name, loaded.model, d.connections, d.rank, d.gate, 1e-3, total)
     else:
         method = lora_method(name, loaded.model, 1e-3, total, rank=4 if method_name == "lora" else 1)
-    optimizer, scheduler = method.optimizer
-    trainable = [p for group in optimizer.param_groups for p in group["params"]]
-    pad = loaded.tokenizer.pad_token_id
-    times = []
-    method.model.train()
+    pad, warm = loaded.tokenizer.pad_token_id, opts.batch * opts.warmup
     with compiled_blocks(method.model, compiled):
-        for step in range(total):
-            if step == opts.warmup and cuda:
-                torch.cuda.reset_peak_memory_stats()
-            method.on_step(step)
-            chunk = examples[step * opts.batch : (step + 1) * opts.batch]
-            batch = {k: v.to(opts.device, non_blocking=True) for k, v in collate(chunk, pad).items()}
-            sync()
-            tick = time.perf_counter()
-            with torch.autocast(opts.device, dtype=torch.bfloat16, enabled=cuda):
-                loss, _ = causal_lm_loss(method.model, batch)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(trainable, 1.0)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            sync()
-            times.append(time.perf_counter() - tick)
-    timed = times[opts.warmup :]
+        first = train(method, examples[:warm], opts.warmup, opts.batch, pad, device=opts.device)["step_times"][0]
+        if cuda:
+            torch.cuda.reset_peak_memory_stats()
+        run = train(method, examples[warm:], opts.steps, opts.batch, pad, device=opts.device)
+    timed = run["step_times"]
     return {
         "name": name,
         "params": method.params,
         "compiled": compiled,
-        "first_step_s": round(times[0], 2),
+        "first_step_s": round(first, 2),
         "step_ms": round(1000 * statistics.median(timed), 1),
         "step_ms_p10_p90": [round(1000 * x, 1) for x in statistics.quantiles(timed, n=10)[::8]] if len(timed) > 1 else None,
         "peak_mb_above_model": round((torch.cuda.max_memory_allocated() - base_bytes) / 2**20) if cuda else None,
-        "final_loss": round(float(loss), 4),
+        "final_loss": round(run["final_loss"], 4),
     }
 
 
 def trainer_run(dtype: str, compiled: bool, opts, folder: Path) -> dict:
-    """`solo train` on sample_data/e2e: tokens/s (median from the 5th logged step) and what it resolved."""
-    out = folder / f"{dtype}{'-compile' if compiled else ''}"
-    cmd = [sys.executable, "-m", "solo_cli", "train", "--data", str(ROOT / "sample_data" / "e2e"), "--output", str(out)]
-    cmd += ["--max-steps", str(opts.trainer_steps), "--batch-size", "32", "--dtype", dtype, "--device", opts.device]
-    cmd += ["--eval-every", "100000", "--seed", "0", "--log-every", "1"] + (["--compile"] if compiled else [])
-    tick = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=with_root(dict(os.environ)))
-    if proc.returncode != 0:
-        return {"dtype": dtype, "compile": compiled, "error": proc.stderr[-2000:]}
-    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if line.strip()]
-    steps = [r for r in records if "tokens_per_s" in r]
-    config = json.loads((out / "config.json").read_text())
-    return {
-        "dtype": dtype,
-        "compile": compiled,
-        "resolved": config.get("dtype_resolved", dtype),
-        "tokens_per_s": round(statistics.median(r["tokens_per_s"] for r in steps[4:] or steps)),
-        "final_loss": steps[-1]["loss"],
-        "process_s": round(time.perf_counter() - tick, 1),
-    }
+    """`solo train` on sample_data/e2e at batch 32 (speed.dtype_run): tokens/s after the 4th step, what it resolved."""
+    from speed import dtype_run
+
+    flags = ("--batch-size", "32", "--device", opts.device, "--log-every", "1") + (("--compile",) if compiled else ())
+    try:
+        run = dtype_run(dtype, opts, folder, max_steps=opts.trainer_steps, flags=flags, skip=4)
+    except subprocess.CalledProcessError as failed:
+        return {"dtype": dtype, "compile": compiled, "error": failed.stderr[-2000:]}
+    return run | {"compile": compiled, "tokens_per_s": round(run["tokens_per_s"]), "final_loss": run["losses"][-1]}
 
 
 def main() -> None:

@@ -325,6 +325,16 @@ def agreement_today(proxy_path: Path, full_path: Path) -> dict | None:
     }
 
 
+def _rho(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
+def _pair_table(title: str, label: str, pairs: list[dict]) -> list[str]:
+    """An agreement check as markdown: its title, then each configuration's proxy and full validation loss."""
+    rows = [f"| {x['name']} | {x['proxy']:.4f} | {x['full']:.4f} |" for x in pairs]
+    return ["", title, "", f"| {label} | proxy valid loss | full valid loss |", "| --- | --- | --- |", *rows]
+
+
 def markdown(report: dict) -> str:
     p = report["protocol"]
     lora_best = min(
@@ -360,31 +370,16 @@ def markdown(report: dict) -> str:
         lines += ["", *[f"- {n}" for n in report["notes"]]]
     if report.get("agreement"):
         a = report["agreement"]
-        lines += [
-            "",
-            f"Agreement with the full protocol (reference-runs.md): Spearman {a['spearman']:.3f} over "
-            f"{a['configurations']} configurations on validation loss.",
-            "",
-            "| configuration | proxy valid loss | full valid loss |",
-            "| --- | --- | --- |",
-        ]
-        lines += [f"| {x['name']} | {x['proxy']:.4f} | {x['full']:.4f} |" for x in a["pairs"]]
+        title = f"Agreement with the full protocol (reference-runs.md): Spearman {_rho(a['spearman'])} over {a['configurations']} configurations on validation loss."
+        lines += _pair_table(title, "configuration", a["pairs"])
     if report.get("agreement_today"):
         a = report["agreement_today"]
-
-        def rho(v):
-            return "-" if v is None else f"{v:.3f}"
-
-        lines += [
-            "",
+        title = (
             f"Agreement with today's full protocol (e2e-full.json, same settings, means over seeds): Spearman "
-            f"{rho(a['spearman'])} over {a['configurations']} configurations; {rho(a['spearman_solo'])} over the "
-            f"{a['solo_configurations']} Solo ones.",
-            "",
-            "| configuration (full-protocol name) | proxy valid loss | full valid loss |",
-            "| --- | --- | --- |",
-        ]
-        lines += [f"| {x['name']} | {x['proxy']:.4f} | {x['full']:.4f} |" for x in a["pairs"]]
+            f"{_rho(a['spearman'])} over {a['configurations']} configurations; {_rho(a['spearman_solo'])} over the "
+            f"{a['solo_configurations']} Solo ones."
+        )
+        lines += _pair_table(title, "configuration (full-protocol name)", a["pairs"])
     return "\n".join(lines) + "\n"
 
 

@@ -28,6 +28,8 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 
+from paths import with_root  # noqa: E402
+
 
 def _default_solo() -> tuple:
     from solo_cli.training.config import TrainConfig
@@ -191,13 +193,14 @@ def generation_speed(opts, adapter_dir: Path) -> dict:
     }
 
 
-def dtype_run(dtype: str, opts, folder: Path) -> dict:
-    """One `solo train --dtype DTYPE` on sample_data/e2e: tokens/s (median after 2 steps), the loss curve, what auto chose."""
-    out = folder / dtype
+def dtype_run(dtype: str, opts, folder: Path, max_steps: int | None = None, flags: tuple = (), skip: int = 2) -> dict:
+    """One `solo train --dtype DTYPE [FLAGS]` on sample_data/e2e: tokens/s (median after ``skip`` steps), the
+    loss curve, what auto chose. Raises CalledProcessError when the run fails."""
+    out = folder / "-".join([dtype, *(f.lstrip("-") for f in flags)])
     cmd = [sys.executable, "-m", "solo_cli", "train", "--data", str(ROOT / "sample_data" / "e2e"), "--output", str(out)]
-    cmd += ["--max-steps", str(opts.dtype_steps), "--dtype", dtype, "--eval-every", "100000", "--seed", "0"]
+    cmd += ["--max-steps", str(max_steps or opts.dtype_steps), "--dtype", dtype, "--eval-every", "100000", "--seed", "0", *flags]
     tick = time.perf_counter()
-    subprocess.run(cmd, capture_output=True, text=True, check=True, env=os.environ | {"TQDM_DISABLE": "1"})
+    subprocess.run(cmd, capture_output=True, text=True, check=True, env=with_root(os.environ | {"TQDM_DISABLE": "1"}))
     seconds = time.perf_counter() - tick
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if line.strip()]
     steps = [r for r in records if "loss" in r]
@@ -208,7 +211,7 @@ def dtype_run(dtype: str, opts, folder: Path) -> dict:
         "dtype": dtype,
         "resolved": config.get("dtype_resolved", dtype),
         "reason": config.get("dtype_reason", ""),
-        "tokens_per_s": median([r["tokens_per_s"] for r in steps[2:]]),
+        "tokens_per_s": median([r["tokens_per_s"] for r in steps[skip:] or steps]),
         "losses": [r["loss"] for r in steps],
         "valid_loss": next((r["valid_loss"] for r in reversed(records) if "valid_loss" in r), None),
         "process_s": round(seconds, 1),
