@@ -128,9 +128,9 @@ def generate(
     from ..data.rows import lone_surrogate
     from ..data.spec import DataSpec
     from ..files.atomic import check_writable, write_texts
+    from ..files.outputs import check_predictions_target, refuse_input_as_output
     from ..inference.generation import GenerationSettings
     from ..inference.generation import generate as run_generate
-    from ..outputs import check_predictions_target, refuse_input_as_output
 
     if (input is None) != (output is None):
         raise UsageError("--input and --output go together: rows in, predictions out")

@@ -40,11 +40,11 @@ def merge(
 ) -> None:
     """Combine adapters of one base into one, or export base + adapter as a standalone model folder."""
     quiet_transformers()
-    from ..outputs import check_adapter_target
+    from ..files.outputs import check_adapter_target
 
     adapters = [adapter_path(ref) for ref in adapters]  # Hub repo ids: their cached downloads
     if export is not None:
-        from ..inference.export import export_model
+        from ..merging.export import export_model
 
         if len(adapters) != 1 or output is not None or weights is not None:
             raise UsageError("--export takes exactly one adapter (merge several first, with -o)")
@@ -63,7 +63,7 @@ def merge(
         )
         return
     from ..engine.adapter_file import save_adapter
-    from ..engine.merge import merge_adapters, parse_weights
+    from ..merging.combine import merge_adapters, parse_weights
 
     if output is None:
         raise UsageError("give -o merged.safetensors for the merged adapter (or --export DIR with one adapter)")

@@ -18,12 +18,12 @@ from safetensors import SafetensorError, safe_open
 from .. import __version__
 from ..data.rows import lone_surrogate
 from ..errors import UsageError
+from ..files.outputs import ADAPTER_FILENAME, ADAPTER_FORMAT
 from .adapter_config import GATE_MODES, SOURCE_NORMS, AdapterConfig
 from .fingerprint import Fingerprint
 
-FORMAT_NAME = "solo-adapter"
+FORMAT_NAME = ADAPTER_FORMAT
 FORMAT_VERSION = 2  # 2 added source_norm; version 1 files (no field) were trained without one
-ADAPTER_FILENAME = "adapter.safetensors"
 
 
 @dataclass

@@ -64,7 +64,7 @@ def _limited(data: EvalSet, limit: int | None) -> EvalSet:
 def _check_output(output: Path, data: Path, generating: bool) -> None:
     """Fail before the model loads: a folder, the input itself, a file solo did not write, or no write access."""
     from ..files.atomic import check_writable
-    from ..outputs import check_predictions_target, refuse_input_as_output
+    from ..files.outputs import check_predictions_target, refuse_input_as_output
 
     if output.is_dir():
         raise UsageError(f"{param('output')} {output}: is a folder; give a file path for the predictions")

@@ -10,7 +10,7 @@ from ..engine.adapter_file import ADAPTER_FILENAME, AdapterInfo, load_adapter, r
 from ..engine.blocks import fingerprint
 from ..engine.models import DEFAULT_MODEL, LoadedModel, load_model
 from ..errors import UsageError, param
-from ..outputs import is_export
+from ..files.outputs import is_export
 
 
 @dataclass

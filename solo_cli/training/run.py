@@ -30,7 +30,7 @@ from ..engine.precision import PIN_VARIABLE, resolve_precision
 from ..engine.topology import format_connections, parse_connections
 from ..errors import UsageError, param
 from ..files import lock
-from ..outputs import describe, is_run_folder, refuse_current_folder, remove_run_outputs, run_outputs
+from ..files.outputs import describe, is_run_folder, refuse_current_folder, remove_run_outputs, run_outputs
 from . import distributed
 from .checkpoint import clean_staging, find_checkpoint, load_checkpoint, prune_checkpoints, save_checkpoint
 from .compiled import compiled_blocks

@@ -16,7 +16,7 @@ import yaml
 from conftest import REPO, write_jsonl
 from support import assert_one_line, run
 
-from solo_cli.outputs import is_solo_card
+from solo_cli.files.outputs import is_solo_card
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 ROWS = [{"prompt": f"name[Place {i}] ->", "completion": f" Place {i} is a cheap pub."} for i in range(16)]

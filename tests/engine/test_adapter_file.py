@@ -157,7 +157,7 @@ def test_inspect_imports_no_torch(tmp_path):
     code = (
         "import sys; from solo_cli.cli import main; path = sys.argv[1]; sys.argv = ['solo', 'inspect', path, '--json']\n"
         "try:\n    main()\nexcept SystemExit as exc:\n    assert exc.code == 0, exc.code\n"
-        "from pathlib import Path; from solo_cli.outputs import is_solo_adapter; assert is_solo_adapter(Path(path))\n"
+        "from pathlib import Path; from solo_cli.files.outputs import is_solo_adapter; assert is_solo_adapter(Path(path))\n"
         "print([m for m in ('torch', 'transformers') if m in sys.modules])"
     )
     done = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, timeout=120)

@@ -10,10 +10,10 @@ from tiny import ARCHS, save_tiny
 from torch.testing import assert_close
 
 from solo_cli import attach, load_adapter
-from solo_cli.engine.merge import merge_adapters
 from solo_cli.engine.models import load_model
-from solo_cli.inference.export import export_model
 from solo_cli.inference.generation import GenerationSettings, generate
+from solo_cli.merging.combine import merge_adapters
+from solo_cli.merging.export import export_model
 from solo_cli.training.config import TrainConfig
 from solo_cli.training.run import check_output, execute, prepare
 

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import torch
 
+from ..engine.adapter import AdapterConfig, SoloAdapter, connection_key
+from ..engine.adapter_file import AdapterInfo, load_adapter, resolve_adapter_path
+from ..engine.topology import source_name
 from ..errors import UsageError, param
-from .adapter import AdapterConfig, SoloAdapter, connection_key
-from .adapter_file import AdapterInfo, load_adapter, resolve_adapter_path
-from .topology import source_name
 
 
 @dataclass

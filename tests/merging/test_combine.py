@@ -12,8 +12,8 @@ from typer.testing import CliRunner
 from solo_cli import attach, load_adapter, save_adapter
 from solo_cli.cli import app
 from solo_cli.engine.adapter import AdapterConfig, SoloAdapter
-from solo_cli.engine.merge import merge_adapters, parse_weights, refactor
 from solo_cli.errors import UsageError
+from solo_cli.merging.combine import merge_adapters, parse_weights, refactor
 
 runner = CliRunner()
 

@@ -7,13 +7,13 @@ from pathlib import Path
 import pytest
 from support import info_for, make_adapter, perturb
 
-import solo_cli.inference.export as export
+import solo_cli.merging.export as export
 from solo_cli import save_adapter
 from solo_cli.engine import modeling_solo
 from solo_cli.engine.models import load_model
+from solo_cli.files.outputs import is_export
 from solo_cli.inference import load
-from solo_cli.inference.export import export_model
-from solo_cli.outputs import is_export
+from solo_cli.merging.export import export_model
 
 
 def test_the_exported_modeling_file_is_the_package_module_byte_for_byte(tiny_model_dir, tmp_path):

@@ -29,8 +29,8 @@ from ..engine.model_card import render_card
 from ..engine.models import DTYPES, load_config, resolve_dtype
 from ..errors import RuntimeFailure, UsageError, param
 from ..files.atomic import atomic_dir
-from ..outputs import check_export_target
-from .load import InferenceModel, load_for_inference
+from ..files.outputs import check_export_target
+from ..inference.load import InferenceModel, load_for_inference
 
 MARKER = "solo_adapter"  # the config key that makes a folder a solo export
 MODELING_FILE = "modeling_solo.py"

@@ -17,11 +17,13 @@ from pathlib import Path
 
 import yaml
 
-from .errors import UsageError, param
-from .files.atomic import is_stream
+from ..errors import UsageError, param
+from .atomic import is_stream
 
+ADAPTER_FILENAME = "adapter.safetensors"  # what solo names an adapter file in a folder
+ADAPTER_FORMAT = "solo-adapter"  # the ``format`` an adapter's safetensors header records
 # What `solo train` writes into a run folder (besides its lock, .solo.lock).
-RUN_FILES = ("adapter.safetensors", "metrics.jsonl", "config.json", "loss.png", "README.md")
+RUN_FILES = (ADAPTER_FILENAME, "metrics.jsonl", "config.json", "loss.png", "README.md")
 RUN_FOLDERS = ("checkpoints", "best", "tensorboard")
 _EVENTS = re.compile(r"^events\.out\.tfevents\.")  # TensorBoard's event files (--report-to tensorboard)
 _STEP = re.compile(r"^step-\d+$")
@@ -57,13 +59,11 @@ def is_solo_adapter(path: Path) -> bool:
     """A safetensors file whose header says ``format: solo-adapter`` (the tensors are not read)."""
     from safetensors import SafetensorError, safe_open
 
-    from .engine.adapter_header import FORMAT_NAME
-
     if not path.is_file():
         return False
     try:
         with safe_open(str(path), framework="numpy") as handle:  # the header only: no torch
-            return (handle.metadata() or {}).get("format") == json.dumps(FORMAT_NAME)
+            return (handle.metadata() or {}).get("format") == json.dumps(ADAPTER_FORMAT)
     except (SafetensorError, OSError, ValueError):
         return False
 
@@ -180,8 +180,7 @@ def check_export_target(output: Path, overwrite: bool) -> None:
 def check_adapter_target(output: Path, overwrite: bool) -> Path:
     """``merge -o``: the adapter file to write; an existing one is replaced only with --overwrite, and only
     if solo wrote it. Returns the file path (``output`` itself, or ``output/adapter.safetensors``)."""
-    from .engine.adapter_file import ADAPTER_FILENAME
-    from .files.atomic import check_writable
+    from .atomic import check_writable
 
     output = Path(output)
     target = output if output.suffix == ".safetensors" else output / ADAPTER_FILENAME
