@@ -6,6 +6,7 @@
     python bench/e2e.py --protocol proxy --jobs 2                 # this 2-core CPU: the whole 16-run grid in about 95 min
     python bench/e2e.py --protocol proxy --only solo-c5-r2-rms    # some runs only (merged into the results file)
     python bench/e2e.py --agreement                               # proxy vs full ranking (Spearman on valid loss)
+    python bench/e2e.py --protocol smoke --only NAME@SEED         # a run's plumbing on the CPU (a few minutes)
 
 Protocols (both: SmolLM2-135M-Instruct, chat template, completion-only loss, linear decay, no
 warm-up, max grad norm 1, validation loss on the first 256 rows of valid.jsonl):
@@ -16,7 +17,10 @@ warm-up, max grad norm 1, validation loss on the first 256 rows of valid.jsonl):
   It exists to rank configurations on a CPU; ``--agreement`` checks that it ranks them as ``full`` does.
 
 Solo runs are `solo train` (+ `solo eval`), LoRA runs are bench/lora_run.py: the same data, batch
-order, loss and decoding. Results: bench/results/e2e-<protocol>.json and .md, with the device.
+order, loss and decoding. A run may add `solo train` flags (``--lr-b-ratio 4``), train other epochs,
+or decode another run's adapter only (``redecode``: the LoRA paper's beam search, no retraining; it
+waits for that run when both are in one invocation). Results: bench/results/e2e-<protocol>.json and
+.md, with the device.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ import re
 import shlex
 import subprocess
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
@@ -43,9 +48,10 @@ RESULTS = HERE / "results"
 BUDGET = 94_464  # 41% of LoRA r=4 on q,v of SmolLM2 (230,400): the paper's 59% reduction
 
 PROTOCOLS = {
-    "full": {"train_rows": None, "epochs": 1, "batch": 64, "decode": True, "test_mrs": None},
-    "proxy": {"train_rows": 1024, "epochs": 1, "batch": 16, "decode": False, "test_mrs": None},
-    "smoke": {"train_rows": 32, "epochs": 1, "batch": 16, "decode": True, "test_mrs": 4},  # checks the plumbing only
+    "full": {"train_rows": None, "epochs": 1, "batch": 64, "decode": True, "test_mrs": None, "valid_rows": 256},
+    "proxy": {"train_rows": 1024, "epochs": 1, "batch": 16, "decode": False, "test_mrs": None, "valid_rows": 256},
+    # checks the plumbing only: 2 steps, 16 validation rows, 4 test MRs
+    "smoke": {"train_rows": 32, "epochs": 1, "batch": 16, "decode": True, "test_mrs": 4, "valid_rows": 16},
 }
 
 
@@ -59,14 +65,31 @@ class Run:
     gate: str | None = None
     source_norm: str = "rms"
     seed: int = 0
+    flags: tuple[str, ...] = ()  # more `solo train` flags: ("--lr-b-ratio", "4")
+    epochs: float | None = None  # None: the protocol's
+    decoding: str = "greedy"  # a key of DECODINGS
+    decodes: str | None = None  # decode only: the name of the run (same seed) whose adapter this decodes
 
 
-def solo(name, connections, rank, lr, gate="schedule", norm="rms", seed=0):
-    return Run(name, "solo", rank, lr, connections, gate, norm, seed)
+# Decoding flags of `solo eval` and bench/lora_run.py. greedy: both methods' default; lora-paper: Hu et al. 2021's E2E
+# decoding (beam 10, length penalty 0.9 of their 0.8-0.9, no repeated 4-grams).
+DECODINGS = {
+    "greedy": [],
+    "lora-paper": ["--num-beams", "10", "--length-penalty", "0.9", "--no-repeat-ngram-size", "4"],
+}
 
 
-def lora(name, rank, lr, seed=0):
-    return Run(name, "lora", rank, lr, seed=seed)
+def solo(name, connections, rank, lr, gate="schedule", norm="rms", seed=0, flags=(), epochs=None):
+    return Run(name, "solo", rank, lr, connections, gate, norm, seed, tuple(flags), epochs)
+
+
+def lora(name, rank, lr, seed=0, epochs=None):
+    return Run(name, "lora", rank, lr, seed=seed, epochs=epochs)
+
+
+def redecode(name: str, source: Run, decoding: str) -> Run:
+    """A decoding-only run: ``source``'s adapter (its folder, same seed) decoded with ``decoding``; it trains nothing."""
+    return replace(source, name=name, decoding=decoding, decodes=source.name)
 
 
 def spans(k: int, sources=None) -> str:
@@ -110,8 +133,27 @@ TODAY = [
     solo("solo-c2-r2-rms-2e-2", "chain:2", 2, 2e-2),
 ]
 
+# The ideas of issue 22 for the default to overtake LoRA r=4, one run each at the default's 89,856 parameters
+# (solo train's defaults: chain r3 rms schedule, lr 2e-2), chosen for what the outputs say: Solo's sentences
+# are shorter, copy fewer slot values and trail on the recall metrics. bench/gpu_lease.sh runs them.
+DEFAULT = solo("solo-chain-r3-rms-2e-2", "chain", 3, 2e-2)
+LORA_BEST = lora("lora-r4-1e-2", 4, 1e-2)  # LoRA r=4 at its best lr (e2e-full.md, 2 seeds)
+IDEAS = [
+    replace(DEFAULT, name="solo-chain-r3-rms-2e-2-lrb4", flags=("--lr-b-ratio", "4")),  # B at 4 x lr, as LoRA+
+    replace(DEFAULT, name="solo-chain-r3-rms-2e-2-lrb16", flags=("--lr-b-ratio", "16")),
+    # mixed spans at the default's budget: 30 + 26 + 16 + 6 = 78 connections at rank 1 = 89,856 parameters
+    solo("solo-mix1-5-15-25-r1-rms-2e-2", "chain:1+chain:5+chain:15+chain:25", 1, 2e-2),
+    replace(DEFAULT, name="solo-chain-r3-rms-2e-2-zi", gate="zero-init"),  # no ramp: t = 1 from the start, B = 0
+    replace(DEFAULT, name="solo-chain-r3-rms-2e-2-ramp30", flags=("--homotopy-fraction", "0.3")),  # (10%: DEFAULT)
+    redecode("solo-chain-r3-rms-2e-2-beam", DEFAULT, "lora-paper"),  # decoding only, on the default's adapter
+    redecode("lora-r4-1e-2-beam", LORA_BEST, "lora-paper"),  # ... and on LoRA r=4's at its best lr
+    replace(DEFAULT, name="solo-chain-r3-rms-2e-2-2ep", epochs=2),  # the LoRA paper trains 5 epochs
+    replace(LORA_BEST, name="lora-r4-1e-2-2ep", epochs=2),
+]
+
 GRIDS = {
     "proxy": SEARCH + list(REFERENCE) + SEEDS + TODAY,
+    # checks the plumbing; --only also takes any run of the full grid (each new one is smoke-run before a lease)
     "smoke": [lora("lora-r1", 1, 1e-2), solo("solo-c5-r2-rms", spans(5), 2, 2e-2)],
     # Ordered by what the decision needs; a GPU lease ran the first 9 (see e2e-full.md). The rest is the next
     # lease's wave: a second seed of the default, the same-code source-norm test, lr and rank around the default.
@@ -134,6 +176,7 @@ GRIDS = {
         solo("solo-c2-r2-rms-2e-2", "chain:2", 2, 2e-2, seed=1),
         lora("lora-r1-1e-2", 1, 1e-2),
         solo("solo-chain-r2-none-2e-2", "chain", 2, 2e-2, norm="none"),
+        *IDEAS,  # and lora-r4-1e-2@2: a third seed of LoRA's best, whose adapter lora-r4-1e-2-beam@2 decodes
     ],
 }
 
@@ -152,56 +195,97 @@ def prepare_data(protocol: str, work: Path) -> Path:
     return folder
 
 
-def commands(run: Run, protocol: str, data: Path, folder: Path, device: str) -> list[list[str]]:
-    p = PROTOCOLS[protocol]
+def folder_of(run: Run, work: Path) -> Path:
+    return work / f"{run.name}-s{run.seed}"
+
+
+def source_of(run: Run, work: Path) -> Path:
+    """The run folder whose adapter, config and validation loss a run reports: its own, or for a decoding-only
+    run that of the run it decodes."""
+    return work / f"{run.decodes}-s{run.seed}" if run.decodes else folder_of(run, work)
+
+
+def decode_command(run: Run, protocol: str, adapter: Path, folder: Path, device: str) -> list[str]:
+    """Decode the test MRs with ``adapter`` (a run folder) into ``folder/test-preds.jsonl``, as ``run.decoding`` says."""
+    test, p = str(E2E / "test.jsonl"), PROTOCOLS[protocol]
+    tail = ["--max-new-tokens", "64", "--device", device, *(["--limit", str(p["test_mrs"])] if p["test_mrs"] else [])]
+    tail += DECODINGS[run.decoding]
+    if run.method == "lora":
+        return [sys.executable, str(HERE / "lora_run.py"), "--decode", str(adapter), "-o", str(folder), "--test", test, *tail]
+    out = ["-o", str(folder / "test-preds.jsonl"), "--batch-size", "64", "--json"]
+    return [sys.executable, "-m", "solo_cli", "eval", "--adapter", str(adapter), "--data", test, *out, *tail]
+
+
+def commands(run: Run, protocol: str, data: Path, work: Path, device: str) -> list[list[str]]:
+    p, folder = PROTOCOLS[protocol], folder_of(run, work)
+    if run.decodes:
+        return [decode_command(run, protocol, source_of(run, work), folder, device)]
     py = sys.executable
+    epochs = f"{run.epochs or p['epochs']:g}"
     common = ["--lr", f"{run.lr:g}", "--seed", str(run.seed), "--device", device, "--dtype", "float32"]
+    common += ["--max-eval-rows", str(p["valid_rows"])]
     test = str(E2E / "test.jsonl")
     limit = ["--limit", str(p["test_mrs"])] if p["test_mrs"] else []
     if run.method == "lora":
         cmd = [py, str(HERE / "lora_run.py"), "--data", str(data), "-o", str(folder), "--rank", str(run.rank)]
-        cmd += ["--batch", str(p["batch"]), "--epochs", str(p["epochs"]), *common]
-        return [cmd + (["--test", test, *limit] if p["decode"] else [])]
+        cmd += ["--batch", str(p["batch"]), "--epochs", epochs, *common]
+        return [cmd + (["--test", test, *limit, *DECODINGS[run.decoding]] if p["decode"] else [])]
     train = [py, "-m", "solo_cli", "train", "--data", str(data), "-o", str(folder), "--overwrite"]
     train += ["--connections", run.connections, "--rank", str(run.rank), "--gate", run.gate, "--source-norm", run.source_norm]
-    train += ["--batch-size", str(p["batch"]), "--epochs", str(p["epochs"]), "--eval-every", "1000000", *common]
-    cmds = [train]
-    if p["decode"]:
-        cmds.append(
-            [py, "-m", "solo_cli", "eval", "--adapter", str(folder), "--data", test, "-o", str(folder / "test-preds.jsonl")]
-        )
-        cmds[-1] += ["--max-new-tokens", "64", "--batch-size", "64", "--device", device, "--json", *limit]
-    return cmds
+    train += ["--batch-size", str(p["batch"]), "--epochs", epochs, "--eval-every", "1000000", *common, *run.flags]
+    return [train] + ([decode_command(run, protocol, folder, folder, device)] if p["decode"] else [])
 
 
-def execute(run: Run, protocol: str, data: Path, work: Path, device: str, threads: int) -> dict:
-    folder = work / f"{run.name}-s{run.seed}"
-    env = with_root(os.environ | {"OMP_NUM_THREADS": str(threads)})
-    log = folder.with_suffix(".log")
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    with log.open("w") as handle:
-        for cmd in commands(run, protocol, data, folder, device):
-            proc = subprocess.run(cmd, stdout=handle, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
-            if proc.returncode != 0:
-                return {"name": run.name, "seed": run.seed, "error": f"rc {proc.returncode}; see {log}"}
-    return collect(run, folder, protocol, env)
+def execute(run: Run, protocol: str, data: Path, work: Path, device: str, threads: int, ended: dict) -> dict:
+    """Train and decode ``run`` (or only decode, once the run it decodes has ended); ``ended[(name, seed)]`` is
+    set when a run of this invocation ends, whatever its outcome."""
+    try:
+        folder, source = folder_of(run, work), source_of(run, work)
+        if run.decodes and (run.decodes, run.seed) in ended:
+            ended[(run.decodes, run.seed)].wait()
+        if run.decodes and not finished(source, protocol, preds=False):
+            return {
+                "name": run.name,
+                "seed": run.seed,
+                "error": f"{source} holds no finished run to decode; run {run.decodes}@{run.seed} first",
+            }
+        env = with_root(os.environ | {"OMP_NUM_THREADS": str(threads)})
+        log = folder.with_suffix(".log")
+        folder.mkdir(parents=True, exist_ok=True)
+        with log.open("w") as handle:
+            for cmd in commands(run, protocol, data, work, device):
+                proc = subprocess.run(cmd, stdout=handle, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
+                if proc.returncode != 0:
+                    return {"name": run.name, "seed": run.seed, "error": f"rc {proc.returncode}; see {log}"}
+        return collect(run, work, protocol, env)
+    finally:
+        ended.get((run.name, run.seed), threading.Event()).set()
 
 
-def finished(folder: Path, protocol: str) -> bool:
-    """A run folder whose run got to the end: a validation loss, and its predictions when the protocol decodes."""
+def finished(folder: Path, protocol: str, preds: bool = True) -> bool:
+    """A run folder whose run got to the end: a validation loss, and (``preds``) its predictions when the protocol decodes."""
     metrics = folder / "metrics.jsonl"
     if not metrics.exists() or '"valid_loss"' not in metrics.read_text():
         return False
-    return not PROTOCOLS[protocol]["decode"] or (folder / "test-preds.jsonl").exists()
+    return not (preds and PROTOCOLS[protocol]["decode"]) or (folder / "test-preds.jsonl").exists()
 
 
-def collect(run: Run, folder: Path, protocol: str, env: dict) -> dict:
-    """One row of the results: what the run's config.json recorded, its validation loss, its scores."""
-    config = json.loads((folder / "config.json").read_text())
-    lines = [json.loads(x) for x in (folder / "metrics.jsonl").read_text().splitlines() if x.strip()]
+def run_finished(run: Run, work: Path, protocol: str) -> bool:
+    """``run`` got to the end in ``work``: a decoding-only run has its predictions and a finished run to decode."""
+    if run.decodes:
+        return (folder_of(run, work) / "test-preds.jsonl").exists() and finished(source_of(run, work), protocol, preds=False)
+    return finished(folder_of(run, work), protocol)
+
+
+def collect(run: Run, work: Path, protocol: str, env: dict) -> dict:
+    """One row of the results: what the run's config.json recorded, its validation loss, its scores (a decoding-only
+    run: the config and validation loss of the run it decodes, its own predictions' scores)."""
+    folder, source = folder_of(run, work), source_of(run, work)
+    config = json.loads((source / "config.json").read_text())
+    lines = [json.loads(x) for x in (source / "metrics.jsonl").read_text().splitlines() if x.strip()]
     valid = [x["valid_loss"] for x in lines if "valid_loss" in x]
     if run.method == "solo":
-        summary = json.loads((folder / "adapter.json").read_text()) if (folder / "adapter.json").exists() else {}
+        summary = json.loads((source / "adapter.json").read_text()) if (source / "adapter.json").exists() else {}
         seconds = summary.get("seconds") or max((x.get("elapsed", 0) for x in lines), default=None)
         connections, gate = config["connections"], config["gate"]
     else:
@@ -218,6 +302,11 @@ def collect(run: Run, folder: Path, protocol: str, env: dict) -> dict:
         "trainable_params": config["trainable_params"],
         "valid_loss": valid[-1] if valid else None,
         "train_seconds": round(seconds, 1) if seconds else None,
+        "epochs": config.get("epochs"),
+        "lr_b_ratio": config.get("lr_b_ratio"),
+        "homotopy_fraction": config.get("homotopy_fraction"),
+        "decoding": run.decoding,
+        "decodes": run.decodes,
     }
     preds = folder / "test-preds.jsonl"
     if PROTOCOLS[protocol]["decode"] and preds.exists():
@@ -226,6 +315,19 @@ def collect(run: Run, folder: Path, protocol: str, env: dict) -> dict:
         scores = json.loads(subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT, check=True).stdout)
         row |= {k: scores.get(k) for k in ("bleu", "nist", "meteor", "rouge_l", "cider")} | output_shape(preds)
     return row
+
+
+def ordered(grid: list[Run]) -> list[Run]:
+    """``grid`` with each decoding-only run moved just after the run it decodes where that comes later, so that
+    no worker waits for a run that has not started."""
+    keys = [(r.name, r.seed) for r in grid]
+    out, later = [], {}
+    for i, run in enumerate(grid):
+        if run.decodes and (run.decodes, run.seed) in keys[i + 1 :]:
+            later.setdefault((run.decodes, run.seed), []).append(run)
+            continue
+        out += [run, *later.pop((run.name, run.seed), [])]
+    return out
 
 
 def select(grid: list[Run], only: str, parser: argparse.ArgumentParser) -> list[Run]:
@@ -292,8 +394,24 @@ def agreement(proxy_path: Path) -> dict:
 
 
 def _config_key(row: dict) -> tuple:
-    """A run's configuration as its results row records it (config.json), without the seed or the run's name."""
-    return (row["method"], row["connections"], row["rank"], row.get("gate"), row.get("source_norm"), row["lr"])
+    """A run's configuration as its results row records it (config.json), without the seed or the run's name
+    (settings a row predates count as their defaults)."""
+    more = (row.get("epochs") or 1.0, row.get("lr_b_ratio") or 1.0, row.get("homotopy_fraction"), row.get("decoding", "greedy"))
+    return (row["method"], row["connections"], row["rank"], row.get("gate"), row.get("source_norm"), row["lr"], *more)
+
+
+def variant(row: dict) -> str:
+    """What a row changes beyond plan, rank, gate, norm and lr: B's lr ratio, the ramp, epochs, the decoding."""
+    parts = []
+    if (row.get("lr_b_ratio") or 1.0) != 1.0:
+        parts.append(f"B lr x{row['lr_b_ratio']:g}")
+    if row.get("homotopy_fraction"):
+        parts.append(f"ramp {row['homotopy_fraction']:.0%}")
+    if (row.get("epochs") or 1.0) != 1.0:
+        parts.append(f"{row['epochs']:g} epochs")
+    if row.get("decoding", "greedy") != "greedy":
+        parts.append(f"{row['decoding']} decoding of {row.get('decodes')}")
+    return "; ".join(parts) or "-"
 
 
 def agreement_today(proxy_path: Path, full_path: Path) -> dict | None:
@@ -342,16 +460,21 @@ def markdown(report: dict) -> str:
         key=lambda r: r["valid_loss"],
         default=None,
     )
+    mrs = f"the first {PROTOCOLS['smoke']['test_mrs']}" if p["name"] == "smoke" else "all 630"
     lines = [
         f"# E2E NLG, protocol `{report['protocol']['name']}`",
         "",
         f"Command: `{report['command']}`. Device: {report['device']}. {p['train_rows']:,} training rows, "
-        f"{p['epochs']} epoch(s) at batch {p['batch']}; validation loss on the first 256 rows of valid.jsonl"
-        + ("; greedy decoding of all 630 test MRs, official-scorer metrics." if p["decode"] else "; no decoding.")
+        f"{p['epochs']} epoch(s) at batch {p['batch']}; validation loss on the first {p.get('valid_rows', 256)} rows of valid.jsonl"
+        + (
+            f"; greedy decoding (other decodings: the variant column) of {mrs} test MRs, official-scorer metrics."
+            if p["decode"]
+            else "; no decoding."
+        )
         + f" Default: `{report.get('default')}`.",
         "",
-        "| run | seed | method | plan | rank | gate | norm | lr | params | % LoRA r4 | valid loss | BLEU | NIST | METEOR | ROUGE-L | CIDEr | words | slots copied | train s |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| run | seed | method | plan | rank | gate | norm | lr | variant | params | % LoRA r4 | valid loss | BLEU | NIST | METEOR | ROUGE-L | CIDEr | words | slots copied | train s |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
 
     def f(v, d=4):
@@ -362,7 +485,7 @@ def markdown(report: dict) -> str:
         plan = r["connections"] if len(r["connections"]) < 30 else r["connections"][:27] + "..."
         lines.append(
             f"| {r['name']} | {r['seed']} | {r['method']} | {plan} | {r['rank']} | {r['gate'] or '-'} | {r.get('source_norm') or '-'} "
-            f"| {r['lr']:g} | {r['trainable_params']:,} | {share} | {f(r['valid_loss'])} | {f(r.get('bleu'))} | {f(r.get('nist'), 3)} "
+            f"| {r['lr']:g} | {variant(r)} | {r['trainable_params']:,} | {share} | {f(r['valid_loss'])} | {f(r.get('bleu'))} | {f(r.get('nist'), 3)} "
             f"| {f(r.get('meteor'))} | {f(r.get('rouge_l'))} | {f(r.get('cider'))} | {f(r.get('words'), 1)} | {f(r.get('slots_copied'), 3)} "
             f"| {r['train_seconds'] or '-'} |"
         )
@@ -417,8 +540,9 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     data = prepare_data(opts.protocol, work)
     grid = GRIDS[opts.protocol]
-    if opts.only:
-        grid = select(grid, opts.only, parser)
+    if opts.only:  # a smoke run may check any run of the full grid
+        grid = select(grid + (GRIDS["full"] if opts.protocol == "smoke" else []), opts.only, parser)
+    grid = ordered(grid)
     merge = bool(opts.only or opts.collect)  # an --only run and a --collect add to the results file
     old = json.loads(out.read_text()) if out.exists() else {"runs": []}
     this = "python bench/e2e.py " + shlex.join(sys.argv[1:])
@@ -432,6 +556,7 @@ def main() -> None:
             "epochs": p["epochs"],
             "batch": p["batch"],
             "decode": p["decode"],
+            "valid_rows": p["valid_rows"],
             "jobs": jobs,
         },
         "runs": [],
@@ -443,14 +568,15 @@ def main() -> None:
         report["device"], report["protocol"]["jobs"] = made["device"], made.get("jobs", jobs)
         report["command"] = "; ".join(filter(None, [old.get("command"), f"{made['command']} (scored here: {this})"]))
         env = with_root(dict(os.environ))
-        grid = [r for r in grid if finished(work / f"{r.name}-s{r.seed}", opts.protocol)]
-        report["runs"] = [collect(r, work / f"{r.name}-s{r.seed}", opts.protocol, env) for r in grid]
+        grid = [r for r in grid if run_finished(r, work, opts.protocol)]
+        report["runs"] = [collect(r, work, opts.protocol, env) for r in grid]
         seconds = 0 if made["command"] in (old.get("command") or "") else made.get("seconds") or 0  # counted once
     else:
         made = {"device": report["device"], "command": this, "jobs": jobs}
         (work / "made.json").write_text(json.dumps(made) + "\n")
+        ended = {(r.name, r.seed): threading.Event() for r in grid}  # decoding-only runs wait for the run they decode
         with ThreadPoolExecutor(jobs) as pool:
-            for row in pool.map(lambda r: execute(r, opts.protocol, data, work, opts.device, threads), grid):
+            for row in pool.map(lambda r: execute(r, opts.protocol, data, work, opts.device, threads, ended), grid):
                 print(json.dumps(row), flush=True)
                 if "error" not in row:
                     report["runs"].append(row)
@@ -462,7 +588,11 @@ def main() -> None:
     solo_runs = [
         r
         for r in report["runs"]
-        if r["method"] == "solo" and not r["name"].startswith("ref-") and r["valid_loss"] and r["trainable_params"] <= BUDGET
+        if r["method"] == "solo"
+        and not r["name"].startswith("ref-")
+        and r.get("decoding", "greedy") == "greedy"
+        and r["valid_loss"]
+        and r["trainable_params"] <= BUDGET
     ]
     if solo_runs:
         report["default"] = min(solo_runs, key=lambda r: r["valid_loss"])["name"]

@@ -1,12 +1,15 @@
 """One peft LoRA run with solo's data, batch order, loss, schedule and decoding: the baseline of bench/e2e.py.
 
     python bench/lora_run.py --data DIR -o RUN --rank 4 --lr 1e-2 --batch 64 --epochs 1 [--test test.jsonl]
+    python bench/lora_run.py --decode RUN -o OUT --test test.jsonl --num-beams 10 --length-penalty 0.9 --no-repeat-ngram-size 4
 
 It writes what `solo train` writes for the fields bench/e2e.py reads: ``config.json`` (method, rank,
 lr, seed, trainable_params, ...) and ``metrics.jsonl`` (the final validation loss on the first 256
 rows of valid.jsonl, as `solo train --max-eval-rows 256` measures it), plus the greedy predictions
-on ``--test`` in ``test-preds.jsonl`` for `solo eval --predictions`. LoRA: r on q_proj and v_proj,
-alpha 32, dropout 0.1 (Hu et al. 2021). peft is a benchmark-only dependency (pip install -e ".[bench]").
+on ``--test`` in ``test-preds.jsonl`` for `solo eval --predictions`, and the adapter in ``lora-adapter/``
+(peft's safetensors). ``--decode RUN`` trains nothing: it decodes ``--test`` with RUN's adapter and
+the generation flags given (the LoRA paper's beam search, say) into ``-o``. LoRA: r on q_proj and
+v_proj, alpha 32, dropout 0.1 (Hu et al. 2021). peft is a benchmark-only dependency (pip install -e ".[bench]").
 """
 
 from __future__ import annotations
@@ -32,15 +35,44 @@ from solo_cli.training.run import resolve_device
 from solo_cli.training.sampler import micro_batches, total_steps
 
 TARGETS = ["q_proj", "v_proj"]
+ADAPTER = "lora-adapter"  # the folder of a run that holds peft's adapter
+
+
+def decode(model, tok, device, opts, out: Path) -> None:
+    """``--test``'s prompts decoded with the generation flags into ``out/test-preds.jsonl``."""
+    rows, fmt = load_eval_rows(opts.test)
+    targets = eval_set(rows, fmt)
+    if opts.limit:
+        targets.prompts, targets.references = targets.prompts[: opts.limit], targets.references[: opts.limit]
+    settings = GenerationSettings(
+        max_new_tokens=opts.max_new_tokens,
+        num_beams=opts.num_beams,
+        length_penalty=opts.length_penalty,
+        no_repeat_ngram_size=opts.no_repeat_ngram_size,
+    ).validate()
+    autocast = device.type == "cuda" and opts.dtype == "float32" and torch.cuda.is_bf16_supported()
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
+        preds = predict(model, tok, targets, settings, chat=True, batch_size=64)
+    write_predictions(out / "test-preds.jsonl", targets, preds)
+
+
+def decode_only(opts, out: Path) -> None:
+    """``--decode RUN``: RUN's adapter on the base model, ``--test`` decoded; nothing is trained."""
+    from peft import PeftModel
+
+    device = resolve_device(opts.device)
+    loaded = load_model("smollm2-135m", dtype=opts.dtype, device=str(device))
+    model = PeftModel.from_pretrained(loaded.model, str(Path(opts.decode) / ADAPTER)).get_base_model()
+    decode(model, loaded.tokenizer, device, opts, out)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", required=True)
+    parser.add_argument("--data", default=None, help="required unless --decode")
     parser.add_argument("-o", "--output", required=True)
     parser.add_argument("--rank", type=int, default=4)
     parser.add_argument("--alpha", type=float, default=32)
-    parser.add_argument("--lr", type=float, required=True)
+    parser.add_argument("--lr", type=float, default=None, help="required unless --decode")
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--epochs", type=float, default=1.0)
     parser.add_argument("--seed", type=int, default=0)
@@ -50,11 +82,21 @@ def main() -> None:
     parser.add_argument("--test", default=None, help="prompt/references JSONL to decode greedily")
     parser.add_argument("--max-new-tokens", type=int, default=64)
     parser.add_argument("--limit", type=int, default=None, help="decode only the first N test prompts")
+    parser.add_argument("--num-beams", type=int, default=1)
+    parser.add_argument("--length-penalty", type=float, default=1.0)
+    parser.add_argument("--no-repeat-ngram-size", type=int, default=0)
+    parser.add_argument("--decode", default=None, help="a run folder of this script: decode --test with its adapter only")
     opts = parser.parse_args()
-    from peft import LoraConfig, get_peft_model
-
     out = Path(opts.output)
     out.mkdir(parents=True, exist_ok=True)
+    if opts.decode:
+        if not opts.test:
+            parser.error("--decode needs --test (the prompts to decode)")
+        return decode_only(opts, out)
+    if opts.data is None or opts.lr is None:
+        parser.error("--data and --lr are required to train (or give --decode RUN to decode only)")
+    from peft import LoraConfig, get_peft_model
+
     device = resolve_device(opts.device)
     loaded = load_model("smollm2-135m", dtype=opts.dtype, device=str(device))
     tok = loaded.tokenizer
@@ -112,14 +154,9 @@ def main() -> None:
         "train_seconds": round(seconds, 1),
     }
     (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    peft_model.save_pretrained(str(out / ADAPTER))  # for --decode: other decodings of this run, no retraining
     if opts.test:
-        rows, fmt = load_eval_rows(opts.test)
-        targets = eval_set(rows, fmt)
-        if opts.limit:
-            targets.prompts, targets.references = targets.prompts[: opts.limit], targets.references[: opts.limit]
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
-            preds = predict(model, tok, targets, GenerationSettings(max_new_tokens=opts.max_new_tokens), chat=True, batch_size=64)
-        write_predictions(out / "test-preds.jsonl", targets, preds)
+        decode(model, tok, device, opts, out)
 
 
 if __name__ == "__main__":

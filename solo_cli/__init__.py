@@ -23,7 +23,8 @@ _EXPORTS = {
     "read_info": "engine.adapter_header",
     "save_adapter": "engine.adapter_file",
     "find_blocks": "engine.blocks",
-    "fingerprint": "engine.blocks",
+    "arch_fingerprint": "engine.blocks",
+    "fingerprint": "engine.blocks",  # arch_fingerprint's name before solo 0.3
     "SoloError": "errors",
     "load_model": "engine.models",
     "parse_connections": "engine.topology",

@@ -217,7 +217,7 @@ def show_plan_report(rep: dict) -> None:
     plan, lora = rep["plan"], rep["lora_qv_r4"]
     table = Table(title="trainable parameters")
     for column in ("", f"solo ({plan['count']} connections, r={plan['rank']}, {plan['gate']})", "LoRA r=4 on q,v"):
-        table.add_column(column, justify="right")
+        table.add_column(clean(column), justify="right")  # every value shown is escaped, as in line()
     lora_params = f"{lora['trainable_params']:,}" if lora["trainable_params"] else "unknown layout"
     table.add_row("connections", clean(plan["connections"]), "every block")
     table.add_row("trainable params", f"{plan['trainable_params']:,}", lora_params)

@@ -20,6 +20,7 @@ from .options import (
     MessagesColumn,
     Model,
     PromptColumn,
+    Quantize,
     Revision,
     TextColumn,
     TrustCode,
@@ -54,10 +55,16 @@ def eval_command(
         Optional[Path], typer.Option(help='Score this file (JSONL with "prediction", or one per line); loads no model.')
     ] = None,
     output: Annotated[
-        Optional[Path], typer.Option("--output", "-o", help="Write predictions here (JSONL); metrics go beside it.")
+        Optional[Path],
+        typer.Option(
+            "--output",
+            "-o",
+            help="Write the generated predictions here (JSONL), metrics beside it; needs generation, so not with "
+            "--no-generate, --predictions or text rows.",
+        ),
     ] = None,
     max_new_tokens: Annotated[int, typer.Option(help="Tokens to generate at most.")] = 64,
-    num_beams: Annotated[int, typer.Option(help="Beam search width (1 = greedy).")] = 1,
+    num_beams: Annotated[int, typer.Option(help="Beam search width, 1 to 64 (1 = greedy).")] = 1,
     length_penalty: Annotated[float, typer.Option(help="Beam length penalty (LoRA's E2E protocol: 0.8-0.9).")] = 1.0,
     no_repeat_ngram_size: Annotated[int, typer.Option(help="Forbid repeating n-grams of this size (0 = off).")] = 0,
     batch_size: Annotated[int, typer.Option(help="Rows per batch.")] = 16,
@@ -71,6 +78,7 @@ def eval_command(
     ] = True,
     revision: Revision = None,
     dtype: Dtype = "auto",
+    quantize: Quantize = "none",
     device: Device = "auto",
     trust_remote_code: TrustCode = False,
     force: Annotated[bool, typer.Option("--force", help="Attach an adapter whose base fingerprint differs.")] = False,
@@ -111,7 +119,7 @@ def eval_command(
     adapter = adapter_path(adapter, adapter_revision)  # a Hub repo id: its cached download
     load = None  # scoring a predictions file loads no model (and imports no torch)
     if predictions is None or model or adapter:
-        load = functools.partial(load_target, model, adapter, revision, dtype, device, trust_remote_code, force)
+        load = functools.partial(load_target, model, adapter, revision, dtype, device, trust_remote_code, force, quantize)
         if predictions is None:
             quiet_transformers()
     result = evaluate(config, load, counter=functools.partial(display.counter, enabled=not json_out)).to_dict()

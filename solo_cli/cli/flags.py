@@ -16,10 +16,6 @@ from typing import Annotated, Optional
 import typer
 
 from ..training.config import TrainConfig, option_of
-from .options import seed_in_range
-
-# Checks that run while the command line is parsed (one line and exit 2 before anything loads).
-CALLBACKS = {"seed": seed_in_range}
 
 
 def _value_type(annotation) -> type:
@@ -36,7 +32,7 @@ def config_parameters(config_class: type = TrainConfig) -> list[inspect.Paramete
     for f in dataclasses.fields(config_class):
         spec, kind = option_of(f), _value_type(hints[f.name])
         decls = spec.flags or (("--" + f.name.replace("_", "-"),) if kind is bool else ())  # a bool: a switch
-        flag = typer.Option(*decls, help=spec.help, callback=CALLBACKS.get(f.name))
+        flag = typer.Option(*decls, help=spec.help)  # values are checked by TrainConfig.validate(), as YAML ones are
         annotation = Annotated[Optional[kind], flag]
         parameters.append(inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=annotation))
     return parameters

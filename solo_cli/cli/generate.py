@@ -22,6 +22,7 @@ from .options import (
     MessagesColumn,
     Model,
     PromptColumn,
+    Quantize,
     Revision,
     TextColumn,
     TrustCode,
@@ -56,22 +57,13 @@ def _input_file(path: Path, flag: str) -> Path:
 
 def _input_rows(spec) -> tuple[list[dict], list[str]]:
     """--input's rows (each with a prompt or messages) and how messages name them (``rows.jsonl:7``)."""
-    from ..data.sources import is_source_folder, read_split_rows
+    from ..data.sources import is_source_folder
+    from ..inference.inputs import read_inputs
 
     path = Path(spec.data)
     if path.exists() and not is_source_folder(path):
         _input_file(path, "--input")  # a folder of no splits, a FIFO or a device: refused as ever
-    rows, fmt, where = read_split_rows(spec, ("test", "valid", "train"), name="input")
-    if fmt == "text":
-        raise UsageError(f'{spec.data}: rows need a "prompt" (or "messages") to generate from, not "text"')
-    return rows, where
-
-
-def _prompt_of(row: dict):
-    if "messages" in row:
-        messages = row["messages"]
-        return messages[:-1] if messages[-1]["role"] == "assistant" else messages
-    return row["prompt"]
+    return read_inputs(spec)
 
 
 @app.command()
@@ -93,10 +85,10 @@ def generate(
     ] = None,
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Where --input's predictions go (JSONL).")] = None,
     max_new_tokens: Annotated[int, typer.Option(help="Tokens to generate at most.")] = 128,
-    temperature: Annotated[float, typer.Option(help="0 = greedy; > 0 samples.")] = 0.0,
+    temperature: Annotated[float, typer.Option(help="0 = greedy; 1e-4 or more samples.")] = 0.0,
     top_p: Annotated[float, typer.Option(help="Nucleus sampling mass.")] = 1.0,
     top_k: Annotated[int, typer.Option(help="Sample among the k likeliest (0 = off).")] = 0,
-    num_beams: Annotated[int, typer.Option(help="Beam search width (1 = off).")] = 1,
+    num_beams: Annotated[int, typer.Option(help="Beam search width, 1 to 64 (1 = off).")] = 1,
     seed: Annotated[int, typer.Option(help="Random seed for sampling, 0 to 2**32 - 1.", callback=seed_in_range)] = 0,
     stop: Annotated[Optional[list[str]], typer.Option(help="Stop at this string (repeatable).")] = None,
     chat: Annotated[
@@ -109,6 +101,7 @@ def generate(
     batch_size: Annotated[int, typer.Option(help="Prompts per generate call with --input.")] = 8,
     revision: Revision = None,
     dtype: Dtype = "auto",
+    quantize: Quantize = "none",
     device: Device = "auto",
     trust_remote_code: TrustCode = False,
     force: Annotated[bool, typer.Option("--force", help="Attach an adapter whose base fingerprint differs.")] = False,
@@ -166,7 +159,7 @@ def generate(
         check_predictions_target(output)  # solo replaces only predictions it wrote
         check_writable(output, "--output")  # fail before loading the model
     adapter = adapter_path(adapter, adapter_revision)  # a Hub repo id: its cached download
-    target = load_target(model, adapter, revision, dtype, device, trust_remote_code, force)
+    target = load_target(model, adapter, revision, dtype, device, trust_remote_code, force, quantize)
     use_chat = chat if chat is not None else bool(target.info and target.info.chat_template)
     tokenizer, lm = target.loaded.tokenizer, target.loaded.model
     if rows is None:
@@ -175,7 +168,9 @@ def generate(
         result = run_generate(lm, tokenizer, [text], settings, chat=use_chat, on_text=on_text, where=["prompt"])[0]
         display.show_text("" if stream else result)
         return
-    prompts = [_prompt_of(r) for r in rows]
+    from ..inference.inputs import prompt_of
+
+    prompts = [prompt_of(r) for r in rows]
     predictions = run_generate(lm, tokenizer, prompts, settings, chat=use_chat, batch_size=batch_size, where=where)
     lines = "".join(json.dumps(r | {"prediction": p}, ensure_ascii=False) + "\n" for r, p in zip(rows, predictions))
     write_texts({output: lines}, flag="--output")  # a full disk: one line, the old file kept

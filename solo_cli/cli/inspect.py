@@ -23,8 +23,8 @@ def inspect(
     ] = None,
     model: Model = None,
     connections: Annotated[Optional[str], typer.Option(help="Plan to cost against --model (default: train's default).")] = None,
-    rank: Annotated[Optional[int], typer.Option(help="Rank of the plan.")] = None,
-    gate: Annotated[Optional[str], typer.Option(help="Gate mode of the plan.")] = None,
+    rank: Annotated[Optional[int], typer.Option(help="Rank of the plan, 1 to the model's hidden size.")] = None,
+    gate: Annotated[Optional[str], typer.Option(help="Gate mode of the plan: schedule or zero-init.")] = None,
     revision: Revision = None,
     trust_remote_code: TrustCode = False,
     adapter_revision: AdapterRevision = None,
@@ -33,6 +33,9 @@ def inspect(
     """Describe an adapter file (local or on the Hub), or what a connection plan costs on a model (beside LoRA r=4 on q,v)."""
     if adapter is None and model is None:
         raise UsageError("give an adapter file to describe, or --model M to cost a plan")
+    if adapter is not None:
+        plan = {"model": model, "connections": connections, "rank": rank, "gate": gate, "revision": revision}
+        _refuse_plan_flags(adapter, **plan, trust_remote_code=trust_remote_code)
     adapter = adapter_path(adapter, adapter_revision)  # a Hub repo id: its cached download
     if adapter is not None:
         from ..inference.report import adapter_report  # imports no torch: describing a file is instant
@@ -45,14 +48,23 @@ def inspect(
 
     quiet_transformers()
     defaults = TrainConfig()
-    if rank is not None and rank < 1:
-        raise UsageError(f"--rank {rank}: must be at least 1")
     rep = plan_report(
         model,
         connections or defaults.connections,
-        rank or defaults.rank,
-        gate or defaults.gate,
+        defaults.rank if rank is None else rank,
+        defaults.gate if gate is None else gate,
         revision,
         bool(trust_remote_code),
     )
     display.emit_json(rep) if json_out else display.show_plan_report(rep)
+
+
+def _refuse_plan_flags(adapter: str, **flags) -> None:
+    """Plan flags beside an adapter file would be ignored: refused, naming those given."""
+    given = ["--" + name.replace("_", "-") for name, value in flags.items() if value is not None and value is not False]
+    if given:
+        one = len(given) == 1
+        raise UsageError(
+            f"{' and '.join(given)} {'is' if one else 'are'} for costing a plan (solo inspect --model M), not for describing "
+            f"an adapter file; drop {'it' if one else 'them'}, or drop {adapter} to cost a plan"
+        )

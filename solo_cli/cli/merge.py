@@ -29,7 +29,11 @@ def merge(
     ] = None,
     rank: Annotated[
         Optional[int],
-        typer.Option(help="Rank of the merged adapter (default: the largest input rank).", callback=rank_at_least_1),
+        typer.Option(
+            help="Rank of the merged adapter (default: the largest input rank); at most the sum of the ranks of the "
+            "inputs sharing a connection, and the hidden size.",
+            callback=rank_at_least_1,
+        ),
     ] = None,
     model: Model = None,
     export: Annotated[Optional[Path], typer.Option(help="Write a standalone model folder (base + adapter) here.")] = None,
@@ -42,12 +46,12 @@ def merge(
     quiet_transformers()
     from ..files.outputs import check_adapter_target
 
+    given = {"weights": weights, "rank": rank, "model": model, "revision": revision, "force": force}
+    _check_flags(len(adapters), output, export, **given, trust_remote_code=trust_remote_code)
     adapters = [adapter_path(ref) for ref in adapters]  # Hub repo ids: their cached downloads
     if export is not None:
         from ..merging.export import export_model
 
-        if len(adapters) != 1 or output is not None or weights is not None:
-            raise UsageError("--export takes exactly one adapter (merge several first, with -o)")
         result = export_model(
             adapters[0],
             model,
@@ -57,7 +61,7 @@ def merge(
             force=force,
             overwrite=overwrite,
         )
-        display.out.print(
+        display.line(  # escaped: the path is the user's
             f"exported {result.path}: largest logit difference vs base + adapter {result.max_abs_diff:.2e}, "
             f"greedy output {'identical' if result.greedy_equal else 'DIFFERENT'}"
         )
@@ -65,9 +69,28 @@ def merge(
     from ..engine.adapter_file import save_adapter
     from ..merging.combine import merge_adapters, parse_weights
 
-    if output is None:
-        raise UsageError("give -o merged.safetensors for the merged adapter (or --export DIR with one adapter)")
     check_adapter_target(output, overwrite)  # solo replaces only an adapter it wrote
     result = merge_adapters(adapters, parse_weights(weights, len(adapters)), rank)
     path = save_adapter(output, result.adapter, result.info)
     display.show_merge(path, result)
+
+
+def _check_flags(count: int, output: Path | None, export: Path | None, **given) -> None:
+    """Each flag belongs to one of the two jobs, merging (-o) or exporting (--export): refuse the other job's."""
+    if output is not None and export is not None:
+        raise UsageError(
+            "-o/--output and --export are two different jobs: -o writes a merged adapter, --export a model folder; "
+            "give one of them (to export a merge, merge with -o first, then --export the merged adapter)"
+        )
+    if output is None and export is None:
+        raise UsageError("give -o merged.safetensors for the merged adapter (or --export DIR with one adapter)")
+    if export is not None and count != 1:
+        raise UsageError(f"--export takes exactly one adapter, not {count}; merge them first with -o, then export the result")
+    if export is not None:
+        names, why = ("weights", "rank"), "only to merging with -o; --export takes the one adapter as it is"
+    else:
+        names, why = ("model", "revision", "force", "trust_remote_code"), "only to --export; merging with -o reads no model"
+    wrong = ["--" + name.replace("_", "-") for name in names if given[name] is not None and given[name] is not False]
+    if wrong:
+        verb, pronoun = ("applies", "it") if len(wrong) == 1 else ("apply", "them")
+        raise UsageError(f"{' and '.join(wrong)} {verb} {why}; drop {pronoun}")

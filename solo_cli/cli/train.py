@@ -34,16 +34,20 @@ def train(
     from ..data.sources import check_location
     from ..files.lock import release
     from ..training.config import build_config
-    from ..training.run import check_output, prepare
+    from ..training.run import check_output, prepare, replace_output
 
     cfg = build_config(config, options)
     if not cfg.data:  # before check_output makes the run folder
         raise UsageError("--data is required: a .jsonl file or a folder with train.jsonl")
     check_location(cfg.data_spec())  # a missing or unreadable --data is refused before anything is written
     if not dry_run:
-        check_output(cfg)  # fail before loading anything; takes the folder's lock, which execute releases
+        # fail before loading anything; takes the folder's lock, which execute releases. The run that
+        # --overwrite replaces stays until the model and every data row have loaded: a bad input loses nothing.
+        check_output(cfg, replace=False)
     try:
         run = prepare(cfg)
+        if not dry_run:
+            replace_output(cfg)
     except BaseException:
         release(cfg.output)
         raise

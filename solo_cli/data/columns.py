@@ -12,10 +12,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from ..errors import UsageError, param
-from .jsonl import LINE
+from .formats import COMPLETION, FORMATS, PROMPT, Format, by_columns, by_field, strip_nulls
 
-# Trainable formats, found by their columns; "prompt" (rows to generate from) only when none is.
-FORMAT_FIELDS = {"chat": ("messages",), "completion": ("prompt", "completion"), "text": ("text",)}
+LINE = "__line__"  # a JSONL row's line in its file: no JSONL row may have this key, so it cannot clash
+
 PARAMS = {"text": "text_column", "prompt": "prompt_column", "completion": "completion_column", "messages": "messages_column"}
 _HOW = "choose the columns with text_column, prompt_column + completion_column, or messages_column"
 
@@ -26,13 +26,17 @@ class RowSet:
 
     ``name`` is how messages name the split (``data/train.parquet``, ``owner/name[train]``);
     ``origin`` maps each field to the source column it came from, for row and column errors.
+    ``rows_digest`` changes when the source's rows do: a file's sha256, or the ``datasets``
+    fingerprint of a ``save_to_disk`` or Hub split. ``checked``: the rows were checked as they
+    were read (JSON rows), so :func:`solo_cli.data.checks.check_rows` need not read them again.
     """
 
     dataset: object  # datasets.Dataset
     fmt: str
     name: str
     origin: dict[str, str] = field(default_factory=dict)
-    fingerprint: str = ""  # changes when the rows do: a file's sha256, or the datasets fingerprint
+    rows_digest: str = ""
+    checked: bool = False
 
     def __len__(self) -> int:
         return len(self.dataset)
@@ -48,10 +52,7 @@ class RowSet:
         for batch in self.dataset.iter(batch_size=batch_size):
             names = [name for name in batch if name != LINE]
             for values in zip(*(batch[name] for name in names), strict=True):
-                row = {name: value for name, value in zip(names, values, strict=True) if value is not None}
-                if "messages" in row:  # a table's messages are structs: a field some lack is null in the others
-                    row["messages"] = [{k: v for k, v in m.items() if v is not None} for m in row["messages"]]
-                yield row
+                yield strip_nulls(dict(zip(names, values, strict=True)))
 
     def labels(self) -> list[str]:
         """How messages name each row, in order (:meth:`where` for every row, read a column at a time)."""
@@ -60,50 +61,57 @@ class RowSet:
         return [f"{self.name} row {n}" for n in range(1, len(self.dataset) + 1)]
 
 
-def _format_of(given: dict[str, str], columns: list[str], name: str) -> str:
+def _format_of(given: dict[str, str], columns: list[str], name: str) -> Format:
     if given:
-        kinds = {"chat" if f == "messages" else "text" if f == "text" else "completion" for f in given}
+        kinds = {by_field(f).name for f in given}
         if len(kinds) > 1:
             flags = ", ".join(param(PARAMS[f]) for f in given)
             raise UsageError(f"{flags}: these name fields of different row formats; {_HOW}")
-        kind = kinds.pop()
-        if kind == "completion" and "completion" not in given and "completion" not in columns:
-            return "prompt"  # rows to generate from
+        kind = FORMATS[kinds.pop()]
+        if kind is COMPLETION and "completion" not in given and "completion" not in columns:
+            return PROMPT  # rows to generate from
         return kind
-    found = [fmt for fmt, fields in FORMAT_FIELDS.items() if all(f in columns for f in fields)]
+    found = by_columns(columns)
     if len(found) > 1:
-        raise UsageError(f"{name}: its columns {columns} fit more than one row format ({', '.join(found)}); {_HOW}")
+        names = ", ".join(f.name for f in found)
+        raise UsageError(f"{name}: its columns {columns} fit more than one row format ({names}); {_HOW}")
     if found:
         return found[0]
-    if "prompt" in columns:
-        return "prompt"
+    if all(f in columns for f in PROMPT.required):
+        return PROMPT
     raise UsageError(f"{name}: its columns {columns} hold no rows solo knows; {_HOW}")
 
 
-def map_columns(dataset, name: str, given: dict[str, str] | None = None, fingerprint: str = "") -> RowSet:
-    """The :class:`RowSet` of ``dataset``: its rows' format, and its columns renamed to that format's fields.
+def plan_columns(columns: list[str], name: str, given: dict[str, str] | None = None) -> tuple[Format, dict[str, str]]:
+    """The format of rows with these source ``columns``, and which column holds each of its fields.
 
     ``given`` maps fields to source columns (``{"prompt": "question", "completion": "answer"}``);
-    fields it leaves out are the columns of that name.
+    fields it leaves out are the columns of that name. Optional fields are kept where a column
+    holds them; columns no field uses are left out.
     """
     given = dict(given or {})
-    columns = list(dataset.column_names)
     for key, column in given.items():
         if column not in columns:
             raise UsageError(f"{param(PARAMS[key])} {column}: no such column in {name}; its columns are {columns}")
     fmt = _format_of(given, columns, name)
-    fields = {"chat": ["messages"], "completion": ["prompt", "completion"], "text": ["text"], "prompt": ["prompt"]}[fmt]
-    origin = {f: given.get(f, f) for f in fields}
+    origin = {f: given.get(f, f) for f in fmt.required}
     for f, column in origin.items():
         if column not in columns:
             raise UsageError(
                 f'{name}: no "{column}" column for the {f}s; name the column that holds them with {param(PARAMS[f])}'
             )
-    if fmt in ("completion", "prompt") and "references" in columns and "references" not in origin.values():
-        origin["references"] = "references"
+    for f in fmt.optional:
+        if f in columns and f not in origin.values():
+            origin[f] = f
+    return fmt, origin
+
+
+def map_columns(dataset, name: str, given: dict[str, str] | None = None, rows_digest: str = "") -> RowSet:
+    """The :class:`RowSet` of ``dataset``: its rows' format, and its columns renamed to that format's fields."""
+    fmt, origin = plan_columns(list(dataset.column_names), name, given)
     dataset = dataset.select_columns(list(origin.values()))
     renames = {column: f for f, column in origin.items() if column != f}
     if renames:  # through temporary names, so that swapped columns (prompt <-> completion) do not clash
         dataset = dataset.rename_columns({column: f"__solo_{f}" for column, f in renames.items()})
         dataset = dataset.rename_columns({f"__solo_{f}": f for f in renames.values()})
-    return RowSet(dataset, fmt, name, origin, fingerprint)
+    return RowSet(dataset, fmt.name, name, origin, rows_digest)

@@ -1,10 +1,12 @@
 """Encoding rows into token ids with loss masks, and padding them into batches.
 
-Loss masks come from token offsets into the rendered text, never from searching for strings.
+Loss masks come from token offsets into character spans of the rendered text. A chat turn's span is
+what rendering the conversation up to it adds, and its reply is looked for only inside that turn.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -72,8 +74,15 @@ def uses_chat_template(fmt: str, tokenizer, chat_template: bool | None) -> bool:
     return has_template if chat_template is None else (chat_template and has_template)
 
 
-def render(row: dict, fmt: str, tokenizer, use_chat: bool) -> tuple[str, list[tuple[int, int]], bool]:
-    """The text to tokenize, the character spans that carry loss, and whether to append EOS."""
+def render(
+    row: dict, fmt: str, tokenizer, use_chat: bool, *, train_on_prompt: bool = False
+) -> tuple[str, list[tuple[int, int]], bool]:
+    """The text to tokenize, the character spans that carry loss, and whether to append EOS.
+
+    With a chat template, each assistant turn's span is found by matching renderings (see
+    :func:`_assistant_spans`). With ``train_on_prompt`` every character is trained, so no span is
+    looked for and a template without a correct span is accepted.
+    """
     if fmt == "text":
         return row["text"], [(0, len(row["text"]))], True
     if not use_chat:
@@ -85,23 +94,76 @@ def render(row: dict, fmt: str, tokenizer, use_chat: bool) -> tuple[str, list[tu
         else [{"role": "user", "content": row["prompt"]}, {"role": "assistant", "content": row["completion"]}]
     )
     text = tokenizer.apply_chat_template(messages, tokenize=False)
+    if train_on_prompt:
+        return text, [(0, len(text))], False
+    return text, _assistant_spans(messages, text, tokenizer), False
+
+
+def _assistant_spans(messages: list[dict], text: str, tokenizer) -> list[tuple[int, int]]:
+    """The span of ``text`` each assistant turn trains: from where its reply starts to the end of its turn.
+
+    A turn is what rendering messages ``0..k`` adds to rendering ``0..k-1``, so both renderings must
+    be prefixes of ``text``. Where the reply starts inside the turn is matched, not measured: a
+    generation prompt need not be a prefix of the rendered turn (DeepSeek-R1 distills and QwQ end
+    theirs with ``<think>\n``, which the turn lacks), so its length would start the span inside the
+    reply (see :func:`_reply_start`).
+
+    Where no correct span exists this refuses rather than warns: a warning would come once per row
+    and the run would still train on text other than the reply, which is what it must never do.
+    """
+
+    def rendered(n: int, prompt: bool = False) -> str:
+        return tokenizer.apply_chat_template(messages[:n], tokenize=False, add_generation_prompt=prompt)
+
     spans = []
     for k, message in enumerate(messages):
         if message["role"] != "assistant":
             continue
-        # The assistant turn is what the full rendering of turns 0..k adds to the rendering of
-        # turns 0..k-1 plus the generation prompt: offsets, not a search for the content.
-        start = len(tokenizer.apply_chat_template(messages[:k], tokenize=False, add_generation_prompt=True))
-        upto = tokenizer.apply_chat_template(messages[: k + 1], tokenize=False)
-        if not text.startswith(upto) or start > len(upto):
-            raise UsageError(f"this tokenizer's chat template is not prefix-stable; train with {param('train_on_prompt')}")
+        before, upto = rendered(k), rendered(k + 1)
+        if not (upto.startswith(before) and text.startswith(upto)):
+            raise UsageError(
+                "this tokenizer's chat template renders earlier turns differently once later ones follow, so "
+                f"the assistant turns cannot be found in the text; train on every token with {param('train_on_prompt')}"
+            )
+        start = _reply_start(message["content"], before, upto, rendered(k, prompt=True))
+        if start is None:
+            shown = message["content"] if len(message["content"]) <= 40 else message["content"][:40] + "..."
+            raise UsageError(
+                f"the chat template does not render assistant message {k} ({shown!r}) as written (it changes or "
+                "drops part of it, such as reasoning before </think>), so the text trained would not be the reply; "
+                "write the reply as the template renders it, or give prompt/completion rows and "
+                f"{param('chat_template')} off"
+            )
         spans.append((start, len(upto)))
-    return text, spans, False
+    return spans
+
+
+def _reply_start(content, before: str, upto: str, prompted: str) -> int | None:
+    """Where the trained part of one assistant turn starts in ``upto``; ``None`` if the reply is not in it.
+
+    ``before`` renders the turns before it, ``upto`` adds the turn, ``prompted`` adds the generation
+    prompt instead. The header ends where ``prompted`` and ``upto`` part. The span starts there when
+    the reply (as given, or stripped of the whitespace templates such as Llama 3's trim) follows it,
+    so template text between header and reply (Qwen3's empty think block) is trained as generated.
+    When the reply starts inside the common part (a reply that itself opens with ``<think>``, which the
+    generation prompt also ends with), the span starts at the reply instead: never inside it.
+    """
+    header_end = max(len(before), len(os.path.commonprefix([prompted, upto])))
+    if not isinstance(content, str):
+        return header_end
+    for wanted in dict.fromkeys((content, content.strip())):
+        if upto.find(wanted, header_end) >= 0:
+            return header_end
+        # The last occurrence that starts inside the common part (and ends inside the turn).
+        inside = upto.rfind(wanted, len(before), header_end + len(wanted))
+        if inside >= 0:
+            return inside
+    return None
 
 
 def encode(row: dict, fmt: str, tokenizer, *, use_chat: bool, train_on_prompt: bool, max_len: int) -> Example | None:
     """Tokenize one row with its loss mask; ``None`` if its prompt alone fills ``max_len``."""
-    text, spans, add_eos = render(row, fmt, tokenizer, use_chat)
+    text, spans, add_eos = render(row, fmt, tokenizer, use_chat, train_on_prompt=train_on_prompt)
     enc = tokenizer(text, add_special_tokens=not use_chat, return_offsets_mapping=True)
     eos = tokenizer.eos_token_id if add_eos else None
     return masked(enc["input_ids"], enc["offset_mapping"], spans, eos, train_on_prompt=train_on_prompt, max_len=max_len)
@@ -130,8 +192,20 @@ def token_limit(max_len: int, context: int | None, tokenizer) -> int:
     return min(max_len, context) if context else max_len
 
 
+def loss_tokens(labels: Sequence[int]) -> int:
+    """How many of ``labels`` a causal LM loss scores: those after the first that are not -100.
+
+    Position ``t`` predicts label ``t + 1``, so position 0's label is never predicted, whatever it is
+    (a text row trains its first token but no loss scores it). Every count of trained or scored
+    tokens (stats, ``solo eval``'s ``loss_tokens``, the trainer's loss weights) is this one;
+    :func:`solo_cli.data.encoded._stats` computes the same over Arrow columns.
+    """
+    return sum(label != -100 for label in labels[1:])
+
+
 def summarize(rows: int, examples: int, truncated: int, tokens: int, trained: int, longest: int) -> dict:
-    """The stats of an encoding, as :attr:`EncodedData.stats` holds them."""
+    """The stats of an encoding, as :attr:`EncodedData.stats` holds them; ``trained`` counts the tokens
+    a loss scores (:func:`loss_tokens`)."""
     return {
         "rows": rows,
         "examples": examples,
@@ -164,7 +238,7 @@ def encode_rows(
         truncated += example.truncated
         examples.append(example)
     lengths = [len(e.input_ids) for e in examples]
-    trained = sum(sum(lab != -100 for lab in e.labels) for e in examples)
+    trained = sum(loss_tokens(e.labels) for e in examples)
     stats = summarize(len(rows), len(examples), truncated, sum(lengths), trained, max(lengths, default=0))
     return EncodedData(examples, fmt, use_chat, skipped, truncated, stats, limit)
 

@@ -2,8 +2,8 @@
 
 The encoding is exactly :func:`solo_cli.data.encode.encode_rows`' (the same rendering, offsets-
 based masks, EOS, truncation and skipped rows); only the loop differs. The result is written to
-an Arrow file in the ``datasets`` cache (``HF_DATASETS_CACHE/solo-encoded/``) named by a
-fingerprint of the rows, the tokenizer and every setting, so a second run or a resume reads it
+an Arrow file in the ``datasets`` cache (``HF_DATASETS_CACHE/solo-encoded/``) named by its
+:func:`cache_key` (the rows' digest, the tokenizer and every setting), so a second run or a resume reads it
 back instead of tokenizing again. Stats come from Arrow compute, not from Python lists.
 """
 
@@ -16,22 +16,22 @@ from pathlib import Path
 from .columns import RowSet
 from .encode import EncodedData, masked, render, summarize, token_limit, uses_chat_template
 from .examples import ExampleView
+from .formats import FORMATS, strip_nulls
 from .quiet import quiet_datasets
 
-ENCODING_VERSION = 1  # bump when the encoding changes, so that old cache files are not read back
-FIELDS = {"text": ("text",), "completion": ("prompt", "completion"), "chat": ("messages",)}
+ENCODING_VERSION = 2  # bump when the encoding changes, so that old cache files are not read back
 
 
 def _row(batch: dict, fields: tuple[str, ...], n: int) -> dict:
-    row = {name: batch[name][n] for name in fields}
-    if "messages" in row:  # a table's messages are structs: drop the fields a message does not have
-        row["messages"] = [{k: v for k, v in m.items() if v is not None} for m in row["messages"]]
-    return row
+    return strip_nulls({name: batch[name][n] for name in fields})  # a table's messages are structs with null fields
 
 
 def _encode_batch(batch: dict, *, fmt: str, tokenizer, use_chat: bool, train_on_prompt: bool, limit: int) -> dict:
-    fields = FIELDS[fmt]
-    rendered = [render(_row(batch, fields, n), fmt, tokenizer, use_chat) for n in range(len(batch[fields[0]]))]
+    fields = FORMATS[fmt].required
+    rendered = [
+        render(_row(batch, fields, n), fmt, tokenizer, use_chat, train_on_prompt=train_on_prompt)
+        for n in range(len(batch[fields[0]]))
+    ]
     enc = tokenizer([text for text, _, _ in rendered], add_special_tokens=not use_chat, return_offsets_mapping=True)
     out = {"input_ids": [], "labels": [], "truncated": []}
     for (_, spans, add_eos), ids, offsets in zip(rendered, enc["input_ids"], enc["offset_mapping"], strict=True):
@@ -44,7 +44,7 @@ def _encode_batch(batch: dict, *, fmt: str, tokenizer, use_chat: bool, train_on_
     return out
 
 
-def tokenizer_fingerprint(tokenizer) -> str:
+def tokenizer_digest(tokenizer) -> str:
     """What decides how ``tokenizer`` encodes: its full ``tokenizer.json``, chat template and special tokens."""
     backend = getattr(tokenizer, "backend_tokenizer", None)
     parts = [
@@ -56,8 +56,10 @@ def tokenizer_fingerprint(tokenizer) -> str:
     return hashlib.sha256("\0".join(parts).encode()).hexdigest()
 
 
-def _fingerprint(rows: RowSet, tokenizer, settings: dict) -> str:
-    key = [ENCODING_VERSION, rows.dataset._fingerprint, tokenizer_fingerprint(tokenizer), settings]  # datasets' row id
+def cache_key(rows: RowSet, tokenizer, settings: dict) -> str:
+    """The name of an encoded split in the cache: the rows (their source's digest and columns), the tokenizer, the settings."""
+    digest = rows.rows_digest or rows.dataset._fingerprint  # a RowSet made in code: datasets' id of its rows
+    key = [ENCODING_VERSION, digest, rows.fmt, rows.origin, tokenizer_digest(tokenizer), settings]
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:40]
 
 
@@ -72,7 +74,9 @@ def _stats(rows: int, encoded) -> dict:
 
     table = encoded.with_format("arrow")[:]
     lengths = pc.list_value_length(table.column("input_ids"))
-    trained = pc.sum(pc.not_equal(pc.list_flatten(table.column("labels")), -100)).as_py() or 0
+    # encode.loss_tokens over the column: position 0's label is never scored, so each list from 1.
+    scored = pc.list_flatten(pc.list_slice(table.column("labels"), 1))
+    trained = pc.sum(pc.not_equal(scored, -100)).as_py() or 0
     longest = pc.max(lengths).as_py() or 0
     return summarize(
         rows, encoded.num_rows, pc.sum(table.column("truncated")).as_py() or 0, pc.sum(lengths).as_py() or 0, trained, longest
@@ -104,7 +108,7 @@ def encode_rowset(
     use_chat = uses_chat_template(rows.fmt, tokenizer, chat_template)
     limit = token_limit(max_len, context, tokenizer)
     settings = {"fmt": rows.fmt, "use_chat": use_chat, "train_on_prompt": train_on_prompt, "limit": limit}
-    fingerprint = _fingerprint(rows, tokenizer, settings)
+    key = cache_key(rows, tokenizer, settings)
     folder = cache_dir()
     folder.mkdir(parents=True, exist_ok=True)
     with quiet_datasets():
@@ -115,9 +119,9 @@ def encode_rowset(
             fn_kwargs={"tokenizer": tokenizer, **{k: v for k, v in settings.items()}},
             features=_features(),
             num_proc=num_proc if num_proc and num_proc > 1 else None,
-            cache_file_name=str(folder / f"{fingerprint}.arrow"),
+            cache_file_name=str(folder / f"{key}.arrow"),
             load_from_cache_file=True,
-            new_fingerprint=fingerprint,
+            new_fingerprint=key,
         )
     stats = _stats(len(rows), encoded)
     return EncodedData(

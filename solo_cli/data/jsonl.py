@@ -1,68 +1,103 @@
-"""JSONL rows into an Arrow dataset, checked line by line as they stream in, cached by ``datasets``.
+"""JSON rows (a JSONL file, or a file holding one JSON array) into an Arrow dataset, checked as they are read.
 
-Each row keeps today's checks and ``file:line`` messages (:func:`solo_cli.data.rows.iter_rows`)
-and carries its line number in a ``__line__`` column. The Arrow copy lives in the ``datasets``
-cache under a fingerprint of the file's path, size and modification time, so a second run (or
-a resume) reads it back without parsing the JSON again.
+Every row passes the checks of :mod:`solo_cli.data.formats` and is named where it is: a JSONL
+row by ``file:line`` (its line is kept in a ``__line__`` column), an array's by ``file row N``.
+With ``*_column`` parameters the keys of the first row are the columns, mapped as a table's are
+(:func:`solo_cli.data.columns.plan_columns`); other keys are left out.
+
+A JSONL file streams into the ``datasets`` cache under a key made of the file's sha256, so a
+second run (or a resume) reads the Arrow copy back without parsing the JSON again, and an edited
+file is read again whatever its size and modification time. A JSON array is parsed whole (as
+any JSON reader must) and held in memory.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 
-from ..errors import SoloError
-from .quiet import quiet_datasets
-from .rows import iter_rows
+from ..errors import UsageError
+from .columns import LINE, RowSet, plan_columns
+from .formats import FORMATS, check_fields, describe
+from .quiet import quiet_datasets, solo_cause
+from .rows import check_one_format, json_array, json_objects
 
-LINE = "__line__"  # the row's line in the file: no JSONL row may have this key, so it cannot clash
-_VERSION = "solo-jsonl-1"  # bump when the rows written change
-
-
-def features_for(fmt: str):
-    """The Arrow columns of a JSONL file of ``fmt`` rows (optional fields are null where absent)."""
-    from datasets import Features, List, Value
-
-    string = Value("string")
-    columns = {
-        "text": {"text": string},
-        "completion": {"prompt": string, "completion": string, "references": List(string)},
-        "chat": {"messages": List({"role": string, "content": string})},
-        "prompt": {"prompt": string, "references": List(string)},
-    }[fmt]
-    return Features({**columns, LINE: Value("int64")})
+_VERSION = "solo-json-2"  # bump when the rows written change
 
 
-def _rows(path: str, fmt: str):
-    names = [name for name in features_for(fmt) if name != LINE]
-    for lineno, row, _ in iter_rows(path):
-        yield {**{name: row.get(name) for name in names}, LINE: lineno}
+def _mapped(objects, fmt_name: str, origin: dict[str, str]):
+    """``(number, row)`` of rows whose fields come from the source keys ``origin`` names, each checked."""
+    fmt = FORMATS[fmt_name]
+    for where, number, value in objects:
+        if not isinstance(value, dict):
+            raise UsageError(f"{where}: expected a JSON object, got {describe(value)}")
+        row = {field: value.get(key) for field, key in origin.items()}
+        yield number, check_fields(row, fmt, lambda field, where=where: f'{where}, key "{origin[field]}"')
 
 
-def _fingerprint(path: Path) -> str:
-    stat = path.stat()
-    key = f"{_VERSION}\0{path.resolve()}\0{stat.st_size}\0{stat.st_mtime_ns}"
-    return hashlib.sha256(key.encode()).hexdigest()[:40]
+def _checked(objects, fmt_name: str, origin: dict[str, str] | None, unit: str):
+    if origin is None:
+        return ((number, row) for number, row, _ in check_one_format(objects, unit))
+    return _mapped(objects, fmt_name, origin)
 
 
-def load_jsonl(path: str | Path):
-    """A checked JSONL file as ``(datasets.Dataset, format)``; a bad line raises its ``file:line`` error."""
+def _jsonl_rows(path: str, fmt: str, origin: str):
+    """The generator ``Dataset.from_generator`` runs (its arguments are strings: datasets splits lists into shards)."""
+    fields = FORMATS[fmt].fields
+    for lineno, row in _checked(json_objects(path), fmt, json.loads(origin), "line"):
+        yield {**{name: row.get(name) for name in fields}, LINE: lineno}
+
+
+def _plan(first, where: str, name: str, given: dict[str, str]) -> tuple[str, dict[str, str] | None]:
+    """The format of the rows and, with ``given`` columns, which key holds each field (from the first row's keys)."""
+    if not given:
+        _, _, fmt = next(check_one_format([(where, 0, first)]))
+        return fmt, None
+    if not isinstance(first, dict):
+        raise UsageError(f"{where}: expected a JSON object, got {describe(first)}")
+    fmt, origin = plan_columns(list(first), name, given)
+    return fmt.name, origin
+
+
+def load_jsonl(path: Path, sha256: str, given: dict[str, str] | None = None) -> RowSet:
+    """A checked JSONL file as a :class:`RowSet`; a bad line raises its ``file:line`` error.
+
+    ``sha256`` is the file's (computed once by the caller); it keys the Arrow copy in the cache.
+    """
     from datasets import Dataset
     from datasets.exceptions import DatasetGenerationError
 
-    path = Path(path)
-    _, _, fmt = next(iter_rows(path))  # the format (or the first line's error) before anything is written
-    features = features_for(fmt)
+    first = next(json_objects(path), None)
+    if first is None:
+        raise UsageError(f'{path}: the file has no rows; add JSONL rows such as {{"prompt": ..., "completion": ...}}')
+    fmt, origin = _plan(first[2], first[0], str(path), given or {})
+    key = json.dumps([_VERSION, sha256, fmt, origin])
     try:  # gen_kwargs hold no lists: datasets would read a list as shards to split between workers
         with quiet_datasets():
             dataset = Dataset.from_generator(
-                _rows, features=features, gen_kwargs={"path": str(path), "fmt": fmt}, fingerprint=_fingerprint(path)
+                _jsonl_rows,
+                features=FORMATS[fmt].features((LINE, "int64")),
+                gen_kwargs={"path": str(path), "fmt": fmt, "origin": json.dumps(origin)},
+                fingerprint=hashlib.sha256(key.encode()).hexdigest()[:40],
             )
     except DatasetGenerationError as exc:  # a bad row further down: the check's own message
-        cause = exc.__cause__
-        while cause is not None and not isinstance(cause, SoloError):
-            cause = cause.__cause__
+        cause = solo_cause(exc)
         if cause is None:
             raise
         raise cause from None
-    return dataset, fmt
+    return RowSet(dataset, fmt, str(path), origin or {f: f for f in FORMATS[fmt].fields}, sha256, checked=True)
+
+
+def load_json_array(path: Path, sha256: str, given: dict[str, str] | None = None) -> RowSet:
+    """A checked file holding one JSON array of rows as a :class:`RowSet`; a bad row raises naming ``file row N``."""
+    from datasets import Dataset
+
+    objects = json_array(path)
+    if not objects:
+        raise UsageError(f'{path}: the JSON array holds no rows; add rows such as {{"prompt": ..., "completion": ...}}')
+    fmt, origin = _plan(objects[0][2], objects[0][0], str(path), given or {})
+    fields = FORMATS[fmt].fields
+    rows = [{name: row.get(name) for name in fields} for _, row in _checked(objects, fmt, origin, "row")]
+    dataset = Dataset.from_list(rows, features=FORMATS[fmt].features())
+    return RowSet(dataset, fmt, str(path), origin or {f: f for f in fields}, sha256, checked=True)

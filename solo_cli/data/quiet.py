@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 
+from ..errors import SoloError
+
 
 @contextlib.contextmanager
 def quiet_datasets():
@@ -30,3 +32,11 @@ def cause_of(exc: BaseException) -> str:
         exc = exc.__cause__
     text = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+
+
+def solo_cause(exc: BaseException) -> SoloError | None:
+    """The :class:`SoloError` a ``datasets`` error wraps (a row check raised inside a generator), if any."""
+    cause = exc.__cause__
+    while cause is not None and not isinstance(cause, SoloError):
+        cause = cause.__cause__
+    return cause

@@ -1,8 +1,8 @@
-"""Data rows: reading JSONL files, checking each row's format, naming the file and line of a bad one.
+"""JSON rows: JSONL files line by line and JSON arrays, checked as they are read, a bad one named by its place.
 
-Three row formats, one per file: ``{"text"}``, ``{"prompt", "completion"}`` and
-``{"messages": [{"role", "content"}, ...]}``. Loss masks come from token offsets into the
-rendered text, never from searching for strings.
+One rule for every JSON source: UTF-8, no lone surrogate, no number past Python's digit limit,
+no nesting past the recursion limit, one object per row, in one of the formats of
+:mod:`solo_cli.data.formats`. A JSONL row is named ``file:line``, an array's ``file row N``.
 """
 
 from __future__ import annotations
@@ -13,14 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import UsageError, param
-
-FORMATS = {
-    "text": ({"text"}, set()),
-    "completion": ({"prompt", "completion"}, {"references"}),
-    "chat": ({"messages"}, set()),
-    "prompt": ({"prompt"}, {"references"}),  # prompts to generate from (eval, generate --input); not trainable
-}
-ROLES = {"system", "user", "assistant", "tool"}
+from .formats import check_json_row
 
 
 @dataclass
@@ -46,58 +39,6 @@ def resolve_data(path: str | Path) -> DataFiles:
     return DataFiles(path)
 
 
-def detect_format(row: dict) -> str | None:
-    keys = set(row)
-    for name, (required, optional) in FORMATS.items():
-        if required <= keys and keys <= required | optional:
-            return name
-    return None
-
-
-def check_messages(messages: list, where: str) -> None:
-    """Refuse a conversation solo cannot train on, naming ``where`` and the message at fault."""
-    for n, message in enumerate(messages):
-        if not isinstance(message, dict) or set(message) != {"role", "content"}:
-            raise UsageError(f'{where}: message {n} must be an object with exactly "role" and "content"')
-        if not isinstance(message["role"], str) or message["role"] not in ROLES or not isinstance(message["content"], str):
-            raise UsageError(f"{where}: message {n} needs a role in {sorted(ROLES)} and a string content")
-        if message["role"] == "assistant" and not message["content"].strip():
-            raise UsageError(f"{where}: message {n} is an empty assistant turn; fill it in or remove the row")
-    if messages[0]["role"] == "assistant":
-        raise UsageError(f"{where}: message 0 is an assistant turn; start the conversation with a system or user message")
-    if not any(m["role"] == "assistant" for m in messages):
-        raise UsageError(f"{where}: no assistant message, so there is nothing to train on")
-
-
-def _check_row(row, where: str) -> str:
-    """Return the row's format, or raise naming the line and what is wrong."""
-    if not isinstance(row, dict):
-        raise UsageError(f"{where}: expected a JSON object, got {type(row).__name__}")
-    fmt = detect_format(row)
-    if fmt is None:
-        raise UsageError(
-            f'{where}: keys {sorted(row)} match no format; use {{"text"}}, {{"prompt", "completion"}} '
-            'or {"messages": [{"role", "content"}, ...]}'
-        )
-    if fmt == "chat":
-        messages = row["messages"]
-        if not isinstance(messages, list) or not messages:
-            raise UsageError(f'{where}: "messages" must be a non-empty list of {{"role", "content"}}')
-        check_messages(messages, where)
-    else:
-        for key in FORMATS[fmt][0]:
-            if not isinstance(row[key], str):
-                raise UsageError(f'{where}: "{key}" must be a string, got {type(row[key]).__name__}')
-        trained = {"text": "text", "completion": "completion", "prompt": "prompt"}[fmt]
-        if fmt == "prompt" and "references" in row:
-            refs = row["references"]
-            if not isinstance(refs, list) or not refs or not all(isinstance(r, str) for r in refs):
-                raise UsageError(f'{where}: "references" must be a non-empty list of strings')
-        if not row[trained].strip():
-            raise UsageError(f'{where}: "{trained}" is empty; remove the row or fill it in')
-    return fmt
-
-
 def lone_surrogate(row) -> str | None:
     """The first lone surrogate (an unpaired ``\\ud800``-style escape) in any key or string of ``row``.
 
@@ -119,17 +60,13 @@ def lone_surrogate(row) -> str | None:
     return None
 
 
-def parse_json_line(line: str, where: str):
-    """One JSON value from one line, or a :class:`UsageError` naming ``where`` and the fix.
-
-    Beyond syntax errors this refuses what ``json.loads`` parses but nothing downstream can use:
-    integers longer than Python's digit limit, nesting deeper than the recursion limit, and
-    strings holding lone surrogates.
-    """
+def _parse(text: str, where: str, what: str):
+    """One JSON value from ``text``, refusing, with ``where`` and the fix, what nothing downstream can use."""
     try:
-        value = json.loads(line)
+        value = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise UsageError(f"{where}:{exc.colno}: not valid JSON ({exc.msg}); each line must be one JSON object") from None
+        at = f"{exc.colno}" if what == _LINE else f"{exc.lineno}:{exc.colno}"
+        raise UsageError(f"{where}:{at}: not valid JSON ({exc.msg}); {what}") from None
     except RecursionError:
         raise UsageError(f"{where}: JSON nested too deeply to read; flatten the row (a few levels are plenty)") from None
     except ValueError as exc:  # int() refused a literal longer than sys.get_int_max_str_digits()
@@ -138,36 +75,47 @@ def parse_json_line(line: str, where: str):
                 f"{where}: a number with more than {sys.get_int_max_str_digits()} digits; "
                 "write it as a string (in quotes) or remove it"
             ) from None
-        raise UsageError(f"{where}: not valid JSON ({exc}); each line must be one JSON object") from None
+        raise UsageError(f"{where}: not valid JSON ({exc}); {what}") from None
+    return value
+
+
+def refuse_surrogates(value, where: str) -> None:
+    """Refuse a value holding a lone surrogate, naming ``where``: the one rule of every source."""
     char = lone_surrogate(value)
     if char is not None:
         raise UsageError(
             f"{where}: a string holds a lone surrogate \\u{ord(char):04x} (half of a UTF-16 pair, not a character); "
             "fix or remove that escape"
         )
+
+
+_LINE = "each line must be one JSON object"
+_ARRAY = "the file must be one JSON array of objects, or one object per line"
+
+
+def parse_json_line(line: str, where: str):
+    """One JSON value from one line, or a :class:`UsageError` naming ``where`` and the fix.
+
+    Beyond syntax errors this refuses what ``json.loads`` parses but nothing downstream can use:
+    integers longer than Python's digit limit, nesting deeper than the recursion limit, and
+    strings holding lone surrogates.
+    """
+    value = _parse(line, where, _LINE)
+    refuse_surrogates(value, where)
     return value
 
 
 def read_rows(path: str | Path) -> tuple[list[dict], str]:
     """Read and check every row of a JSONL file; return the rows and their (single) format."""
-    rows, fmt, _ = read_numbered_rows(path)
-    return rows, fmt
+    read = list(iter_rows(path))
+    return [row for _, row, _ in read], read[0][2]
 
 
-def read_numbered_rows(path: str | Path) -> tuple[list[dict], str, list[int]]:
-    """:func:`read_rows`, plus the line number of each row (blank lines are skipped but counted)."""
-    rows, linenos, formats = [], [], set()
-    for lineno, row, fmt in iter_rows(path):
-        rows.append(row)
-        linenos.append(lineno)
-        formats.add(fmt)  # one format: iter_rows refuses a second
-    return rows, formats.pop(), linenos
-
-
-def _lines(path: Path):
+def lines(path: Path, keepends: bool = False):
     """(line number, decoded line) of a UTF-8 file, one line at a time; an optional BOM is dropped.
 
     Split on "\n" only: JSON strings may hold U+2028 and friends, which splitlines() breaks on.
+    ``keepends`` keeps each line's "\n" (a CSV reader needs it inside quoted cells).
     """
     try:
         handle = open(path, "rb")  # noqa: SIM115 - closed below, after the last line
@@ -180,36 +128,69 @@ def _lines(path: Path):
                 if lineno == 1 and raw.startswith(b"\xef\xbb\xbf"):
                     raw = raw[3:]
                 try:
-                    yield lineno, raw.decode("utf-8").removesuffix("\n").removesuffix("\r")
+                    text = raw.decode("utf-8")
                 except UnicodeDecodeError as exc:
                     raise UsageError(
                         f"{path}:{lineno}: not UTF-8 (byte {offset + exc.start}); re-save the file as UTF-8"
                     ) from None
+                yield lineno, text if keepends else text.removesuffix("\n").removesuffix("\r")
                 offset += len(raw)
         except OSError as exc:  # a folder opens on some systems and fails on the first read
             raise UsageError(f"{path}: cannot read it ({exc.strerror})") from None
 
 
+def json_objects(path: str | Path):
+    """``(where, line number, value)`` for each JSON value of a JSONL file (blank lines skipped, counted)."""
+    path = Path(path)
+    for lineno, line in lines(path):
+        if line.strip():
+            where = f"{path}:{lineno}"
+            yield where, lineno, parse_json_line(line, where)
+
+
+def json_array(path: str | Path) -> list[tuple[str, int, object]]:
+    """``(where, row number, value)`` for each element of a file holding one JSON array; ``where`` is ``file row N``.
+
+    The same rules as a JSONL file's lines (UTF-8, no lone surrogate, ...); an element is named
+    by its place in the array, from 1.
+    """
+    path = Path(path)
+    text = "".join(line for _, line in lines(path, keepends=True))
+    value = _parse(text, str(path), _ARRAY)
+    if not isinstance(value, list):
+        raise UsageError(f"{path}: expected a JSON array of rows, got {type(value).__name__}; {_ARRAY}")
+    rows = [(f"{path} row {n}", n, row) for n, row in enumerate(value, start=1)]
+    for where, _, row in rows:
+        refuse_surrogates(row, where)
+    return rows
+
+
+def check_one_format(rows, unit: str = "line"):
+    """Check ``(where, number, value)`` rows as rows of one format; yield ``(number, row, format name)``.
+
+    ``number`` is the row's line (JSONL) or its place in a JSON array (``unit`` says which).
+    """
+    fmt, first = None, 0
+    for where, number, value in rows:
+        row_format, row = check_json_row(value, where)
+        if fmt is None:
+            fmt, first = row_format, number
+        elif row_format is not fmt:
+            raise UsageError(
+                f"{where}: a {row_format.name!r} row in a file of {fmt.name!r} rows ({unit} {first}); use one format per file"
+            )
+        yield number, row, fmt.name
+
+
 def iter_rows(path: str | Path):
     """Check and yield ``(line number, row, format)`` for each row of a JSONL file, one at a time.
 
-    The same checks and messages as :func:`read_numbered_rows`, without holding the file or its
-    rows in memory: the streaming reader behind JSONL sources of any size.
+    Each row is checked as it is read (:func:`solo_cli.data.formats.check_json_row`), without
+    holding the file in memory; :func:`solo_cli.data.jsonl.load_jsonl` streams the same rows into Arrow.
     """
-    path = Path(path)
-    fmt, first_line = None, 0
-    for lineno, line in _lines(path):
-        if not line.strip():
-            continue
-        where = f"{path}:{lineno}"
-        row = parse_json_line(line, where)
-        row_format = _check_row(row, where)
-        if fmt is None:
-            fmt, first_line = row_format, lineno
-        elif row_format != fmt:
-            raise UsageError(
-                f"{where}: a {row_format!r} row in a file of {fmt!r} rows (line {first_line}); use one format per file"
-            )
-        yield lineno, row, fmt
-    if fmt is None:
+    empty = True
+    for item in check_one_format(json_objects(path)):
+        empty = False
+        yield item
+    if empty:
         raise UsageError(f'{path}: the file has no rows; add JSONL rows such as {{"prompt": ..., "completion": ...}}')

@@ -3,10 +3,11 @@
 :func:`load_source` is the one entry point: a :class:`DataSpec` in, the checked train / valid /
 test :class:`RowSet` out. What each kind of source becomes:
 
-- a ``.jsonl`` file (or any file that is not ``.json``, ``.csv``, ``.tsv`` or ``.parquet``, as
-  today): read line by line with ``file:line`` errors (:mod:`solo_cli.data.jsonl`);
-- ``.json`` (a JSON array, or JSON lines), ``.csv``/``.tsv`` (every cell read as text) and
-  ``.parquet`` files: ``datasets``' packaged builders;
+- a ``.jsonl`` file (or any file that is not ``.json``, ``.csv``, ``.tsv`` or ``.parquet``):
+  read line by line with ``file:line`` errors; a ``.json`` file holding one JSON array, or JSON
+  lines (:mod:`solo_cli.data.jsonl`);
+- ``.csv``/``.tsv`` files, every cell read as text (:mod:`solo_cli.data.delimited`);
+- ``.parquet`` files: ``datasets``' Parquet builder;
 - a folder: ``dataset_dict.json`` or ``state.json`` make it a ``save_to_disk`` folder
   (``datasets.load_from_disk``), else its files named for splits (``train.parquet``,
   ``valid.jsonl``, ``validation.csv``, ``test.json``);
@@ -15,12 +16,14 @@ test :class:`RowSet` out. What each kind of source becomes:
   connected run filled, as on a plane.
 
 Everything is cached by ``datasets`` (``HF_DATASETS_CACHE``), so a second run reads Arrow files.
+A file's Arrow copy is keyed on its sha256 (computed once, also recorded as ``data_sha256``), so
+an edited file is read again even when its size and modification time are those of the old one.
 """
 
 from __future__ import annotations
 
-import csv
 import hashlib
+import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,11 +31,12 @@ from pathlib import Path
 from ..errors import SoloError, UsageError, param
 from .checks import check_rows
 from .columns import RowSet, map_columns
-from .jsonl import load_jsonl
+from .delimited import load_csv
+from .jsonl import load_json_array, load_jsonl
 from .quiet import cause_of, quiet_datasets
 from .spec import DataSpec
 
-BUILDERS = {".json": "json", ".csv": "csv", ".tsv": "csv", ".parquet": "parquet"}
+SUFFIXES = (".jsonl", ".json", ".csv", ".tsv", ".parquet")  # the files solo reads rows from
 SPLIT_FILES = {"train": "train", "valid": "valid", "validation": "valid", "test": "test"}
 VALID_SPLITS = ("validation", "valid")
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
@@ -48,65 +52,73 @@ class SourceData:
 
 
 def _sha256(path: Path) -> str:
+    """The file's sha256: what names its rows (``rows_digest``, config.json's ``data_sha256``) and keys its caches."""
     digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
+    try:
+        with open(path, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    except OSError as exc:
+        raise UsageError(f"{path}: cannot read it ({exc.strerror}); check the file and its permissions") from None
     return digest.hexdigest()
 
 
-def _is_jsonl(path: Path, columns: dict) -> bool:
-    """Read with solo's own JSONL reader (file:line errors) unless datasets must read it."""
-    suffix = path.suffix.lower()
-    if suffix == ".json":  # a JSON array goes to datasets; JSON lines in a .json file stay ours
-        with open(path, "rb") as handle:
-            head = handle.read(4096).lstrip(b"\xef\xbb\xbf \t\r\n")
-        return not head.startswith(b"[") and not columns
-    return suffix not in BUILDERS and not columns
+def _is_array(path: Path) -> bool:
+    """Whether a ``.json`` file holds one JSON array (else JSON lines)."""
+    with open(path, "rb") as handle:
+        head = handle.read(4096).lstrip(b"\xef\xbb\xbf \t\r\n")
+    return head.startswith(b"[")
 
 
-def _csv_features(path: Path, sep: str):
-    """Every CSV column as a string: a number-looking prompt stays text, an empty cell is ""."""
-    from datasets import Features, Value
+def files_cache(sha256: str) -> Path:
+    """Where ``datasets`` keeps the Arrow copy of a file read by its builders: a folder named by the file's content."""
+    from datasets import config
 
-    with open(path, newline="", encoding="utf-8-sig") as handle:
-        header = next(csv.reader(handle, delimiter=sep), [])
-    return Features({name: Value("string") for name in header})
+    return Path(config.HF_DATASETS_CACHE) / "solo-files" / sha256[:40]
 
 
-def _load_file(path: Path, num_proc: int | None):
+def _load_parquet(path: Path, sha256: str, num_proc: int | None):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
     from datasets import load_dataset
 
-    builder = BUILDERS.get(path.suffix.lower(), "json")
-    kwargs = {}
-    if builder == "csv":
-        sep = "\t" if path.suffix.lower() == ".tsv" else ","
-        kwargs = {"sep": sep, "features": _csv_features(path, sep), "keep_default_na": False}
+    try:
+        count = pq.ParquetFile(path).metadata.num_rows
+    except (OSError, pa.ArrowException) as exc:
+        raise UsageError(f"{path}: cannot read it as parquet ({exc}); check the file") from None
+    if count == 0:
+        raise UsageError(f"{path}: the file has no rows; add rows, or pass another file")
     try:
         with quiet_datasets():
-            return load_dataset(builder, data_files={"train": str(path)}, split="train", num_proc=num_proc, **kwargs)
-    except (OSError, ValueError, UnicodeDecodeError) as exc:
-        raise UsageError(f"{path}: cannot read it as {builder} ({cause_of(exc)}); check the file") from None
+            return load_dataset(
+                "parquet", data_files={"train": str(path)}, split="train", num_proc=num_proc, cache_dir=str(files_cache(sha256))
+            )
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"{path}: cannot read it as parquet ({cause_of(exc)}); check the file") from None
     except Exception as exc:  # datasets wraps a reader's failure in DatasetGenerationError
         if type(exc).__name__ != "DatasetGenerationError":
             raise
-        raise UsageError(f"{path}: cannot read it as {builder} ({cause_of(exc)}); check the file") from None
+        raise UsageError(f"{path}: cannot read it as parquet ({cause_of(exc)}); check the file") from None
 
 
 def _file_split(path: Path, spec: DataSpec, num_proc: int | None) -> RowSet:
-    columns = spec.columns
-    if _is_jsonl(path, columns):
-        dataset, fmt = load_jsonl(path)
-        origin = {name: name for name in dataset.column_names}
-        return RowSet(dataset, fmt, str(path), origin, _sha256(path))
-    return map_columns(_load_file(path, num_proc), str(path), columns, _sha256(path))
+    """The rows of one file, read by the reader its suffix names, their digest the file's sha256."""
+    sha256, suffix = _sha256(path), path.suffix.lower()
+    if suffix in (".csv", ".tsv"):
+        dataset = load_csv(path, "\t" if suffix == ".tsv" else ",", sha256)
+        return map_columns(dataset, str(path), spec.columns, sha256)
+    if suffix == ".parquet":
+        return map_columns(_load_parquet(path, sha256, num_proc), str(path), spec.columns, sha256)
+    if suffix == ".json" and _is_array(path):
+        return load_json_array(path, sha256, spec.columns)
+    return load_jsonl(path, sha256, spec.columns)
 
 
 def _folder_files(folder: Path) -> dict[str, Path]:
     found: dict[str, Path] = {}
     for path in sorted(folder.iterdir()):
         split = SPLIT_FILES.get(path.stem)
-        if split is None or not path.is_file() or path.suffix.lower() not in (*BUILDERS, ".jsonl"):
+        if split is None or not path.is_file() or path.suffix.lower() not in SUFFIXES:
             continue
         if split in found:
             raise UsageError(
@@ -146,33 +158,47 @@ def _pick(splits: dict, spec: DataSpec, where: str) -> tuple[str, str | None, st
     return train, valid, test
 
 
-def _from_dict(splits: dict, spec: DataSpec, where: str, fingerprint_of) -> SourceData:
+def _from_dict(splits: dict, spec: DataSpec, where: str) -> SourceData:
     train, valid, test = _pick(splits, spec, where)
 
     def rows(split):
         if split is None:
             return None
-        return map_columns(splits[split], f"{where}[{split}]", spec.columns, fingerprint_of(splits[split]))
+        return map_columns(splits[split], f"{where}[{split}]", spec.columns, _datasets_digest(splits[split]))
 
     return SourceData(rows(train), rows(valid), rows(test))
 
 
-def _datasets_fingerprint(dataset) -> str:
+def _datasets_digest(dataset) -> str:
     return dataset._fingerprint  # datasets' own id of the rows (no public accessor); its caches are keyed by it
+
+
+def _load_saved(folder: Path):
+    """One ``save_to_disk`` Dataset folder; an empty one (no Arrow file, where ``load_from_disk`` fails) as no rows."""
+    from datasets import Dataset, DatasetInfo, load_from_disk
+
+    try:
+        empty = json.loads((folder / "state.json").read_text()).get("_data_files") == []
+    except (OSError, ValueError, AttributeError):
+        empty = False
+    if not empty:
+        return load_from_disk(str(folder))
+    features = DatasetInfo.from_directory(str(folder)).features
+    return Dataset.from_dict({name: [] for name in features}, features=features)
 
 
 def _open_disk(folder: Path, spec: DataSpec):
     """A ``save_to_disk`` folder's ``Dataset``, or its ``DatasetDict`` as a dict of splits."""
-    from datasets import Dataset, load_from_disk
-
     if spec.data_config:
         raise UsageError(f"{param('data_config')}: {folder} is a save_to_disk folder, which has no configs; leave it out")
     try:
         with quiet_datasets():
-            saved = load_from_disk(str(folder))
-    except (OSError, ValueError) as exc:
+            if not (folder / "dataset_dict.json").is_file():
+                return _load_saved(folder)
+            splits = json.loads((folder / "dataset_dict.json").read_text())["splits"]
+            return {split: _load_saved(folder / split) for split in splits}
+    except (OSError, ValueError, KeyError, TypeError) as exc:
         raise UsageError(f"{param('data')} {folder}: cannot load the save_to_disk folder ({cause_of(exc)})") from None
-    return saved if isinstance(saved, Dataset) else dict(saved)
 
 
 def _from_disk(folder: Path, spec: DataSpec) -> SourceData:
@@ -181,8 +207,8 @@ def _from_disk(folder: Path, spec: DataSpec) -> SourceData:
         if spec.data_split not in (None, "train") or spec.valid_split:
             given = "data_split" if spec.data_split not in (None, "train") else "valid_split"
             raise UsageError(f"{param(given)}: {folder} holds one Dataset, not a DatasetDict of splits; leave it out")
-        return SourceData(map_columns(saved, str(folder), spec.columns, _datasets_fingerprint(saved)))
-    return _from_dict(saved, spec, str(folder), _datasets_fingerprint)
+        return SourceData(map_columns(saved, str(folder), spec.columns, _datasets_digest(saved)))
+    return _from_dict(saved, spec, str(folder))
 
 
 def _open_hub(repo_id: str, spec: DataSpec, num_proc: int | None) -> dict:
@@ -208,7 +234,7 @@ def _open_hub(repo_id: str, spec: DataSpec, num_proc: int | None) -> dict:
 
 
 def _from_hub(repo_id: str, spec: DataSpec, num_proc: int | None) -> SourceData:
-    return _from_dict(_open_hub(repo_id, spec, num_proc), spec, repo_id, _datasets_fingerprint)
+    return _from_dict(_open_hub(repo_id, spec, num_proc), spec, repo_id)
 
 
 def _is_saved(folder: Path) -> bool:
@@ -218,7 +244,7 @@ def _is_saved(folder: Path) -> bool:
 def is_hub_id(data: str | Path) -> bool:
     """Whether ``data``, no path here, reads as a Hub dataset id (``owner/name``, no file suffix)."""
     path = Path(data)
-    return not path.exists() and bool(_HUB_ID.match(str(data))) and path.suffix.lower() not in (*BUILDERS, ".jsonl")
+    return not path.exists() and bool(_HUB_ID.match(str(data))) and path.suffix.lower() not in SUFFIXES
 
 
 def _kind(spec: DataSpec) -> str:
@@ -320,14 +346,14 @@ def _one_split(spec: DataSpec, prefer: tuple[str, ...], num_proc: int | None, na
     opened = _open_disk(path, spec) if path.is_dir() else _open_hub(str(spec.data), spec, num_proc)
     if not isinstance(opened, dict):
         _no_split_flags(spec, f"{path} holds one Dataset, not a DatasetDict of splits; leave it out", ("data_split",))
-        return map_columns(opened, str(path), spec.columns, _datasets_fingerprint(opened))
+        return map_columns(opened, str(path), spec.columns, _datasets_digest(opened))
     split = _choose(opened, spec, prefer, str(spec.data))
     if split is None:
         raise UsageError(
             f"{param(name)} {spec.data}: no {' or '.join(prefer)} split (its splits are {list(opened)}); "
             f"name the split to read with {param('data_split')}"
         )
-    return map_columns(opened[split], f"{spec.data}[{split}]", spec.columns, _datasets_fingerprint(opened[split]))
+    return map_columns(opened[split], f"{spec.data}[{split}]", spec.columns, _datasets_digest(opened[split]))
 
 
 def load_split(
@@ -342,22 +368,6 @@ def load_split(
     rows = _one_split(spec, prefer, num_proc, name)
     check_rows(rows)
     return rows
-
-
-def read_split_rows(spec: DataSpec, prefer: tuple[str, ...] = ("test", "valid"), name: str = "data"):
-    """:func:`load_split` as ``(rows, format, where)``: every row as a dict and how messages name it.
-
-    A JSONL file read as it is (no column mapping) keeps today's reader: the rows exactly as
-    parsed, each named ``file:line``.
-    """
-    file = _split_file(spec, prefer, name)
-    if file is not None and _is_jsonl(file, spec.columns):
-        from .rows import read_numbered_rows
-
-        rows, fmt, linenos = read_numbered_rows(file)
-        return rows, fmt, [f"{file}:{n}" for n in linenos]
-    split = load_split(spec, prefer, name=name)
-    return list(split.rows()), split.fmt, split.labels()
 
 
 def is_source_folder(path: str | Path) -> bool:

@@ -44,11 +44,18 @@ class SoloAdapter(nn.Module):
         return [((i, j), self.connections[connection_key(i, j)]) for i, j in self.config.connections]
 
     def set_homotopy_step(self, step: int) -> None:
-        """In ``schedule`` mode, set t = min(1, step / homotopy_steps) on every connection."""
+        """In ``schedule`` mode, set the gate for optimizer step ``step`` (0 the first): t = min(1, (step + 1) / homotopy_steps).
+
+        The ramp starts above 0 on purpose. A freshly attached adapter (t = 0, before any step) is
+        exactly the base model, a tested contract; but a step taken at t = 0 would give A and B no
+        gradient at all (the delta is multiplied by t), wasting the first update, which under
+        ``--warmup 0`` is taken at the peak learning rate. So step s trains at t = (s + 1) / H:
+        the first update moves A and B, and t reaches 1 at step H - 1, the H-th update.
+        """
         if self.config.gate != "schedule":
             return
         steps = max(1, self.config.homotopy_steps)
-        value = min(1.0, step / steps)
+        value = min(1.0, (step + 1) / steps)
         for conn in self.connections.values():
             conn.gate.fill_(value)
 
@@ -102,10 +109,30 @@ class AttachedAdapter:
         finally:
             self.enabled = previous
 
+    def release_sources(self) -> None:
+        """Drop the stored source hidden states (after a backward pass; see :func:`release_sources`)."""
+        self._hooks.sources.clear()
+
+    @property
+    def stored_sources(self) -> int:
+        """How many source hidden states the hooks hold now."""
+        return len(self._hooks.sources)
+
     def detach(self) -> None:
         self._hooks.remove()
         if _ATTACHED.get(self.model) is self:
             del _ATTACHED[self.model]
+
+
+def release_sources(model: nn.Module) -> None:
+    """Drop the hidden states the hooks of ``model``'s adapter keep for a backward pass; call it once the backward is done.
+
+    Training's loss may run the model's body without the model's own forward (engine/loss.py), and
+    a step's sources would otherwise stay alive through the optimizer step until the next forward.
+    """
+    handle = _ATTACHED.get(model)
+    if handle is not None:
+        handle.release_sources()
 
 
 def attach(model: nn.Module, adapter: SoloAdapter) -> AttachedAdapter:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ..errors import UsageError, param
 from .topology import Connection, source_name
 
 GATE_MODES = ("learned", "schedule", "zero-init")
@@ -15,6 +16,12 @@ GATE_MODES = ("learned", "schedule", "zero-init")
 # on a full E2E epoch (mean -0.03) and throttled every update of A and B; see bench/results/e2e-proxy.md.
 TRAINABLE_GATES = ("schedule", "zero-init")
 SOURCE_NORMS = ("rms", "none")
+
+
+def max_rank(hidden_size: int) -> int:
+    """The largest rank of a connection on a model of ``hidden_size``: A is rank x hidden, so a larger rank adds
+    nothing. The one bound: the adapter reader (adapter_header) refuses more, and no adapter is built with more."""
+    return hidden_size
 
 
 @dataclass
@@ -28,6 +35,15 @@ class AdapterConfig:
     hidden_size: int = 0
     source_norm: str = "none"  # what files without the field were trained with
     extra: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        # before any tensor is allocated: --rank 1000000000 would ask for terabytes, --rank 33 on a hidden size
+        # of 32 would train an adapter that solo then refuses to read (hidden_size 0: not known, not checked)
+        if self.hidden_size > 0 and not 1 <= self.rank <= max_rank(self.hidden_size):
+            raise UsageError(
+                f"{param('rank')} {self.rank}: must be between 1 and {max_rank(self.hidden_size)}, the model's hidden "
+                f"size (a connection's A is rank x hidden size); lower {param('rank')}"
+            )
 
     def to_dict(self) -> dict:
         return {

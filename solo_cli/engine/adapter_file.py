@@ -12,6 +12,7 @@ import os
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import save_file
 
 from ..errors import RuntimeFailure, param
@@ -52,7 +53,8 @@ def save_adapter(path: str | os.PathLike, adapter: SoloAdapter, info: AdapterInf
         )
     try:
         write_atomic(path, lambda tmp: save_file(tensors, str(tmp), metadata=info.to_metadata()))
-    except OSError as exc:  # a full disk, a folder gone read-only: the old file is untouched, no temp file is left
+    except (OSError, SafetensorError) as exc:  # a full disk (safetensors: SafetensorError), a read-only folder:
+        # the old file is untouched, no temp file is left
         raise write_error(exc, path) from None
     return path
 

@@ -19,7 +19,7 @@ from .. import __version__
 from ..data.rows import lone_surrogate
 from ..errors import UsageError
 from ..files.outputs import ADAPTER_FILENAME, ADAPTER_FORMAT
-from .adapter_config import GATE_MODES, SOURCE_NORMS, AdapterConfig
+from .adapter_config import GATE_MODES, SOURCE_NORMS, AdapterConfig, max_rank
 from .fingerprint import Fingerprint
 
 FORMAT_NAME = ADAPTER_FORMAT
@@ -195,7 +195,7 @@ def _validate_header(values: dict, problems: list[str]) -> AdapterInfo | None:
     connections = _check_connections(get("connections"), fp, problems) if "connections" in values else None
     if "rank" in values:
         rank = get("rank")
-        top = fp.hidden_size if fp is not None else None
+        top = max_rank(fp.hidden_size) if fp is not None else None
         if not (_is_int(rank) and rank >= 1 and (top is None or rank <= top)):
             limits = f"1..{top} (the hidden size)" if top is not None else ">= 1"
             problems.append(f"rank {_show(rank)} must be an integer in {limits}")

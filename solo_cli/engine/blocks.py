@@ -5,7 +5,7 @@ from __future__ import annotations
 from torch import nn
 
 from ..errors import UsageError
-from .fingerprint import Fingerprint
+from .fingerprint import ArchFingerprint
 
 # Attribute paths of the decoder-block list, most common first: Llama/Qwen2/Mistral/Gemma/Phi3
 # (model.layers), GPT-2/GPT-J/Falcon/Bloom (transformer.h), GPT-NeoX/Pythia (gpt_neox.layers),
@@ -68,13 +68,16 @@ def _hidden_size(model: nn.Module) -> int:
     return model.get_input_embeddings().weight.shape[1]
 
 
-def fingerprint(model: nn.Module) -> Fingerprint:
-    """The architecture fingerprint of a loaded causal LM."""
+def arch_fingerprint(model: nn.Module) -> ArchFingerprint:
+    """The architecture fingerprint (type, blocks, hidden size, vocabulary) of a loaded causal LM."""
     _, blocks = find_blocks(model)
     config = getattr(model, "config", None)
-    return Fingerprint(
+    return ArchFingerprint(
         model_type=str(getattr(config, "model_type", type(model).__name__)),
         num_blocks=len(blocks),
         hidden_size=_hidden_size(model),
         vocab_size=model.get_input_embeddings().weight.shape[0],
     )
+
+
+fingerprint = arch_fingerprint  # the name before solo 0.3, kept for code that imports it

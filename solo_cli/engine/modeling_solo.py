@@ -92,8 +92,10 @@ class SoloHooks:
     from its block's output, and each destination block's output gets its connections added.
     The hooks only read block outputs and add to them, so KV caching, gradient checkpointing
     (non-reentrant) and any dtype work unchanged: a connection is a per-position linear map.
-    Stored sources are dropped when the next forward of the whole model starts (and at the last
-    destination when no gradient is recorded), never in between: under activation checkpointing
+    Stored sources are dropped when the next forward of the whole model or of its body
+    (``model.base_model``, which a loss may call alone) starts, at the last destination when no
+    gradient is recorded, and by whoever runs the backward once it is done (``sources.clear()``;
+    solo's trainer does, after every micro-batch), never in between: under activation checkpointing
     that wraps a block's ``__call__`` (transformers before 5.2x), the hooks run again during the
     backward pass and must still find the sources of the forward pass being differentiated.
     While ``enabled`` is False every hook does nothing: the model runs as its base.
@@ -108,6 +110,9 @@ class SoloHooks:
         sources = {src for (src, _), _ in plan}
         self._last_dest = max(incoming, default=-1)
         self._handles = [model.register_forward_pre_hook(self._start_forward)]
+        body = getattr(model, "base_model", None)
+        if isinstance(body, nn.Module) and body is not model:
+            self._handles.append(body.register_forward_pre_hook(self._start_forward))
         if -1 in sources:
             self._handles.append(blocks[0].register_forward_pre_hook(self._capture_embedding, with_kwargs=True))
         for k in sorted(sources.union(incoming) - {-1}):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import json
 import os
@@ -14,6 +15,7 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTra
 from ..errors import RuntimeFailure, UsageError, param
 from ..files.atomic import atomic_dir
 from .precision import Precision, resolve_precision
+from .quantization import load_failure, prequantized, quantization_config, refuse_requantizing
 
 BUILTIN_MODELS = {
     "smollm2-135m": {
@@ -147,33 +149,61 @@ def load_model(
     dtype: str = "float32",
     device: str = "cpu",
     trust_remote_code: bool = False,
+    precision: Precision | None = None,
+    quantize: str = "none",
 ) -> LoadedModel:
     """Load a causal LM and its tokenizer, frozen, in eval mode, with a pad token set.
 
     ``dtype="auto"`` loads bfloat16 where ``device`` runs it faster than float32, else float32
-    (:mod:`solo_cli.engine.precision`); ``LoadedModel.precision`` says which, and why.
+    (:mod:`solo_cli.engine.precision`); ``LoadedModel.precision`` says which, and why. ``quantize``
+    (nf4, fp4, int8, torchao-int8) loads the linear weights quantized (:mod:`solo_cli.engine.quantization`).
+    A ``precision`` already resolved (training decides it once, for every process) replaces ``dtype``
+    and ``quantize``. A model that is already quantized loads as it is (``precision.quantize`` then
+    names its method) and refuses a ``quantize`` of its own.
     """
-    if dtype != "auto":
-        resolve_dtype(dtype)  # an unknown name fails before the hardware is probed
-    precision = resolve_precision(dtype, device)
+    if precision is None:
+        if dtype != "auto":
+            resolve_dtype(dtype)  # an unknown name fails before the hardware is probed
+        precision = resolve_precision(dtype, device, quantize=quantize)
     torch_dtype = resolve_dtype(precision.dtype)
     path, local = resolve_model_path(name)
     kwargs = {"revision": None if local else revision, "trust_remote_code": trust_remote_code}
     try:
         tokenizer = AutoTokenizer.from_pretrained(path, **kwargs)
-        # safetensors only: pickled weights (pytorch_model.bin) can run code when read.
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype, use_safetensors=True, **kwargs)
+        found = prequantized(AutoConfig.from_pretrained(path, **kwargs))
+        if found is not None:  # it loads as it is; its weights cannot be quantized a second time
+            refuse_requantizing(name, found, precision.quantize)
+            reason = f"{precision.reason}; the model is already quantized ({found})"
+            precision = dataclasses.replace(precision, quantize=found, reason=reason)
+        config = None if found else quantization_config(precision.quantize, torch_dtype)
+        model = _from_pretrained(name, path, torch_dtype, precision.quantize, config, device, kwargs)
     except (OSError, ValueError) as exc:
         raise _load_error(name, exc) from None
-    try:
-        model.to(device)
-    except (RuntimeError, AssertionError) as exc:
-        raise RuntimeFailure(
-            f"{param('device')} {device}: cannot move the model there ({exc}); use {param('device')} cpu"
-        ) from None
     model.requires_grad_(False)
     model.eval()
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     revision_used = None if local else (getattr(model.config, "_commit_hash", None) or revision)
     return LoadedModel(model=model, tokenizer=tokenizer, name=name, revision=revision_used, path=path, precision=precision)
+
+
+def _from_pretrained(name: str, path: str, torch_dtype: torch.dtype, quantize: str, config, device: str, kwargs: dict):
+    """The model's weights on ``device``; a quantized one (``config``: how to quantize it, None when it came
+    quantized) is placed there while it loads, since it cannot be moved after."""
+    if quantize == "none":
+        # safetensors only: pickled weights (pytorch_model.bin) can run code when read.
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype, use_safetensors=True, **kwargs)
+        try:
+            return model.to(device)
+        except (RuntimeError, AssertionError) as exc:
+            raise RuntimeFailure(
+                f"{param('device')} {device}: cannot move the model there ({exc}); use {param('device')} cpu"
+            ) from None
+    if config is not None:  # passed as None it would drop a pre-quantized model's own quantization_config
+        kwargs = kwargs | {"quantization_config": config}
+    try:
+        return AutoModelForCausalLM.from_pretrained(
+            path, dtype=torch_dtype, use_safetensors=True, device_map={"": device}, **kwargs
+        )
+    except (ImportError, RuntimeError) as exc:  # a backend missing (gptqmodel, compressed-tensors, ...) or without kernels here
+        raise load_failure(name, quantize, exc, came_quantized=config is None) from None

@@ -14,12 +14,19 @@ on a 2-core AVX512-BF16 Xeon took 4.45 s with bf16 weights, 4.72 s under autocas
   often slower than MKL's float32 ones; the calibration catches that.
 - MPS and anything else: float32.
 
+The same :class:`Precision` also says how training computes with that base, so that one decision
+holds everywhere (model loading, the trainer, config.json): a float16 base trains with a
+GradScaler (float16 gradients underflow without loss scaling), and a float32 base on a CUDA GPU
+with *native* bf16 runs its training forward under bf16 autocast (never on emulated bf16: T4,
+V100). Nothing else reads ``--dtype`` to decide precision.
+
 :func:`choose` is the pure decision (hardware facts and a speed-up measurement in, a
 :class:`Precision` out), so tests inject the facts; :func:`resolve_precision` gathers them.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 import time
@@ -30,6 +37,7 @@ from pathlib import Path
 import torch
 
 from ..errors import UsageError
+from .quantization import BACKENDS, check_backend
 
 DTYPE_CHOICES = ("auto", "float32", "bfloat16", "float16")
 PIN_VARIABLE = "SOLO_AUTO_DTYPE"
@@ -40,13 +48,39 @@ CALIBRATION_SHAPE = (1024, 576, 1536)  # (tokens, d_model, d_ff): one MLP projec
 
 @dataclass(frozen=True)
 class Precision:
-    """The dtype a model is loaded in, and why (shown at the start of training, kept in config.json)."""
+    """How a run computes, decided once by :func:`resolve_precision` (shown at the start of training, kept in config.json).
+
+    ``dtype`` is what the base's weights are loaded in; ``autocast`` the dtype the training
+    forward runs under autocast (None: none); ``grad_scaler`` whether training scales the loss.
+    ``quantize`` is what the base's linear weights are (:mod:`solo_cli.engine.quantization`):
+    ``none``, a ``--quantize`` choice (nf4, fp4, int8, torchao-int8; ``dtype`` is then their
+    compute dtype) or, for a model that came quantized, its method (gptq, awq, ...), which model
+    loading sets. The adapter and its optimizer state are float32 whatever these say.
+    """
 
     dtype: str  # float32, bfloat16 or float16
     reason: str
+    autocast: str | None = None  # bfloat16 for a float32 base on a GPU with native bf16
+    grad_scaler: bool = False  # a float16 base: its gradients need loss scaling
+    quantize: str = "none"  # the base's linear weights: none, nf4, fp4, int8, torchao-int8, or a pre-quantized method
 
     def to_dict(self) -> dict:
-        return {"dtype": self.dtype, "reason": self.reason}
+        return {
+            "dtype": self.dtype,
+            "reason": self.reason,
+            "autocast": self.autocast,
+            "grad_scaler": self.grad_scaler,
+            "quantize": self.quantize,
+        }
+
+
+@dataclass(frozen=True)
+class Agreement:
+    """How the processes of a distributed run agree on ``auto``: the first decides, every other takes its choice
+    (each measuring for itself could choose differently, and the processes must compute alike)."""
+
+    first: bool  # this process decides
+    total: Callable[[float], float]  # the sum of one number over all processes
 
 
 @dataclass(frozen=True)
@@ -144,17 +178,61 @@ def calibrate_cpu(repeats: int = 5) -> float:
     return fp32 / bf16
 
 
-def resolve_precision(name: str, device: str | torch.device = "cpu") -> Precision:
-    """The dtype to load a model in for ``--dtype name`` on ``device``; ``auto`` decides by hardware and measurement.
-
-    ``SOLO_AUTO_DTYPE=float32`` (or bfloat16, float16) pins what ``auto`` means, for runs that
-    must compute alike on every machine and every try (the test suite sets it).
-    """
+def _load_dtype(name: str, device: torch.device, hardware: Hardware | None, agreement: Agreement | None) -> Precision:
+    """The weights' dtype for ``--dtype name`` (``auto``: by the pin, else by the hardware and measurement)."""
     if name != "auto":
         return Precision(name, f"{name}: as asked")
     pinned = os.environ.get(PIN_VARIABLE)
     if pinned:
         if pinned not in DTYPE_CHOICES[1:]:
             raise UsageError(f"{PIN_VARIABLE}={pinned}: use float32, bfloat16 or float16, or unset it")
-        return Precision(pinned, f"{pinned}: {PIN_VARIABLE} pins auto")
-    return choose(detect(device), calibrate_cpu)
+        return Precision(pinned, f"{pinned}: {PIN_VARIABLE} pins auto")  # pinned: every process agrees already
+    if agreement is None:
+        return choose(hardware or detect(device), calibrate_cpu)
+    mine = choose(hardware or detect(device), calibrate_cpu) if agreement.first else None
+    index = agreement.total(float(DTYPE_CHOICES.index(mine.dtype)) if mine else 0.0)
+    chosen = DTYPE_CHOICES[round(index)]
+    return mine or Precision(chosen, f"{chosen}: as the first process chose for auto")
+
+
+def _training_precision(load: Precision, device: torch.device, hardware: Hardware | None) -> Precision:
+    """``load`` with how training computes on it: loss scaling for float16, bf16 autocast for float32 on native-bf16 CUDA."""
+    if load.dtype == "float16":
+        return Precision(load.dtype, f"{load.reason}; float16 loss scaling", grad_scaler=True)
+    if load.dtype == "float32" and device.type == "cuda" and (hardware or detect(device)).cuda_bf16:
+        return Precision(load.dtype, f"{load.reason}; training runs under bf16 autocast (native bf16 GPU)", "bfloat16")
+    return load
+
+
+def _quantized(precision: Precision, quantize: str, device: torch.device) -> Precision:
+    """``precision`` over a base quantized to ``quantize`` (its backend checked for ``device`` first)."""
+    if quantize == "none":
+        return precision
+    check_backend(quantize, device.type)
+    reason = f"{precision.reason}; base quantized to {quantize} ({BACKENDS[quantize].package}), computing in {precision.dtype}"
+    return dataclasses.replace(precision, reason=reason, quantize=quantize)
+
+
+def resolve_precision(
+    name: str,
+    device: str | torch.device = "cpu",
+    *,
+    quantize: str = "none",
+    hardware: Hardware | None = None,
+    agreement: Agreement | None = None,
+) -> Precision:
+    """How a run computes for ``--dtype name`` and ``--quantize quantize`` on ``device``: the weights' dtype (``auto``
+    decides by hardware and measurement), their quantization, training autocast and loss scaling.
+
+    A ``quantize`` whose backend is not installed, or does not run on ``device``, is refused here
+    in one line (:func:`solo_cli.engine.quantization.check_backend`), before anything loads.
+
+    ``SOLO_AUTO_DTYPE=float32`` (or bfloat16, float16) pins what ``auto`` means, for runs that
+    must compute alike on every machine and every try (the test suite sets it). ``hardware``
+    replaces what :func:`detect` would find (tests inject it); with ``agreement`` (a distributed
+    run) the first process decides ``auto`` for all. The hardware is probed only for ``auto`` and
+    for float32 on CUDA.
+    """
+    device = torch.device(device)
+    precision = _training_precision(_load_dtype(name, device, hardware, agreement), device, hardware)
+    return _quantized(precision, quantize, device)

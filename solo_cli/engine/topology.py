@@ -8,6 +8,9 @@ explicit list (``"3->9,5->11"``, ``"emb->5"``) or as a preset:
 - ``mirror[:N]`` - U-Net style ``i -> L-1-i``; with N, only the N outermost pairs.
 - ``chain[:K]`` - ``j-K -> j`` for every block j that has a source K blocks below it (K: a sixth of
   the depth, at least 1: 5 on SmolLM2's 30 blocks, the span bench/e2e.py chose).
+
+Plans joined by ``+`` are one plan, their union: ``chain:1+chain:5+chain:15`` mixes short and long
+spans, ``chain+emb->29`` adds a link to a preset. A connection that two parts both give is kept once.
 """
 
 from __future__ import annotations
@@ -18,8 +21,8 @@ from ..errors import UsageError, param
 
 Connection = tuple[int, int]
 EMBEDDING = -1  # the source index of the embedding output
-PRESET_HELP = "chain[:K], top:N[:S], mirror[:N] or a list such as '3->9,5->11' (emb = -1)"
-_EDGE = re.compile(r"^\s*(emb|-?\d+)\s*->\s*(-?\d+)\s*$")
+PRESET_HELP = "chain[:K], top:N[:S], mirror[:N] or a list such as '3->9,5->11' (emb = -1); join plans with + (chain:1+chain:5)"
+_EDGE = re.compile(r"^\s*(emb|-?\d{1,9})\s*->\s*(-?\d{1,9})\s*$")  # 9 digits: no int() of thousands
 
 
 def source_name(index: int) -> str:
@@ -27,10 +30,16 @@ def source_name(index: int) -> str:
     return "emb" if index == EMBEDDING else str(index)
 
 
-def _int_arg(spec: str, text: str, minimum: int) -> int:
-    if not (text.isascii() and text.isdigit()) or int(text) < minimum:
+def _int_arg(spec: str, text: str, minimum: int, maximum: int | None = None, what: str = "") -> int:
+    """A preset's number, at least ``minimum`` and, if given, at most ``maximum`` (``what`` says why)."""
+    if not (text.isascii() and text.isdigit()) or (len(text) <= 18 and int(text) < minimum):
         raise UsageError(f"{param('connections')} {spec!r}: {text!r} must be an integer >= {minimum}; use {PRESET_HELP}")
-    return int(text)
+    value = int(text) if len(text) <= 18 else 10**18  # int() of thousands of digits is slow, then refused
+    if maximum is not None and value > maximum:
+        raise UsageError(
+            f"{param('connections')} {spec!r}: {text} is more than {what}; give a number from {minimum} to {maximum}"
+        )
+    return value
 
 
 def _preset(spec: str, num_blocks: int) -> list[Connection] | None:
@@ -40,7 +49,7 @@ def _preset(spec: str, num_blocks: int) -> list[Connection] | None:
     if name == "top":
         if not 1 <= len(args) <= 2:
             raise UsageError(f"{param('connections')} {spec!r}: write top:N or top:N:SPAN")
-        n = _int_arg(spec, args[0], 1)
+        n = _int_arg(spec, args[0], 1, L, f"the model's {L} blocks")  # bounded: it is the length of the list built
         span = _int_arg(spec, args[1], 1) if len(args) > 1 else max(1, L // 2)
         return [(j - span, j) for j in range(L - n, L)]
     if name == "mirror":
@@ -61,12 +70,19 @@ def _preset(spec: str, num_blocks: int) -> list[Connection] | None:
 def parse_connections(spec: str, num_blocks: int) -> list[Connection]:
     """Resolve a connection spec against a model with ``num_blocks`` decoder blocks.
 
-    Every problem in an explicit list is collected and reported in one error.
+    Every problem in an explicit list is collected and reported in one error. ``a+b`` is the union of
+    the plans ``a`` and ``b``, each checked on its own.
     """
     spec = spec.strip()
     if not spec:
         raise UsageError(f"{param('connections')} is empty; use {PRESET_HELP}")
-    preset = _preset(spec, num_blocks)
+    if "+" in spec:
+        parts = [part.strip() for part in spec.split("+")]
+        if not all(parts):
+            raise UsageError(f"{param('connections')} {spec!r}: a '+' with no plan on one side; write e.g. chain:1+chain:5")
+        union = {edge for part in parts for edge in parse_connections(part, num_blocks)}
+        return sorted(union, key=lambda e: (e[1], e[0]))
+    preset = None if "," in spec else _preset(spec, num_blocks)  # a list: 'chain:1,chain:5' is told to use +
     if preset is not None:
         edges = preset
     else:

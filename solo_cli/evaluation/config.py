@@ -23,7 +23,8 @@ class EvalConfig:
     file; a folder of splits or a ``save_to_disk`` folder, whose test split is read, else its
     validation split, or ``data_split``; a Hub dataset id). ``generate=False`` gives
     the loss only; ``chat=None`` uses the chat template if the adapter was trained with one.
-    ``output`` receives the predictions (JSONL) and, beside it, the metrics.
+    ``output`` receives the predictions (JSONL) and, beside it, the metrics; it needs generation, so it
+    is refused with ``predictions``, with ``generate=False`` and on text rows (they have no prompts).
     """
 
     data: str | Path
@@ -50,6 +51,16 @@ class EvalConfig:
         """Refuse bad values in one line naming the parameter, before any file is read or model loaded."""
         self.settings.validate()
         check_max_seq_length(self.max_seq_length)
+        if self.output is not None and self.predictions is not None:
+            raise UsageError(
+                f"{param('output')} writes the predictions a model generates; {param('predictions')} scores a file "
+                f"that exists, so nothing would be written: drop {param('output')}"
+            )
+        if self.output is not None and not self.generate:
+            raise UsageError(
+                f"{param('output')} writes generated predictions and their metrics; with --no-generate nothing is "
+                f"generated, so nothing would be written: drop {param('output')} (or --no-generate)"
+            )
         for name in ("batch_size", "limit"):
             value = getattr(self, name)
             if value is not None and value < 1:

@@ -1,5 +1,7 @@
 """What `solo eval` scores against: the rows of --data, grouped into prompts with every reference each has.
 
+The rows are read as training reads them (:func:`solo_cli.data.sources.load_split`: the same
+readers, checks and cache), and the loss is taken on them through the same cached encoder.
 Torch-free: ``solo eval --predictions`` reads and scores without importing torch.
 """
 
@@ -9,7 +11,8 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..data.sources import read_split_rows
+from ..data.columns import RowSet
+from ..data.sources import load_split
 from ..data.spec import DataSpec
 from ..errors import UsageError
 
@@ -61,16 +64,19 @@ def eval_set(rows: list[dict], fmt: str, where: list[str] | None = None) -> Eval
     return EvalSet(prompts, references, rows, fmt, list(first.values()))
 
 
-def load_eval_rows(data: str | Path | DataSpec) -> tuple[list[dict], str]:
-    """``--data``: a JSONL file, or a folder (its test.jsonl, else valid.jsonl), or any other source."""
-    rows, fmt, _ = load_numbered_eval_rows(data)
-    return rows, fmt
+def eval_set_of(rows: RowSet) -> EvalSet:
+    """:func:`eval_set` of a split's rows, each prompt named after its first row (``test.jsonl:7``)."""
+    return eval_set(list(rows.rows()), rows.fmt, rows.labels())
 
 
-def load_numbered_eval_rows(data: str | Path | DataSpec) -> tuple[list[dict], str, list[str]]:
-    """:func:`load_eval_rows`, plus where each row is (``file:line``, ``data.parquet row 3``), for error messages.
-
-    Of a source with splits, the test split is read, else the validation split, or ``data_split``.
-    """
+def load_eval_split(data: str | Path | DataSpec) -> RowSet:
+    """``--data``'s rows to evaluate: a file, or of a source with splits its test split, else its validation split,
+    or ``data_split``."""
     spec = data if isinstance(data, DataSpec) else DataSpec(data)
-    return read_split_rows(spec, ("test", "valid"))
+    return load_split(spec, ("test", "valid"))
+
+
+def load_eval_rows(data: str | Path | DataSpec) -> tuple[list[dict], str]:
+    """:func:`load_eval_split` as a list of rows and their format."""
+    rows = load_eval_split(data)
+    return list(rows.rows()), rows.fmt

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 from ..errors import UsageError, param
 from .config import EvalConfig
-from .eval_set import EvalSet, eval_set, load_numbered_eval_rows
+from .eval_set import EvalSet, eval_set_of, load_eval_split
 from .metrics import Scores, score
 from .predictions import metrics_path, read_predictions, write_outputs
 
@@ -68,10 +68,14 @@ def _check_output(output: Path, data: Path, generating: bool) -> None:
 
     if output.is_dir():
         raise UsageError(f"{param('output')} {output}: is a folder; give a file path for the predictions")
-    if generating:
-        refuse_input_as_output(output, data, "--data")
-        check_predictions_target(output, metrics_path(output))  # solo replaces only predictions and metrics it wrote
-        check_writable(output, "--output")  # predictions and metrics go there
+    if not generating:  # text rows (generate=False is refused by EvalConfig.validate)
+        raise UsageError(
+            f"{param('output')} {output}: {data} holds text rows, which have no prompts to generate from, so nothing "
+            f"would be written; drop {param('output')} (the loss is reported without it)"
+        )
+    refuse_input_as_output(output, data, "--data")
+    check_predictions_target(output, metrics_path(output))  # solo replaces only predictions and metrics it wrote
+    check_writable(output, "--output")  # predictions and metrics go there
 
 
 def evaluate(
@@ -86,32 +90,33 @@ def evaluate(
     ``load`` is called only after every input has been checked. ``counter`` shows progress.
     """
     config.validate()
-    rows, fmt, where = load_numbered_eval_rows(config.data_spec())
+    rows = load_eval_split(config.data_spec())
     result = EvalResult(data=str(config.data))
     if config.predictions is not None:
         if load is not None:
             raise UsageError(
                 f"{param('predictions')} scores an existing file; drop {param('model')}/{param('adapter')} (no model is loaded)"
             )
-        targets = _limited(eval_set(rows, fmt), config.limit)
+        targets = _limited(eval_set_of(rows), config.limit)
         _score(result, read_predictions(config.predictions, len(targets.prompts)), targets)
         return result
     if load is None:
         raise UsageError(f"nothing to evaluate: give a model to load, or {param('predictions')} to score")
-    generating = config.generate and fmt != "text"
+    generating = config.generate and rows.fmt != "text"
     output = Path(config.output) if config.output is not None else None
     if output is not None:
         _check_output(output, Path(config.data), generating)
+    from ..inference.generation import check_chat_template
     from .model_eval import loss_and_perplexity, predict  # torch and transformers: only with a model
 
     target = load()
     lm, tokenizer = target.loaded.model, target.loaded.tokenizer
     chat = config.chat if config.chat is not None else bool(target.info and target.info.chat_template)
+    check_chat_template(tokenizer, [], chat, [])  # before the loss, which would quietly score the rows without it
     losses = loss_and_perplexity(
         lm,
         tokenizer,
         rows,
-        fmt,
         chat_template=chat,
         max_seq_length=config.max_seq_length,
         batch_size=config.batch_size,
@@ -120,7 +125,7 @@ def evaluate(
     if losses:
         result.loss, result.perplexity, result.loss_tokens = losses["loss"], losses["perplexity"], losses["loss_tokens"]
     if generating:
-        targets = _limited(eval_set(rows, fmt, where), config.limit)
+        targets = _limited(eval_set_of(rows), config.limit)
         with (counter or _no_counter)("generate", len(targets.prompts)) as advance:
             preds = predict(lm, tokenizer, targets, config.settings, chat=chat, batch_size=config.batch_size, on_batch=advance)
         _score(result, preds, targets)

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import math
 
-from ..data.encode import context_length, encode_rows
+from ..data.columns import RowSet
+from ..data.encode import context_length
+from ..data.encoded import encode_rowset
 from ..engine.loss import evaluate_loss
 from ..inference.generation import generate
 from ..inference.generation_settings import GenerationSettings
@@ -17,18 +19,18 @@ from .eval_set import EvalSet
 
 
 def loss_and_perplexity(
-    model, tokenizer, rows: list[dict], fmt: str, *, chat_template: bool | None, max_seq_length: int, batch_size: int, device
+    model, tokenizer, rows: RowSet, *, chat_template: bool | None, max_seq_length: int, batch_size: int, device
 ) -> dict | None:
     """Token-weighted loss on the trained tokens (as in training) and its perplexity; None if nothing to score.
 
-    Examples are cut to ``min(max_seq_length, the model's context)`` tokens, as in training.
+    ``rows`` are encoded as training encodes them (:func:`solo_cli.data.encoded.encode_rowset`,
+    cached), cut to ``min(max_seq_length, the model's context)`` tokens.
     """
     check_max_seq_length(max_seq_length)
-    if fmt == "prompt":
+    if rows.fmt == "prompt":
         return None
-    encoded = encode_rows(
+    encoded = encode_rowset(
         rows,
-        fmt,
         tokenizer,
         chat_template=chat_template,
         train_on_prompt=False,

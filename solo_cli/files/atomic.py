@@ -10,6 +10,7 @@ import contextlib
 import errno
 import json
 import os
+import re
 import secrets
 import shutil
 import stat
@@ -99,11 +100,21 @@ def is_stream(path: str | os.PathLike) -> bool:
     return stat.S_ISCHR(mode) or stat.S_ISFIFO(mode)
 
 
-def write_error(exc: OSError, target: str | os.PathLike, flag: str = "--output") -> RuntimeFailure:
-    """One line for an OSError met while writing ``target``: a full disk, or anything else."""
-    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+def write_error(exc: Exception, target: str | os.PathLike, flag: str = "--output") -> RuntimeFailure:
+    """One line for an error met while writing ``target``: a full disk, or anything else.
+
+    ``exc`` is an OSError, or a writer's own error that carries one in its text: safetensors reports a
+    full disk as ``SafetensorError("... I/O error: No space left on device (os error 28)")``.
+    """
+    if isinstance(exc, OSError):
+        code, reason = exc.errno, exc.strerror or exc
+    else:
+        found = re.search(r"\(os error (\d+)\)", str(exc))
+        code = int(found.group(1)) if found else None
+        reason = os.strerror(code) if found else exc
+    if code in (errno.ENOSPC, errno.EDQUOT):
         return RuntimeFailure(f"no space left on device writing {target}; free space or choose another {flag}")
-    return RuntimeFailure(f"cannot write {target} ({exc.strerror or exc}); choose another {flag}")
+    return RuntimeFailure(f"cannot write {target} ({reason}); choose another {flag}")
 
 
 def write_texts(files: dict[Path, str], flag: str = "--output") -> None:

@@ -27,7 +27,7 @@ def _alive(pid: int) -> bool:
         return False
     try:
         os.kill(pid, 0)
-    except ProcessLookupError:
+    except (ProcessLookupError, OverflowError):  # OverflowError: a pid no process can have (99999999999999999999)
         return False
     except OSError:  # EPERM: it exists, owned by someone else
         return True

@@ -25,6 +25,24 @@ def build_prompt(tokenizer, prompt: str | list[dict], chat: bool) -> str:
     return prompt
 
 
+def check_chat_template(tokenizer, prompts: list[str | list[dict]], chat: bool, where: list[str]) -> None:
+    """Refuse (UsageError) the chat template on a tokenizer that has none, before transformers fails on it.
+
+    ``chat`` asks for it (``--chat``, or an adapter trained with it); a messages row needs it too
+    (named by ``where``, e.g. ``rows.jsonl:7``).
+    """
+    if getattr(tokenizer, "chat_template", None):
+        return
+    if chat:
+        raise UsageError(
+            f"{param('chat')}: the model has no chat template; drop {param('chat')} (or pass --no-chat) "
+            "to use the prompt as written"
+        )
+    for label, prompt in zip(where, prompts):
+        if isinstance(prompt, list):
+            raise UsageError(f"{label}: messages need a chat template, and the model has none; give a prompt instead")
+
+
 class _CallbackStreamer(TextStreamer):
     """transformers' streamer, sending finished text pieces to a callback instead of stdout."""
 
@@ -131,9 +149,10 @@ def generate(
     model.eval()
     device = next(model.parameters()).device
     config = _generation_config(model, tokenizer, settings)
+    labels = where if where is not None else [f"prompt #{n}" for n in range(1, len(prompts) + 1)]
+    check_chat_template(tokenizer, prompts, chat, labels)
     texts = [build_prompt(tokenizer, p, chat) for p in prompts]
     add_special = not (chat or any(isinstance(p, list) for p in prompts))
-    labels = where if where is not None else [f"prompt #{n}" for n in range(1, len(texts) + 1)]
     check_context(model, tokenizer, texts, settings, add_special=add_special, where=labels)
     outputs: list[str] = []
     side = tokenizer.padding_side

@@ -12,6 +12,12 @@ from dataclasses import dataclass, field
 from ..errors import UsageError, param
 
 SEED_MAX = 2**32 - 1  # torch.manual_seed and numpy accept no more
+# Beam search keeps num_beams copies of every prompt (inputs, cache, logits over the vocabulary): a width
+# of 2**40 would try to allocate terabytes. 64 is far above what decoding recipes use (LoRA's E2E: 10).
+MAX_NUM_BEAMS = 64
+# Logits are divided by the temperature: below this, that overflows float32 into inf and sampling fails
+# (a logit of 10 at 1e-38). Sampling that cold is greedy anyway (a logit gap of 0.01 weighs e^-100).
+MIN_TEMPERATURE = 1e-4
 
 
 @dataclass
@@ -36,8 +42,15 @@ class GenerationSettings:
         for name, value in (("max_new_tokens", self.max_new_tokens), ("num_beams", self.num_beams)):
             if value < 1:
                 problems.append(f"{param(name)} {value}: must be at least 1")
+        if self.num_beams > MAX_NUM_BEAMS:  # checked before transformers copies every prompt num_beams times
+            problems.append(f"{param('num_beams')} {self.num_beams}: must be at most {MAX_NUM_BEAMS}")
         if not (math.isfinite(self.temperature) and self.temperature >= 0):
             problems.append(f"{param('temperature')} {self.temperature:g}: must be a finite number >= 0 (0 = greedy)")
+        elif 0 < self.temperature < MIN_TEMPERATURE:
+            problems.append(
+                f"{param('temperature')} {self.temperature:g}: must be 0 (greedy) or at least {MIN_TEMPERATURE:g} "
+                "(colder sampling is greedy anyway, and overflows)"
+            )
         if not 0 < self.top_p <= 1:  # also refuses nan
             problems.append(f"{param('top_p')} {self.top_p:g}: must be in (0, 1] (1 = off)")
         if self.top_k < 0:

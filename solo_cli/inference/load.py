@@ -9,6 +9,7 @@ from ..engine.adapter import AttachedAdapter, attach
 from ..engine.adapter_file import ADAPTER_FILENAME, AdapterInfo, load_adapter, read_info
 from ..engine.blocks import fingerprint
 from ..engine.models import DEFAULT_MODEL, LoadedModel, load_model
+from ..engine.quantization import compatibility_note
 from ..errors import UsageError, param
 from ..files.outputs import is_export
 
@@ -19,6 +20,7 @@ class InferenceModel:
     handle: AttachedAdapter | None = None
     info: AdapterInfo | None = None
     warnings: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # one line each, for the CLI to show (an adapter over another quantization)
 
 
 def load_for_inference(
@@ -30,6 +32,7 @@ def load_for_inference(
     device: str = "cpu",
     trust_remote_code: bool = False,
     force: bool = False,
+    quantize: str = "none",
 ) -> InferenceModel:
     """Load ``model`` (default: the adapter's base, else the built-in) and attach ``adapter``.
 
@@ -44,7 +47,9 @@ def load_for_inference(
             adapter = str(Path(model) / ADAPTER_FILENAME)
     info = read_info(adapter) if adapter else None
     name = model or (info.base_model if info else DEFAULT_MODEL)
-    loaded = load_model(name, revision=revision, dtype=dtype, device=device, trust_remote_code=trust_remote_code)
+    loaded = load_model(
+        name, revision=revision, dtype=dtype, device=device, trust_remote_code=trust_remote_code, quantize=quantize
+    )
     result = InferenceModel(loaded)
     if adapter is None:
         return result
@@ -60,6 +65,9 @@ def load_for_inference(
         if actual.hidden_size != info.fingerprint.hidden_size or actual.num_blocks <= max(j for _, j in info.config.connections):
             raise UsageError(f"{message}; the shapes cannot fit even with {param('force')}")
     solo, info = load_adapter(adapter)
+    # an adapter trained over an nf4 base runs on the full-precision one and vice versa: same blocks, same shapes
+    note = compatibility_note(str(info.training.get("quantize", "none")), loaded.precision.quantize)
+    result.notes.extend([note] if note else [])
     result.handle = attach(loaded.model, solo)
     result.info = info
     return result

@@ -8,8 +8,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..engine.adapter_config import TRAINABLE_GATES
 from ..engine.blocks import find_blocks, fingerprint
 from ..engine.topology import format_connections, parse_connections
+from ..errors import UsageError, param
 
 
 def _in_out(module: nn.Module) -> tuple[int, int]:
@@ -44,18 +46,31 @@ def lora_qv_params(blocks: nn.ModuleList, rank: int = 4) -> int | None:
 def plan_report(
     model_name: str, spec: str, rank: int, gate: str = "schedule", revision: str | None = None, trust_remote_code: bool = False
 ) -> dict:
-    """The model's blocks and what a connection plan costs, beside LoRA r=4 on q and v."""
+    """The model's blocks and what a connection plan costs, beside LoRA r=4 on q and v.
+
+    ``gate`` is one a run trains (schedule or zero-init) and ``rank`` at most the hidden size:
+    refused otherwise (:class:`UsageError`), as `solo train` would refuse them.
+    """
     from transformers import AutoModelForCausalLM
 
     from ..engine.models import load_config
 
+    if gate not in TRAINABLE_GATES:
+        raise UsageError(f"{param('gate')} {gate!r}: use one of {', '.join(TRAINABLE_GATES)}")
+    if rank < 1:
+        raise UsageError(f"{param('rank')} {rank}: must be at least 1")
     config = load_config(model_name, revision, trust_remote_code)
-    with torch.device("meta"):
+    with torch.device("meta"):  # no weights: nothing is allocated
         model = AutoModelForCausalLM.from_config(config, trust_remote_code=trust_remote_code)
     fp = fingerprint(model)
+    if rank > fp.hidden_size:
+        raise UsageError(
+            f"{param('rank')} {rank}: more than the hidden size {fp.hidden_size} of {model_name} "
+            f"(a connection's map is {fp.hidden_size} x {fp.hidden_size}); give {param('rank')} {fp.hidden_size} or less"
+        )
     path, blocks = find_blocks(model)
     connections = parse_connections(spec, fp.num_blocks)
-    per_connection = 2 * fp.hidden_size * rank + (1 if gate == "learned" else 0)
+    per_connection = 2 * fp.hidden_size * rank  # a scheduled gate is a buffer, not a parameter
     solo_total = per_connection * len(connections)
     lora = lora_qv_params(blocks, 4)
     lowest = min(j for _, j in connections)

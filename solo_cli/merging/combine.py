@@ -67,15 +67,21 @@ def refactor(factors: list[tuple[torch.Tensor, torch.Tensor]], rank: int) -> tup
 
 
 def merge_adapters(paths: list[str | Path], weights: list[float], rank: int | None = None) -> MergeResult:
-    """Merge adapters trained on the same base (refused otherwise, naming both)."""
+    """Merge adapters trained on the same base (refused otherwise, naming both).
+
+    ``rank`` defaults to the largest input rank; a larger one than the merge can fill (see
+    :func:`rank_limit`) is refused before the merged adapter is allocated, and so are ``weights``
+    whose weighted maps overflow float32.
+    """
     if len(paths) < 1:
         raise UsageError("give at least one adapter to merge")
     loaded = [load_adapter(p) for p in paths]
-    _check_same_base(paths, [info for _, info in loaded])
-    rank = rank or max(info.config.rank for _, info in loaded)
-    if rank < 1:
-        raise UsageError(f"{param('rank')} {rank}: must be at least 1")
-    plan = _merged_plan(weights, [info for _, info in loaded])
+    infos = [info for _, info in loaded]
+    _check_same_base(paths, infos)
+    plan = _merged_plan(weights, infos)
+    if rank is not None:
+        _check_rank(rank, weights, infos, plan)
+    rank = rank or max(info.config.rank for info in infos)
     first = loaded[0][1]
     out = SoloAdapter(
         AdapterConfig(
@@ -92,9 +98,14 @@ def merge_adapters(paths: list[str | Path], weights: list[float], rank: int | No
         for src, dst in plan:
             key = connection_key(src, dst)
             live = [(w, a.connections[key]) for w, (a, _) in zip(weights, loaded) if w != 0.0 and key in a.connections]
+            name = f"{source_name(src)}->{dst}"
+            if not _fits_float32([conn.B.double() * (w * conn.gate_value()) for w, conn in live]):
+                raise _overflow(weights, name)
             error = _merge_connection(out.connections[key], live, rank)
+            if not _fits_float32([out.connections[key].A, out.connections[key].B]):
+                raise _overflow(weights, name)
             if error is not None:
-                errors[f"{source_name(src)}->{dst}"] = error
+                errors[name] = error
     training = {
         "merged_from": [str(resolve_adapter_path(p)) for p in paths],
         "weights": weights,
@@ -111,6 +122,55 @@ def merge_adapters(paths: list[str | Path], weights: list[float], rank: int | No
         training=training,
     )
     return MergeResult(out, info, errors)
+
+
+def rank_limit(weights: list[float], infos: list[AdapterInfo], plan: list[tuple[int, int]]) -> tuple[int, str]:
+    """The largest rank a merge can fill, and why (for the error that refuses more).
+
+    A connection's weighted sum of maps has rank at most the sum of its contributors' ranks, and at
+    most the hidden size d (the map is d x d). Above that the merged factors would only be padded
+    with zero directions, and a rank above d makes a file solo refuses to read.
+    """
+    ranks: list[int] = []
+    for connection in plan:
+        these = [info.config.rank for w, info in zip(weights, infos) if w != 0.0 and connection in info.config.connections]
+        if sum(these) > sum(ranks):
+            ranks = these
+    hidden = infos[0].fingerprint.hidden_size
+    if hidden < sum(ranks):
+        return hidden, f"a connection's map is {hidden} x {hidden} (the hidden size), so its rank is at most {hidden}"
+    if len(ranks) == 1:
+        return ranks[0], f"every merged connection comes from one input, of rank {ranks[0]} at most"
+    return sum(
+        ranks
+    ), f"a merged connection holds rank {sum(ranks)} at most (the sum of its inputs' ranks, {' + '.join(map(str, ranks))})"
+
+
+def _check_rank(rank: int, weights: list[float], infos: list[AdapterInfo], plan: list[tuple[int, int]]) -> None:
+    if rank < 1:
+        raise UsageError(f"{param('rank')} {rank}: must be at least 1")
+    limit, why = rank_limit(weights, infos, plan)
+    if rank > limit:
+        raise UsageError(
+            f"{param('rank')} {rank}: more than this merge can fill: {why}; "
+            f"give {param('rank')} {limit} or less (a higher rank would only add zero directions)"
+        )
+
+
+_FLOAT32_MAX = float(torch.finfo(torch.float32).max)
+
+
+def _fits_float32(tensors: list[torch.Tensor]) -> bool:
+    """Every value finite and within float32's range (what the adapter file stores)."""
+    return all(bool(torch.isfinite(t).all()) and float(t.abs().max()) <= _FLOAT32_MAX for t in tensors if t.numel())
+
+
+def _overflow(weights: list[float], name: str) -> UsageError:
+    shown = ",".join(f"{w:g}" for w in weights)
+    return UsageError(
+        f"{param('weights')} {shown}: connection {name} overflows when weighted (values beyond float32's "
+        f"{_FLOAT32_MAX:.3g}, which an adapter file cannot hold); use smaller weights"
+    )
 
 
 def _check_same_base(paths: list[str | Path], infos: list[AdapterInfo]) -> None:

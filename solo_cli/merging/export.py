@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from .. import __version__
@@ -28,7 +29,7 @@ from ..engine.blocks import find_blocks
 from ..engine.model_card import render_card
 from ..engine.models import DTYPES, load_config, resolve_dtype
 from ..errors import RuntimeFailure, UsageError, param
-from ..files.atomic import atomic_dir
+from ..files.atomic import atomic_dir, check_writable, write_error
 from ..files.outputs import check_export_target
 from ..inference.load import InferenceModel, load_for_inference
 
@@ -83,6 +84,7 @@ def export_model(
     """
     output = Path(output)
     check_export_target(output, overwrite)  # only an export solo wrote is replaced, never the current folder
+    check_writable(output, "--export")  # a parent that is a file, a read-only folder: refused before the model loads
     adapter_path = resolve_adapter_path(adapter)
     dtype = dtype or stored_dtype(model or read_info(adapter_path).base_model, revision, trust_remote_code)
     target = load_for_inference(
@@ -106,6 +108,11 @@ def export_model(
                     f"export check failed: the exported model's logits differ from base + adapter by {diff:.3g} "
                     f"(tolerance {tolerance} for {dtype}); nothing was written to {output}"
                 )
+    except (
+        OSError,
+        SafetensorError,
+    ) as exc:  # a full disk, a read-only folder: the staging folder is removed, an old export kept
+        raise write_error(exc, output, "--export") from None
     finally:
         target.handle.detach()
     return ExportResult(output, diff, greedy_equal)

@@ -3,8 +3,14 @@
 ``checkpoints/step-N/`` holds ``adapter.safetensors`` (a normal adapter file),
 ``optimizer.safetensors`` (AdamW's moment tensors and the CPU and CUDA RNG states) and
 ``trainer_state.json`` (step, position in the data order, best validation loss, the scheduler's,
-optimizer's and float16 grad scaler's scalar state). The folder is written under a temporary name and renamed, so a
-crash never leaves a half-written checkpoint.
+optimizer's and float16 grad scaler's scalar state, and ``config``: the run's resolved settings,
+shape and base as its config.json has them, so that a checkpoint alone says which run it
+continues). The folder is written under a temporary name and renamed, so a crash never leaves a
+half-written checkpoint. A damaged ``trainer_state.json`` is refused naming the file.
+
+The data position is counted in optimizer steps (``data_steps``, always ``step``). Checkpoints
+from before solo counted micro-batches (``micro_batches``) are converted where the two orders
+provably agree (:func:`_legacy_position`) and refused otherwise.
 """
 
 from __future__ import annotations
@@ -21,11 +27,12 @@ from safetensors.torch import load_file, save_file
 
 from ..engine.adapter import SoloAdapter
 from ..engine.adapter_file import ADAPTER_FILENAME, AdapterInfo, load_adapter, non_finite, save_adapter
-from ..engine.blocks import Fingerprint
+from ..engine.fingerprint import ArchFingerprint
 from ..engine.topology import format_connections
 from ..errors import RuntimeFailure, UsageError, param
 from ..files.atomic import ASIDE_SUFFIX, atomic_dir, write_error
 from .run_folder import RunFolder
+from .shape import RunShape
 from .trainer import Trainer, TrainState
 
 STATE_FILE = "trainer_state.json"
@@ -52,8 +59,11 @@ def _param_names(adapter: SoloAdapter) -> dict[int, str]:
     return {id(p): name for name, p in adapter.named_parameters()}
 
 
-def save_checkpoint(folder: Path, trainer: Trainer, state: TrainState, info: AdapterInfo) -> Path:
+def save_checkpoint(folder: Path, trainer: Trainer, state: TrainState, info: AdapterInfo, config: dict | None = None) -> Path:
     """Write a resumable checkpoint of ``trainer`` at ``state`` into ``folder`` atomically.
+
+    ``config`` is the run's resolved config (what config.json holds), recorded in the checkpoint
+    so that a resume compares against it even when config.json is gone.
 
     A NaN or infinite value in the adapter or the optimizer state is refused (:class:`RuntimeFailure`,
     naming the tensor) before anything is written: a checkpoint is always one a run can resume from.
@@ -85,7 +95,7 @@ def save_checkpoint(folder: Path, trainer: Trainer, state: TrainState, info: Ada
             groups = [{k: v for k, v in g.items() if k != "params"} for g in trainer.optimizer.param_groups]
             payload = {
                 "step": state.step,
-                "micro_batches": state.micro_batches,
+                "data_steps": state.step,  # the position in the data order, in optimizer steps
                 "best_valid_loss": state.best_valid_loss,
                 "last_loss": state.last_loss,
                 "tokens": state.tokens,
@@ -94,9 +104,10 @@ def save_checkpoint(folder: Path, trainer: Trainer, state: TrainState, info: Ada
                 "optimizer_scalars": scalars,
                 "param_order": [index_to_name[i] for i in range(len(index_to_name))],
                 "grad_scaler": trainer.scaler.state_dict() if trainer.scaler.is_enabled() else None,
+                "config": config,
             }
             (staging / STATE_FILE).write_text(json.dumps(payload, indent=2), encoding="utf-8")
-    except OSError as exc:  # a full disk: the staging folder is removed, an older checkpoint kept
+    except (OSError, SafetensorError) as exc:  # a full disk (safetensors says "os error 28"): staging removed, older kept
         raise write_error(exc, folder) from None
     return Path(folder)
 
@@ -146,7 +157,11 @@ def prune_checkpoints(run_dir: Path, keep: int | None) -> None:
 
 
 def find_checkpoint(run_dir: Path, resume: str) -> Path:
-    """``--resume auto``: the newest checkpoint of the run; ``--resume PATH``: that checkpoint folder."""
+    """``--resume auto``: the newest checkpoint of the run; ``--resume PATH``: that checkpoint folder.
+
+    Its ``trainer_state.json`` is read and checked here, so a damaged one is refused (naming it)
+    before anything is loaded or written.
+    """
     resume_flag = param("resume")
     if resume == "auto":
         found = list_checkpoints(run_dir)
@@ -157,31 +172,86 @@ def find_checkpoint(run_dir: Path, resume: str) -> Path:
                     f"first save); start it over with the same command and {param('overwrite')} instead of {resume_flag} auto"
                 )
             raise UsageError(f"{resume_flag} auto: {run_dir} has no checkpoint to resume from; train without {resume_flag}")
-        return found[-1][1]
-    path = Path(resume)
-    if not (path / STATE_FILE).is_file():
-        raise UsageError(f"{resume_flag} {path}: not a checkpoint folder (no {STATE_FILE}); pass checkpoints/step-N or auto")
+        path = found[-1][1]
+    else:
+        path = Path(resume)
+        if not (path / STATE_FILE).is_file():
+            raise UsageError(f"{resume_flag} {path}: not a checkpoint folder (no {STATE_FILE}); pass checkpoints/step-N or auto")
+    read_state(path, resume)
     return path
+
+
+_NUMBER = (int, float)
+# trainer_state.json: each key, the types its value may have, and whether it may be missing (older checkpoints)
+_STATE_KEYS = {
+    "step": ((int,), False),
+    "data_steps": ((int,), True),
+    "micro_batches": ((int,), True),
+    "best_valid_loss": ((*_NUMBER, type(None)), False),
+    "last_loss": ((*_NUMBER, type(None)), False),
+    "tokens": ((int,), False),
+    "scheduler": ((dict,), False),
+    "optimizer_groups": ((list,), False),
+    "optimizer_scalars": ((dict,), False),
+    "param_order": ((list,), False),
+    "grad_scaler": ((dict, type(None)), True),
+    "config": ((dict, type(None)), True),
+}
+
+
+def _state_problems(payload) -> list[str]:
+    if not isinstance(payload, dict):
+        return [f"holds {type(payload).__name__}, not an object"]
+    problems = []
+    for key, (types, optional) in _STATE_KEYS.items():
+        if key not in payload:
+            if not optional:
+                problems.append(f"has no {key}")
+        elif isinstance(payload[key], bool) or not isinstance(payload[key], types):
+            problems.append(f"{key} is {type(payload[key]).__name__}")
+    if not problems and ("data_steps" not in payload) == ("micro_batches" not in payload):
+        problems.append("has neither data_steps nor micro_batches" if "data_steps" not in payload else "has both positions")
+    if not problems and (payload["step"] < 0 or not all(isinstance(n, str) for n in payload["param_order"])):
+        problems.append("holds a negative step or a parameter name that is not a string")
+    return problems
+
+
+def read_state(folder: Path, resume: str | None = None) -> dict:
+    """A checkpoint's trainer_state.json, checked; a damaged one is refused in one line naming it."""
+    path = Path(folder) / STATE_FILE
+    how = f"{param('resume')} {resume or folder}"
+    advice = "delete that checkpoint folder to resume from an earlier one, or start over with --overwrite"
+    try:
+        payload = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else "not JSON"
+        raise UsageError(f"{how}: {path} is damaged ({reason}); {advice}") from None
+    problems = _state_problems(payload)
+    if problems:
+        raise UsageError(f"{how}: {path} is damaged ({'; '.join(problems)}); {advice}")
+    return payload
 
 
 def _read(folder: Path) -> tuple[dict, dict[str, torch.Tensor]]:
     """trainer_state.json and optimizer.safetensors of a checkpoint."""
+    payload = read_state(folder)
     try:
-        payload = json.loads((folder / STATE_FILE).read_text(encoding="utf-8"))
         tensors = load_file(str(folder / OPTIMIZER_FILE))
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError, SafetensorError) as exc:
-        raise UsageError(f"{param('resume')} {folder}: the checkpoint is damaged ({exc}); resume from an earlier one") from None
+    except (OSError, SafetensorError) as exc:
+        raise UsageError(
+            f"{param('resume')} {folder}: {folder / OPTIMIZER_FILE} is damaged ({exc}); resume from an earlier checkpoint"
+        ) from None
     return payload, tensors
 
 
 def _check_adapter(
-    folder: Path, saved: SoloAdapter, info: AdapterInfo, adapter: SoloAdapter, fingerprint: Fingerprint | None
+    folder: Path, saved: SoloAdapter, info: AdapterInfo, adapter: SoloAdapter, arch: ArchFingerprint | None
 ) -> None:
     """Refuse a checkpoint whose base model or adapter shape is not this run's, listing every difference."""
-    if fingerprint is not None and info.fingerprint != fingerprint:
+    if arch is not None and info.fingerprint != arch:
         raise UsageError(
             f"{param('resume')} {folder}: the checkpoint was trained on {info.base_model} ({info.fingerprint.describe()}) "
-            f"but {param('model')} is {fingerprint.describe()}; resume with the run's {param('model')}"
+            f"but {param('model')} is {arch.describe()}; resume with the run's {param('model')}"
         )
     old, new = saved.config, adapter.config
     differences = [
@@ -222,17 +292,46 @@ def _restore_optimizer(trainer: Trainer, payload: dict, tensors: dict[str, torch
     trainer.scheduler.load_state_dict(payload["scheduler"] | {"lr_lambdas": [None] * len(trainer.optimizer.param_groups)})
 
 
-def load_checkpoint(folder: Path, trainer: Trainer, fingerprint: Fingerprint | None = None) -> TrainState:
+def _legacy_position(folder: Path, payload: dict, shape: RunShape | None) -> None:
+    """Accept a checkpoint that counted micro-batches only where its data order is the one steps give.
+
+    Before, a step took the next ``grad_accum`` micro-batches of an endless stream, so a step could
+    borrow from the next epoch. The two orders agree for every step so far when a step is one
+    micro-batch, when an epoch's micro-batches divide into whole steps, or when no step yet
+    reached an epoch's end.
+    """
+    step, micro = payload["step"], payload["micro_batches"]
+    if shape is None:
+        return
+    accum = shape.grad_accum
+    per_epoch = -(-shape.examples // (shape.batch_size * shape.world_size))  # micro-batches an epoch, as counted then
+    if micro == step * accum and (accum == 1 or per_epoch % accum == 0 or step <= per_epoch // accum):
+        return
+    raise UsageError(
+        f"{param('resume')} {folder}: the checkpoint is from a solo that let {param('grad_accum')} steps run past an "
+        f"epoch's end, and its data order differs from this one's after step {per_epoch // accum}; start the run over "
+        f"with {param('overwrite')}"
+    )
+
+
+def load_checkpoint(
+    folder: Path, trainer: Trainer, arch: ArchFingerprint | None = None, shape: RunShape | None = None
+) -> TrainState:
     """Restore adapter, optimizer, scheduler and RNG from ``folder``; return the state to continue from.
 
-    The checkpoint's adapter must have been trained on a base of ``fingerprint`` (when given) with
+    The checkpoint's adapter must have been trained on a base of architecture ``arch`` (when given) with
     this run's connections, rank, gate, source norm and homotopy steps; otherwise one line lists
-    the differences and nothing is changed.
+    the differences and nothing is changed. ``shape`` (this run's) decides whether a checkpoint
+    that counted micro-batches can continue (:func:`_legacy_position`).
     """
     folder = Path(folder)
     payload, tensors = _read(folder)
+    if "data_steps" in payload and payload["data_steps"] != payload["step"]:
+        raise UsageError(f"{param('resume')} {folder}: {folder / STATE_FILE} is damaged (data_steps is not step)")
+    if "micro_batches" in payload:
+        _legacy_position(folder, payload, shape)
     saved, info = load_adapter(folder / ADAPTER_FILENAME)
-    _check_adapter(folder, saved, info, trainer.adapter, fingerprint)
+    _check_adapter(folder, saved, info, trainer.adapter, arch)
     with torch.no_grad():
         for name, value in saved.state_dict().items():
             trainer.adapter.state_dict()[name].copy_(value)
@@ -242,7 +341,6 @@ def load_checkpoint(folder: Path, trainer: Trainer, fingerprint: Fingerprint | N
         trainer.scaler.load_state_dict(payload["grad_scaler"])
     return TrainState(
         step=payload["step"],
-        micro_batches=payload["micro_batches"],
         best_valid_loss=payload["best_valid_loss"],
         last_loss=payload["last_loss"],
         tokens=payload["tokens"],

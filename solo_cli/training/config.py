@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
+import reprlib
 from dataclasses import dataclass, fields
 from pathlib import Path
 
@@ -25,11 +26,16 @@ import yaml
 # starts, and must not import torch to show --help (tests/cli/test_train_options.py checks).
 from ..data.spec import DataSpec
 from ..engine.adapter_config import SOURCE_NORMS, TRAINABLE_GATES
+from ..engine.quantization import QUANTIZE_CHOICES  # torch-free, as this module must be
 from ..errors import UsageError, param
+from ..inference.generation_settings import SEED_MAX  # torch-free, as this module must be
 from .trackers import REPORT_TO, check_report_to
 
 LR_SCHEDULES = ("linear", "cosine", "constant")
 DTYPE_NAMES = ("auto", "float32", "bfloat16", "float16")  # auto: solo_cli/engine/precision.py
+# AdamW moves every weight of A and B by about lr per step: above 1 a run only diverges or saturates
+# (--lr 1e6 ended "successfully" at the untrained loss). The default is 2e-2.
+MAX_LR = 1.0
 
 
 @dataclass(frozen=True)
@@ -79,7 +85,9 @@ class TrainConfig:
     # adapter
     # Defaults: plan, gate, source norm and lr from the CPU proxy (bench/results/e2e-proxy.md); rank from the
     # full protocol on a GPU (bench/results/e2e-full.md).
-    connections: str = option("chain", "top:N[:S], mirror[:N], chain:K or '3->9,5->11' (emb = -1).")
+    connections: str = option(
+        "chain", "top:N[:S], mirror[:N], chain:K or '3->9,5->11' (emb = -1); + joins plans: chain:1+chain:5."
+    )
     rank: int = option(3, "Rank of every connection.")
     gate: str = option(
         "schedule",
@@ -89,6 +97,9 @@ class TrainConfig:
     )
     source_norm: str = option("rms", "Normalise each source h_i before A: rms (default) or none.", choices=SOURCE_NORMS)
     homotopy_steps: int | None = option(None, "Steps of the 0->1 ramp for --gate schedule.")  # None: 10% of the steps
+    homotopy_fraction: float | None = option(  # None: 0.1, or --homotopy-steps when that is given
+        None, "Share of the run's steps the --gate schedule ramp takes, in (0, 1] (default 0.1); or give --homotopy-steps."
+    )
     # data
     max_seq_length: int = option(256, "Tokens per example (longer ones are cut).")
     train_on_prompt: bool = option(False, "Take loss on prompt tokens too.")
@@ -109,6 +120,7 @@ class TrainConfig:
     )
     grad_accum: int = option(1, "Micro-batches per optimizer step.")
     lr: float = option(2e-2, "Peak learning rate.")
+    lr_b_ratio: float = option(1.0, "B's learning rate is --lr times this (A's is --lr); above 1 trains B faster, as LoRA+ does.")
     warmup: int = option(0, "Linear warm-up steps.")
     schedule: str = option("linear", "Learning-rate schedule: linear, cosine or constant.", choices=LR_SCHEDULES)
     weight_decay: float = option(0.0, "AdamW weight decay on A and B.")
@@ -135,6 +147,12 @@ class TrainConfig:
     overwrite: bool = option(False, "Replace a run already in --output.")
     resume: str | None = option(None, "Continue from 'auto' (the newest checkpoint in --output) or a checkpoint folder.")
     keep_checkpoints: int | None = option(None, "Keep only the newest N checkpoints.")  # None: keep every checkpoint
+    quantize: str = option(
+        "none",
+        "Load the base's linear weights quantized: nf4 or fp4 (4-bit), int8 (bitsandbytes), torchao-int8; "
+        "the adapter stays float32. Needs pip install 'solo-cli[quantize]'.",
+        choices=QUANTIZE_CHOICES,
+    )
 
     def validate(self) -> TrainConfig:
         """Raise one error naming every bad value (each parameter marked with :func:`param`)."""
@@ -154,25 +172,35 @@ class TrainConfig:
             problems.append(exc.text)
         if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", self.device):
             bad("device", "use auto, cpu, cuda, cuda:N or mps")
-        for name in ("rank", "batch_size", "grad_accum", "max_seq_length", "log_every"):
+        for name in ("rank", "batch_size", "grad_accum", "log_every"):
             if getattr(self, name) < 1:
                 bad(name, "must be at least 1")
+        if self.max_seq_length < 2:  # the loss scores each token from its predecessors: one token trains nothing
+            bad("max_seq_length", "must be at least 2 (the loss scores each token after the first); e.g. 256")
+        if not 0 <= self.seed <= SEED_MAX:
+            bad("seed", f"must be between 0 and {SEED_MAX} (2**32 - 1); pick a seed in that range")
+        if math.isfinite(self.lr) and self.lr > MAX_LR:
+            bad("lr", f"above {MAX_LR:g}, every update moves A and B by about that much and the run diverges; use e.g. 2e-2")
         for name in ("max_steps", "eval_every", "save_every", "homotopy_steps", "keep_checkpoints", "num_proc"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 bad(name, "must be at least 1")
-        for name in ("epochs", "lr", "max_grad_norm"):
+        for name in ("epochs", "lr", "lr_b_ratio", "max_grad_norm"):
             if not (math.isfinite(getattr(self, name)) and getattr(self, name) > 0):
                 bad(name, "must be a positive number")
         for name in ("warmup", "max_eval_rows"):
             if getattr(self, name) < 0:
                 bad(name, "must be 0 or more")
+        if self.homotopy_fraction is not None and not (0 < self.homotopy_fraction <= 1):
+            bad("homotopy_fraction", "must be in (0, 1], e.g. 0.3 for a ramp over the first 30% of the steps")
+        if self.homotopy_fraction is not None and self.homotopy_steps is not None:
+            problems.append(f"{param('homotopy_fraction')} and {param('homotopy_steps')} both set the ramp's length; give one")
         if not (0 <= self.label_smoothing < 1):
             bad("label_smoothing", "must be in [0, 1)")
         if not (self.weight_decay >= 0 and math.isfinite(self.weight_decay)):
             bad("weight_decay", "must be 0 or more")
         if not str(self.output).strip():  # "" would write the run into the current folder
             bad("output", "is empty; name the run folder, e.g. runs/solo")
-        if self.resume is not None and self.overwrite:
+        if self.resume == "auto" and self.overwrite:  # --resume PATH --overwrite: see run.check_output
             problems.append(
                 f"{param('resume')} and {param('overwrite')} contradict each other: "
                 "resume continues the run, overwrite replaces it"
@@ -184,9 +212,21 @@ class TrainConfig:
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
+    def ramp_steps(self, steps: int) -> int:
+        """The schedule gate's 0->1 ramp, in optimizer steps, for a run of ``steps``: --homotopy-steps, else
+        --homotopy-fraction (default 0.1) of the run, rounded down, at least 1."""
+        if self.homotopy_steps is not None:
+            return self.homotopy_steps
+        fraction = 0.1 if self.homotopy_fraction is None else self.homotopy_fraction
+        return max(1, math.floor(steps * fraction + 1e-9))  # 1e-9: 90 x 0.7 is 62.99999... in floating point
+
     def data_spec(self) -> DataSpec:
         """``data`` with its split, config and column fields, as the data layer reads it (checked there)."""
         return DataSpec.of(self)
+
+
+_shown = reprlib.Repr()  # a YAML value in a message: nested or long values shortened with ...
+_shown.maxlevel, _shown.maxlist, _shown.maxdict, _shown.maxstring, _shown.maxother = 2, 4, 4, 60, 60
 
 
 def _coerce(name: str, value, annotation: str):
@@ -204,7 +244,7 @@ def _coerce(name: str, value, annotation: str):
                 return float(value), None
             except ValueError:
                 pass
-    return None, f"{name} must be {' or '.join(base)}, got {value!r}"
+    return None, f"{name} must be {' or '.join(base)}, got {_shown.repr(value)}"
 
 
 def _check(f: dataclasses.Field, value):
@@ -213,19 +253,45 @@ def _check(f: dataclasses.Field, value):
     spec = option_of(f)
     retired = [old for old, _ in spec.retired]  # left to validate(), which says why
     if problem is None and spec.choices and value is not None and value not in (*spec.choices, *retired):
-        problem = f"{f.name} must be one of {', '.join(spec.choices)}, got {value!r}"
+        problem = f"{f.name} must be one of {', '.join(spec.choices)}, got {_shown.repr(value)}"
     return value, problem
+
+
+_YAML_DEPTH = 8  # a config is option: value pairs (depth 1); deeper nesting is refused before it is built
+
+
+class _ConfigLoader(yaml.SafeLoader):
+    """safe_load without aliases (``*name``: a billion-laughs file expands to gigabytes) or deep nesting
+    (which recurses past Python's limit): both are refused at the node, before anything is built."""
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            mark = self.peek_event().start_mark
+            raise yaml.composer.ComposerError(
+                None, None, f"line {mark.line + 1}: aliases (*name) are not allowed; write the value out", None
+            )
+        self._depth = getattr(self, "_depth", 0) + 1
+        try:
+            if self._depth > _YAML_DEPTH:
+                mark = self.peek_event().start_mark
+                raise yaml.composer.ComposerError(
+                    None, None, f"line {mark.line + 1}: nested more than {_YAML_DEPTH} levels deep", None
+                )
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
 
 
 def load_yaml(path: str | Path) -> dict:
     """Read a YAML config and check it: unknown keys, wrong types and bad choices are listed in one error."""
     path = Path(path)
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        raw = yaml.load(path.read_text(encoding="utf-8"), Loader=_ConfigLoader)  # noqa: S506 (a SafeLoader)
     except OSError as exc:
         raise UsageError(f"{param('config')} {path}: cannot read it ({exc.strerror})") from None
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        raise UsageError(f"{param('config')} {path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    except (yaml.YAMLError, UnicodeDecodeError, RecursionError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else "nested too deeply"
+        raise UsageError(f"{param('config')} {path}: not valid YAML ({first})") from None
     if raw is None:
         return {}
     if not isinstance(raw, dict):
@@ -250,5 +316,10 @@ def load_yaml(path: str | Path) -> dict:
 def build_config(yaml_path: str | Path | None, overrides: dict) -> TrainConfig:
     """Defaults, then the YAML file, then the flags that were given (``None`` means not given)."""
     values = load_yaml(yaml_path) if yaml_path else {}
+    if values:  # the file's values pass the checks the flags pass, and a bad one is blamed on the file
+        try:
+            TrainConfig(**values).validate()
+        except UsageError as exc:
+            raise UsageError(f"{param('config')} {yaml_path}: {exc.text}; fix the values in the file") from None
     values.update({k: v for k, v in overrides.items() if v is not None})
     return TrainConfig(**values).validate()

@@ -1,4 +1,9 @@
-"""Whether a run may be resumed with the settings given: those of the run it continues, and its data."""
+"""Whether a run may be resumed with the settings given: those of the run it continues, its data, shape and base.
+
+What the run was is read from the checkpoint itself (``trainer_state.json`` records the run's
+resolved config), else, for a checkpoint from before that, from the run's ``config.json``; a
+checkpoint with neither is refused, since nothing would say what it continues.
+"""
 
 from __future__ import annotations
 
@@ -7,9 +12,11 @@ from pathlib import Path
 
 from ..data.sources import load_source
 from ..errors import UsageError, param
+from .checkpoint import read_state
 from .config import TrainConfig
 from .run_folder import RunFolder
-from .train_data import source_fingerprint
+from .shape import RunShape, run_differences
+from .train_data import source_digests
 
 # Flags that may differ when a run is resumed: they change what is logged, kept or where it runs,
 # never the arithmetic of the run (every other TrainConfig field must be the run's).
@@ -37,13 +44,13 @@ _COMPARED_RESOLVED = ("connections", "homotopy_steps")  # compared once resolved
 _BEFORE_RECORDED = {"group_by_length": False}
 
 
-def data_fingerprint(cfg: TrainConfig) -> dict[str, str | None]:
+def data_sha256(cfg: TrainConfig) -> dict[str, str | None]:
     """What identifies the training (and validation) rows, recorded in config.json at the start of a run.
 
     A file's sha256 (as solo has always recorded), or the ``datasets`` fingerprint of a
     ``save_to_disk`` folder's or a Hub dataset's split.
     """
-    return source_fingerprint(load_source(cfg.data_spec(), cfg.num_proc))
+    return source_digests(load_source(cfg.data_spec(), cfg.num_proc))
 
 
 def _shown(value) -> str:
@@ -58,11 +65,22 @@ def _same_path(a, b) -> bool:
     return a == b or (isinstance(a, str) and isinstance(b, str) and Path(a).resolve() == Path(b).resolve())
 
 
-def _run_config(out: Path, checkpoint: Path) -> dict | None:
-    """config.json of the run ``checkpoint`` belongs to (that of ``out`` if it is not in a run's checkpoints/)."""
+def recorded_config(out: Path, checkpoint: Path) -> dict:
+    """The resolved config of the run ``checkpoint`` continues: the checkpoint's own record, else the config.json of
+    the run it belongs to (that of ``out`` if it is not in a run's checkpoints/); refused when there is neither."""
+    recorded = read_state(checkpoint).get("config")
+    if isinstance(recorded, dict):
+        return recorded
     owner = RunFolder.of_checkpoint(checkpoint)
     recorded = owner.read_config() if owner else None
-    return recorded if recorded is not None else RunFolder(out, writes=False).read_config()
+    recorded = recorded if recorded is not None else RunFolder(out, writes=False).read_config()
+    if recorded is None:
+        where = (owner or RunFolder(out)).config
+        raise UsageError(
+            f"{param('resume')} {checkpoint}: nothing records the settings of the run it continues (the checkpoint is "
+            f"from an older solo and {where} is missing or damaged); restore that config.json, or start a new run"
+        )
+    return recorded
 
 
 def _setting_differences(cfg: TrainConfig, recorded: dict, dtype: str | None = None) -> list[str]:
@@ -88,7 +106,7 @@ def _data_differences(cfg: TrainConfig, recorded: dict) -> list[str]:
         return []
     differences = []
     source = load_source(cfg.data_spec(), cfg.num_proc)
-    now = source_fingerprint(source)
+    now = source_digests(source)
     for part, path in (("train", source.train.name), ("valid", source.valid.name if source.valid else None)):
         if sha.get(part) != now[part]:
             old, new = (str(v)[:12] if v else "none" for v in (sha.get(part), now[part]))
@@ -100,17 +118,32 @@ def check_resume(cfg: TrainConfig, out: Path, checkpoint: Path, dtype: str | Non
     """Refuse to resume with settings other than the run's (its config.json), listing each difference.
 
     Compared: every TrainConfig field but those in :data:`RESUME_MAY_CHANGE`, and the sha256 of
-    the data files; ``dtype`` is what ``--dtype`` (``auto``) resolves to on this hardware. The model's fingerprint and the adapter's shape (connections and homotopy
-    steps as resolved on the model, so ``chain`` and its spelled-out plan are the same) are
-    compared with the checkpoint itself when it is loaded (:func:`solo_cli.training.checkpoint.load_checkpoint`).
+    the data files; ``dtype`` is what ``--dtype`` (``auto``) resolves to on this hardware. The
+    model's architecture fingerprint and the adapter's shape (connections and homotopy steps as
+    resolved on the model, so ``chain`` and its spelled-out plan are the same) are compared with
+    the checkpoint itself when it is loaded (:func:`solo_cli.training.checkpoint.load_checkpoint`),
+    and the run's shape and base weights by :func:`check_run`.
     """
-    recorded = _run_config(out, checkpoint)
-    if recorded is None:
-        return
-    differences = _setting_differences(cfg, recorded, dtype) + _data_differences(cfg, recorded)
-    if differences:
+    recorded = recorded_config(out, checkpoint)
+    found = _setting_differences(cfg, recorded, dtype) + _data_differences(cfg, recorded)
+    if found:
         raise UsageError(
             f"{param('resume')} {cfg.resume}: {checkpoint} belongs to a run started with other settings: "
-            f"{', '.join(differences)}; resume with the run's flags (its config.json), or start a new run in another "
+            f"{', '.join(found)}; resume with the run's flags (its config.json), or start a new run in another "
             f"{param('output')}"
+        )
+
+
+def check_run(checkpoint: Path, out: Path, shape: RunShape, base: dict, model: str) -> None:
+    """Refuse to resume a run of another shape (processes, global batch, steps, ramp) or on other base weights.
+
+    Run once the model and data are loaded (the shape needs the number of examples), on every
+    process; one line lists every difference. Parts the run did not record are not compared.
+    """
+    found = run_differences(recorded_config(out, checkpoint), shape, base, model)
+    if found:
+        raise UsageError(
+            f"{param('resume')} {checkpoint}: this run would not continue the one it resumes: {', '.join(found)}; "
+            f"resume it as it was started (the same processes, {param('batch_size')} and {param('grad_accum')}, and "
+            f"weights), or start a new run in another {param('output')}"
         )

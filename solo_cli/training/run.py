@@ -10,24 +10,18 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import tempfile
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-from transformers import set_seed
-
 from .. import __version__
-from ..data.encode import EncodedData, context_length
-from ..data.sources import check_location
-from ..engine.adapter import AdapterConfig, SoloAdapter, attach
+from ..engine.adapter import SoloAdapter, attach
 from ..engine.adapter_file import AdapterInfo
-from ..engine.blocks import Fingerprint, fingerprint
 from ..engine.loss import evaluate_loss
-from ..engine.models import LoadedModel, load_model
-from ..engine.precision import PIN_VARIABLE, resolve_precision
-from ..engine.topology import format_connections, parse_connections
+from ..engine.precision import resolve_precision
+from ..engine.topology import format_connections
 from ..errors import UsageError, param
 from ..files import lock
 from ..files.outputs import describe, is_run_folder, refuse_current_folder, remove_run_outputs, run_outputs
@@ -35,31 +29,12 @@ from . import distributed
 from .checkpoint import clean_staging, find_checkpoint, load_checkpoint, prune_checkpoints, save_checkpoint
 from .compiled import compiled_blocks
 from .config import TrainConfig
-from .distributed import DistContext
 from .memory import activation_checkpointing
-from .resume import check_resume, data_fingerprint
+from .prepared import PreparedRun, prepare, resolve_device  # noqa: F401 (prepare: re-exported, as before)
+from .resume import check_resume, check_run, data_sha256
 from .run_folder import RunFolder
-from .sampler import total_steps
-from .trackers import NoTracker, open_tracker, tracked_values
-from .train_data import load_run_data
+from .trackers import TENSORBOARD_DIR, NoTracker, open_tracker, tracked_values
 from .trainer import Callback, Interrupted, Trainer, TrainState
-
-
-def resolve_device(name: str, ctx: DistContext | None = None) -> torch.device:
-    """``auto`` picks CUDA when present; asking for CUDA without it is a usage error.
-
-    Under torchrun each process on CUDA takes the GPU of its LOCAL_RANK.
-    """
-    ctx = ctx or DistContext()
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda" and ctx.enabled and torch.cuda.is_available():
-        name = f"cuda:{ctx.local_rank}"
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise UsageError(f"{param('device')} {name}: no CUDA device is available here; use {param('device')} cpu (or auto)")
-    if name == "mps" and not torch.backends.mps.is_available():
-        raise UsageError(f"{param('device')} mps: MPS is not available here; use {param('device')} cpu (or auto)")
-    return torch.device(name)
 
 
 def param_summary(model, adapter: SoloAdapter) -> dict:
@@ -69,71 +44,21 @@ def param_summary(model, adapter: SoloAdapter) -> dict:
     return {"trainable": trainable, "total": total, "percent": 100.0 * trainable / total}
 
 
-@dataclass
-class PreparedRun:
-    cfg: TrainConfig
-    loaded: LoadedModel
-    fingerprint: Fingerprint
-    adapter: SoloAdapter
-    train: EncodedData
-    valid: EncodedData | None
-    steps: int
-    device: torch.device
-    ctx: DistContext
-    data_sha256: dict | None = None  # what identifies the training and validation rows (config.json, --resume)
-
-
-def _agreed_dtype(dtype: str, ctx: DistContext, device) -> str:
-    """``--dtype``, with ``auto`` resolved by the first process for all of them under a distributed launch
-    (each measuring for itself could choose differently, and the processes must compute alike)."""
-    if dtype != "auto" or not ctx.enabled or os.environ.get(PIN_VARIABLE):  # pinned: every process agrees already
-        return dtype
-    first_bf16 = resolve_precision("auto", device).dtype == "bfloat16" if ctx.rank == 0 else False
-    return "bfloat16" if ctx.sum([float(first_bf16)], device)[0] > 0.5 else "float32"
-
-
-def prepare(cfg: TrainConfig, loaded: LoadedModel | None = None, ctx: DistContext | None = None) -> PreparedRun:
-    """Load (or take) the model, read and tokenize the data, and build a fresh adapter.
-
-    Under a distributed launcher (``ctx`` from the environment) this joins the process group.
-    """
-    if not cfg.data:
-        raise UsageError(f"{param('data')} is required: a .jsonl file or a folder with train.jsonl")
-    check_location(cfg.data_spec())  # a missing --data is refused before the model loads
-    ctx = ctx or distributed.from_env()
-    device = resolve_device(cfg.device, ctx)
-    distributed.init(ctx, device)
-    loaded = loaded or load_model(
-        cfg.model,
-        revision=cfg.revision,
-        dtype=_agreed_dtype(cfg.dtype, ctx, device),
-        device=str(device),
-        trust_remote_code=cfg.trust_remote_code,
-    )
-    fp = fingerprint(loaded.model)
-    connections = parse_connections(cfg.connections, fp.num_blocks)
-    context = context_length(loaded.model)
-    data = load_run_data(cfg, loaded.tokenizer, context, ctx)  # tokenized through datasets, cached
-    train, valid = data.train, data.valid
-    if valid is not None and cfg.max_eval_rows:
-        valid.examples = valid.examples[: cfg.max_eval_rows]
-    steps = total_steps(cfg, len(train.examples), ctx.world_size)
-    homotopy = cfg.homotopy_steps or max(1, steps // 10)
-    set_seed(cfg.seed)
-    adapter = SoloAdapter(AdapterConfig(connections, cfg.rank, cfg.gate, homotopy, fp.hidden_size, source_norm=cfg.source_norm))
-    return PreparedRun(cfg, loaded, fp, adapter, train, valid, steps, device, ctx, data.fingerprint)
-
-
-def check_output(cfg: TrainConfig) -> Path:
+def check_output(cfg: TrainConfig, *, replace: bool = True) -> Path:
     """Take ``--output`` for this run, or refuse in one line; nothing is loaded yet.
 
     The folder's lock (:mod:`solo_cli.files.lock`) is taken before anything is written and held until
     :func:`execute` ends (call :func:`solo_cli.files.lock.release` if the run never gets there). A folder
-    holding a run is refused unless ``--resume`` (whose settings must be the run's) or
-    ``--overwrite`` (which deletes only what solo wrote there, and never in the current folder or
-    one above it); a folder whose solo output names hold files solo did not write is refused
+    holding a run is refused unless ``--resume`` continues that run (its settings must be the run's) or
+    ``--overwrite`` replaces it (deleting only what solo wrote there, and never in the current folder or
+    one above it); ``--resume PATH`` of another run's checkpoint replaces it too, so it needs
+    ``--overwrite``. A folder whose solo output names hold files solo did not write is refused
     either way. Staging folders left by a killed save are tidied. Under a distributed launcher only
     rank 0 touches the folder.
+
+    ``replace=False`` leaves the run that ``--overwrite`` replaces in place: call :func:`replace_output`
+    once the new run's model and data have loaded (:func:`prepare`), so that a bad row or a mistyped
+    ``--model`` loses nothing.
     """
     out, output = Path(cfg.output), param("output")
     if not distributed.from_env().is_main:
@@ -149,33 +74,88 @@ def check_output(cfg: TrainConfig) -> Path:
     lock.acquire(out, output)  # the lock's file is also the probe that the folder is writable
     try:
         _take_folder(cfg, out)
+        if replace:
+            replace_output(cfg)
     except BaseException:
         lock.release(out)
         raise
     return out
 
 
+def _continues_another_run(cfg: TrainConfig, out: Path) -> bool:
+    """``--resume PATH`` of a checkpoint outside ``out``: the run in ``out`` (if any) is not the one continued."""
+    if cfg.resume in (None, "auto"):
+        return False
+    resolved = Path(cfg.resume).resolve()
+    return resolved != out.resolve() and out.resolve() not in resolved.parents
+
+
 def _take_folder(cfg: TrainConfig, out: Path) -> None:
-    """Holding the lock: refuse a folder solo may not write in, then clear it for a new run or check the resume."""
+    """Holding the lock: refuse a folder solo may not write in, or a run it may not replace; check the resume.
+
+    Nothing is deleted here (:func:`replace_output` does that once everything has been checked).
+    """
     output, present = param("output"), run_outputs(out)
     if present and not is_run_folder(out):
         raise UsageError(
             f"{output} {out}: holds {', '.join(present)} that are not a solo run's outputs; "
             "solo never replaces them; choose another folder"
         )
-    if present and cfg.resume is None:
+    elsewhere = _continues_another_run(cfg, out)
+    if cfg.resume is not None and cfg.overwrite and not elsewhere:
+        raise UsageError(
+            f"{param('resume')} {cfg.resume} and {param('overwrite')} contradict each other: "
+            "resume continues the run, overwrite replaces it"
+        )
+    if present and (cfg.resume is None or elsewhere):
         if not cfg.overwrite:
+            because = f"; {param('resume')} {cfg.resume} is another run's checkpoint and would replace it" if elsewhere else ""
             raise UsageError(
-                f"{output} {out}: already holds a run ({', '.join(present)}); pass {param('overwrite')} or choose another folder"
+                f"{output} {out}: already holds a run ({', '.join(present)}){because}; "
+                f"pass {param('overwrite')} or choose another folder"
             )
         refuse_current_folder(out, output)
     if present:
         clean_staging(out)
+    if cfg.report_to == "tensorboard":
+        _probe_tensorboard(out)
     if cfg.resume is not None:
         dtype = resolve_precision(cfg.dtype, resolve_device(cfg.device)).dtype
-        check_resume(cfg, out, find_checkpoint(out, cfg.resume), dtype)
-    elif present:
+        # another run's checkpoint is compared with its own run, never with the run it replaces here
+        check_resume(cfg, Path(cfg.resume) if elsewhere else out, find_checkpoint(out, cfg.resume), dtype)
+
+
+def _probe_tensorboard(out: Path) -> None:
+    """``--report-to tensorboard`` writes into ``out/tensorboard/``: refuse now if that folder cannot be written."""
+    folder = out / TENSORBOARD_DIR
+    if not folder.is_dir():
+        return  # made by the writer, in ``out``, which the lock has shown writable
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".solo-write-test.", dir=folder)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise UsageError(
+            f"{param('output')} {out}: cannot write in {folder} ({exc.strerror or exc}), where "
+            f"{param('report_to')} tensorboard logs; make it writable, or choose another {param('output')}"
+        ) from None
+
+
+def replace_output(cfg: TrainConfig) -> None:
+    """Delete the run ``--overwrite`` replaces in ``--output`` (only what solo wrote there), holding the lock
+    :func:`check_output` took. Nothing to do for a new folder or a run that is continued."""
+    out = Path(cfg.output)
+    if not distributed.from_env().is_main or not cfg.overwrite or not run_outputs(out):
+        return
+    if cfg.resume is not None and not _continues_another_run(cfg, out):
+        return
+    try:
         remove_run_outputs(out)
+    except OSError as exc:
+        raise UsageError(
+            f"{param('output')} {out}: cannot replace the run there ({exc.strerror or exc}: {exc.filename}); "
+            f"make the folder writable, or choose another {param('output')}"
+        ) from None
 
 
 @dataclass
@@ -198,8 +178,11 @@ def _resolved_config(run: PreparedRun) -> dict:
         "trainable_params": run.adapter.num_parameters(),
         "dtype_resolved": run.loaded.precision.dtype,  # what --dtype (auto) became on this hardware, and why
         "dtype_reason": run.loaded.precision.reason,
+        "precision": run.loaded.precision.to_dict(),
         "solo_version": __version__,
-        "data_sha256": run.data_sha256 or data_fingerprint(run.cfg),  # a resume refuses other data
+        "data_sha256": run.data_sha256 or data_sha256(run.cfg),  # a resume refuses other data
+        "run_shape": run.shape.to_dict() if run.shape else None,  # a resume refuses another shape
+        **(run.base or {}),  # base_commit, weights_digest: a resume refuses other base weights
     }
 
 
@@ -219,6 +202,7 @@ def _info(run: PreparedRun, state: TrainState, started: float) -> AdapterInfo:
         "seed": cfg.seed,
         "dtype": run.loaded.precision.dtype,  # the base's dtype as trained (--dtype auto resolved)
         "dtype_reason": run.loaded.precision.reason,
+        "quantize": run.loaded.precision.quantize,  # the base's quantization as trained (none, nf4, ..., gptq)
         "data": str(cfg.data),
         "train_on_prompt": cfg.train_on_prompt,
         "seconds": round(time.perf_counter() - started, 2),
@@ -226,7 +210,7 @@ def _info(run: PreparedRun, state: TrainState, started: float) -> AdapterInfo:
     }
     return AdapterInfo(
         config=run.adapter.config,
-        fingerprint=run.fingerprint,
+        fingerprint=run.arch_fingerprint,
         base_model=run.loaded.name,
         base_revision=run.loaded.revision,
         data_format=run.train.fmt,
@@ -270,7 +254,10 @@ class _Execution:
         self.last_checkpoint: tuple[int, Path] | None = None  # so an interrupt right after a save does not save again
         self.tracker = NoTracker()  # --report-to: opened by track(), closed by execute()
         pad_id = run.loaded.tokenizer.pad_token_id
-        self.trainer = Trainer(run.loaded.model, run.adapter, run.cfg, pad_id, run.device, run.steps, self.report, run.ctx)
+        self.trainer = Trainer(
+            run.loaded.model, run.adapter, run.cfg, pad_id, run.device, run.steps, self.report, run.ctx, run.loaded.precision
+        )
+        self.record = _resolved_config(run)  # config.json, and recorded in every checkpoint
 
     def report(self, event: str, info: dict) -> None:
         """The trainer's callback: every step record goes to metrics.jsonl, then on to the caller."""
@@ -282,13 +269,15 @@ class _Execution:
 
     def begin(self) -> TrainState:
         """The state to train from: the checkpoint's with ``--resume``; else a fresh one, with config.json written."""
-        cfg = self.run.cfg
+        run, cfg = self.run, self.run.cfg
         if cfg.resume is None:
             if self.folder.writes:
-                self.folder.write_config(_resolved_config(self.run))
+                self.folder.write_config(self.record)
             return TrainState()
         checkpoint = find_checkpoint(self.folder.root, cfg.resume)
-        state = load_checkpoint(checkpoint, self.trainer, self.run.fingerprint)
+        if run.shape is not None:
+            check_run(checkpoint, self.folder.root, run.shape, run.base or {}, cfg.model)
+        state = load_checkpoint(checkpoint, self.trainer, run.arch_fingerprint, run.shape)
         self.folder.truncate_metrics(state.step)
         self.callback("resume", {"step": state.step, "path": str(checkpoint)})
         return state
@@ -318,7 +307,7 @@ class _Execution:
         """The trainer's ``on_save``: write checkpoints/step-N and keep only the newest ``keep_checkpoints``."""
         folder = self.folder.checkpoint(state.step)
         if self.folder.writes:
-            save_checkpoint(folder, self.trainer, state, _info(self.run, state, self.started))
+            save_checkpoint(folder, self.trainer, state, _info(self.run, state, self.started), self.record)
             prune_checkpoints(self.folder.root, self.run.cfg.keep_checkpoints)
             self.callback("save", {"step": state.step, "path": str(folder)})
         self.ctx.barrier()  # no rank runs ahead of a checkpoint it may be asked to resume from

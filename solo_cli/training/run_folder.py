@@ -3,23 +3,29 @@
 ``adapter.safetensors`` (the final adapter), ``best/adapter.safetensors`` (the best on the
 validation data), ``checkpoints/step-N/`` (see checkpoint.py), ``metrics.jsonl`` (one line per
 logged step or evaluation), ``config.json`` (the resolved settings), ``loss.png``, ``README.md`` (the
-final adapter's model card, written when the run finishes) and, with ``--report-to tensorboard``,
+final adapter's model card, written when the run finishes, unless a README.md solo did not write is
+there by then: solo never replaces a card it did not write) and, with ``--report-to tensorboard``,
 ``tensorboard/`` (event files; see trackers.py).
 
 Under a distributed launcher every process knows the paths but only rank 0 writes: a folder made
-with ``writes=False`` writes nothing.
+with ``writes=False`` writes nothing. A write that fails (a full disk, a folder made read-only) raises
+one line naming the file (:func:`~solo_cli.files.atomic.write_error`, exit 1).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..engine.adapter import SoloAdapter
 from ..engine.adapter_file import ADAPTER_FILENAME, AdapterInfo, save_adapter
 from ..engine.model_card import render_card
-from ..files.atomic import write_json, write_text
+from ..errors import UsageError
+from ..files.atomic import write_error, write_json, write_text
+from ..files.outputs import is_solo_card
 from .plot import plot_losses
 
 CONFIG_FILE = "config.json"
@@ -28,6 +34,25 @@ PLOT_FILE = "loss.png"
 CARD_FILE = "README.md"
 BEST_DIR = "best"
 CHECKPOINTS_DIR = "checkpoints"
+
+
+@contextlib.contextmanager
+def _writing(path: Path) -> Iterator[None]:
+    """An OSError while writing ``path`` (a full disk) becomes one line naming it and --output."""
+    try:
+        yield
+    except OSError as exc:
+        raise write_error(exc, path) from None
+
+
+def _record_step(line: str) -> int | None:
+    """The step of one metrics.jsonl line, or None when the line is not a whole record."""
+    try:
+        record = json.loads(line)
+    except ValueError:
+        return None
+    step = record.get("step") if isinstance(record, dict) else None
+    return step if isinstance(step, int) and not isinstance(step, bool) else None
 
 
 @dataclass(frozen=True)
@@ -85,20 +110,33 @@ class RunFolder:
 
     def write_config(self, values: dict) -> None:
         if self.writes:
-            write_json(self.config, values)
+            with _writing(self.config):
+                write_json(self.config, values)
 
     def log(self, line: dict) -> None:
         """Append one record to metrics.jsonl."""
         if self.writes:
-            with self.metrics.open("a", encoding="utf-8") as handle:
+            with _writing(self.metrics), self.metrics.open("a", encoding="utf-8") as handle:
                 handle.write(json.dumps(line) + "\n")
 
     def truncate_metrics(self, step: int) -> None:
-        """Drop metric lines logged after ``step`` (on resume: they belong to the part of the run being redone)."""
-        if self.writes and self.metrics.is_file():
-            lines = self.metrics.read_text(encoding="utf-8").splitlines()
-            kept = [line for line in lines if line.strip() and json.loads(line)["step"] <= step]
-            write_text(self.metrics, "".join(line + "\n" for line in kept))
+        """Drop metric lines logged after ``step`` (on resume: they belong to the part of the run being redone).
+
+        A last line that is not a whole record was torn by a crash while it was written, and is
+        dropped; any other line that is not a record is refused, naming it (nothing is rewritten).
+        """
+        if not (self.writes and self.metrics.is_file()):
+            return
+        lines = [line for line in self.metrics.read_text(encoding="utf-8", errors="replace").splitlines() if line.strip()]
+        steps = [_record_step(line) for line in lines]
+        if steps and steps[-1] is None:
+            lines, steps = lines[:-1], steps[:-1]  # torn by a crash mid-write
+        bad = next((n for n, s in enumerate(steps) if s is None), None)
+        if bad is not None:
+            raise UsageError(
+                f"{self.metrics}: line {bad + 1} is not a metrics record; fix or delete that line, then resume again"
+            )
+        write_text(self.metrics, "".join(line + "\n" for line, s in zip(lines, steps) if s <= step))
 
     def save_adapter(self, adapter: SoloAdapter, info: AdapterInfo) -> None:
         """The final adapter."""
@@ -110,12 +148,18 @@ class RunFolder:
         if self.writes:
             save_adapter(self.best, adapter, info)
 
-    def write_card(self, info: AdapterInfo) -> None:
-        """README.md: the model card of the final adapter (``info``: its header)."""
-        if self.writes:
+    def write_card(self, info: AdapterInfo) -> bool:
+        """README.md: the model card of the final adapter (``info``: its header), unless a README.md solo
+        did not write appeared in the folder while the run trained (that one is kept). Whether it was written."""
+        exists = self.card.exists() or self.card.is_symlink()
+        if not self.writes or (exists and not is_solo_card(self.card)):
+            return False
+        with _writing(self.card):
             write_text(self.card, render_card(info))
+        return True
 
     def plot_losses(self) -> None:
         """loss.png from metrics.jsonl."""
         if self.writes:
-            plot_losses(self.metrics, self.plot)
+            with _writing(self.plot):
+                plot_losses(self.metrics, self.plot)

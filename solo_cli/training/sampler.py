@@ -1,13 +1,26 @@
-"""Which examples each optimizer step trains on: a resumable, rank-split stream of micro-batches.
+"""Which examples each optimizer step trains on: a resumable, rank-split stream of optimizer steps.
 
-The order is a pure function of the seed and the position in the stream, so a resumed run (or
-any number of processes) sees exactly the batches one uninterrupted process would.
+The stream is organised by optimizer step, so that ``--grad-accum`` is exactly a bigger batch:
+each epoch's order is cut into steps of ``batch x processes x grad_accum`` examples, and each
+step into its micro-batches of ``batch x processes``. An epoch's last step may be short (fewer
+examples, fewer micro-batches); no step ever takes examples from the next epoch. An epoch has
+``ceil(examples / (batch x processes x grad_accum))`` steps.
+
+The order is a pure function of the seed and the position in the stream (in optimizer steps),
+so a resumed run (or any number of processes) sees exactly the batches one uninterrupted
+process would.
 
 Length grouping (``--group-by-length``, the default) keeps padding small: each epoch's shuffled
 order is cut into windows of :data:`WINDOW_BATCHES` global batches, each window is sorted by
 length and cut into batches, and the batches are shuffled, as HF's ``group_by_length``
 (megabatches of 50) and mlx-lm (sorted batches) do. Batches are then near-uniform in length
 while which examples meet in a batch, and the order of batches, still change every epoch.
+
+Packing (``--packing``) makes the unit a row instead of an example: each epoch's shuffled order
+is packed into rows of at most ``--max-seq-length`` tokens (:func:`solo_cli.data.packing.pack`),
+the rows are shuffled, and steps and micro-batches are cut from rows as they are from examples
+(``batch`` rows a micro-batch, so a token budget of ``batch x max_seq_length``). Every epoch
+packs into the same number of rows, so steps per epoch are known before the run.
 """
 
 from __future__ import annotations
@@ -17,6 +30,7 @@ import random
 from collections.abc import Iterator, Sequence
 from typing import TypeVar
 
+from ..data.packing import PackedRow, pack, row_count
 from .config import TrainConfig
 
 T = TypeVar("T")
@@ -53,33 +67,110 @@ def _grouped(order: list[int], lengths: Sequence[int], global_batch: int, seed: 
     return batches + tail
 
 
+def epoch_steps(
+    examples: Sequence, global_batch: int, seed: int, epoch: int, lengths: Sequence[int] | None = None, accum: int = 1
+) -> list[list[list[int]]]:
+    """The optimizer steps of one epoch in training order, each a list of global micro-batches of example indices.
+
+    The epoch's order (:func:`epoch_order`, length-grouped in units of a step with ``lengths``; see
+    the module's docstring) is cut into steps of ``global_batch x accum`` examples, each step into
+    micro-batches of ``global_batch``. Every rank computes the same list and takes its slice of
+    each micro-batch; how examples are grouped into steps and batches is decided here and nowhere else.
+    """
+    order = epoch_order(len(examples), seed, epoch)
+    size = global_batch * accum
+    if lengths is None or not order:
+        steps = [order[i : i + size] for i in range(0, len(order), size)]
+    else:
+        steps = _grouped(order, lengths, size, seed, epoch)
+    return [[step[i : i + global_batch] for i in range(0, len(step), global_batch)] for step in steps]
+
+
 def epoch_batches(
     examples: Sequence, global_batch: int, seed: int, epoch: int, lengths: Sequence[int] | None = None, accum: int = 1
 ) -> list[list[int]]:
-    """The global micro-batches of one epoch, as example indices, in the order they are trained.
-
-    With ``lengths`` (one per example) the batches are length-grouped (see the module's
-    docstring) in units of an optimizer step (``accum`` micro-batches), each step's examples
-    then cut into its micro-batches, so ``--grad-accum 2`` trains exactly the examples of a
-    micro-batch twice its size; without, they are consecutive slices of :func:`epoch_order`.
-    Every rank computes the same list and takes its slice of each batch; how examples are
-    grouped into batches is decided here and nowhere else.
-    """
-    order = epoch_order(len(examples), seed, epoch)
-    if lengths is None or not order:
-        return [order[i : i + global_batch] for i in range(0, len(order), global_batch)]
-    steps = _grouped(order, lengths, global_batch * accum, seed, epoch)
-    return [step[i : i + global_batch] for step in steps for i in range(0, len(step), global_batch)]
+    """The global micro-batches of one epoch, as example indices, in the order they are trained (:func:`epoch_steps`, flat)."""
+    return [batch for step in epoch_steps(examples, global_batch, seed, epoch, lengths, accum) for batch in step]
 
 
 def example_lengths(examples: Sequence) -> list[int]:
-    """The token length of every example, the key :func:`epoch_batches` groups by.
+    """The token length of every example, the key :func:`epoch_steps` groups by.
 
     An Arrow-backed view reads them from its column (``lengths()``) instead of building every example.
     """
     if hasattr(examples, "lengths"):
         return examples.lengths()
     return [len(e.input_ids) for e in examples]
+
+
+def steps_per_epoch(num_examples: int, global_batch: int, accum: int = 1) -> int:
+    """Optimizer steps in one pass over ``num_examples``: steps of ``global_batch x accum`` examples, the last maybe short."""
+    return max(1, math.ceil(num_examples / (global_batch * accum)))
+
+
+def step_batches(
+    examples: Sequence[T],
+    batch_size: int,
+    seed: int,
+    start: int = 0,
+    rank: int = 0,
+    world_size: int = 1,
+    lengths: Sequence[int] | None = None,
+    accum: int = 1,
+) -> Iterator[list[list[T]]]:
+    """Endless stream of optimizer steps, reshuffled each epoch, starting at step ``start``; each a list of micro-batches.
+
+    With ``world_size`` processes, each micro-batch of the global stream (``batch_size x
+    world_size`` examples, exactly what one process with that batch would take) is split, and
+    this rank gets its ``batch_size`` slice (empty when an epoch's last, short batch has nothing
+    left for it). ``lengths`` turns on length grouping.
+    """
+    global_batch = batch_size * world_size
+    per_epoch = steps_per_epoch(len(examples), global_batch, accum)
+    for step in _stream(per_epoch, lambda epoch: epoch_steps(examples, global_batch, seed, epoch, lengths, accum), start):
+        yield [[examples[i] for i in batch[rank * batch_size : (rank + 1) * batch_size]] for batch in step]
+
+
+def _stream(per_epoch: int, plan, start: int) -> Iterator[list]:
+    """Endless optimizer steps from step ``start``; ``plan(epoch)`` gives an epoch's ``per_epoch`` steps."""
+    index, epoch, steps = start, None, []
+    while True:
+        this_epoch, within = divmod(index, per_epoch)
+        if this_epoch != epoch:
+            epoch, steps = this_epoch, plan(this_epoch)
+        yield steps[within]
+        index += 1
+
+
+def packed_epoch_steps(
+    lengths: Sequence[int], capacity: int, global_batch: int, seed: int, epoch: int, accum: int = 1
+) -> list[list[list[list[int]]]]:
+    """The optimizer steps of one epoch with packing: lists of global micro-batches of rows of example indices.
+
+    A pure function of the seed and the epoch (as :func:`epoch_steps`): :func:`epoch_order` packed
+    into rows of at most ``capacity`` tokens, the rows shuffled on their own stream with the fullest
+    first (a micro-batch that does not fit in memory fails at the first step), then cut into steps
+    of ``global_batch x accum`` rows and micro-batches of ``global_batch`` rows.
+    """
+    rows = pack(epoch_order(len(lengths), seed, epoch), lengths, capacity)
+    random.Random((seed * 1_000_003 + epoch) * 7 + 2).shuffle(rows)
+    if rows:
+        fullest = max(range(len(rows)), key=lambda r: sum(lengths[i] for i in rows[r]))
+        rows[0], rows[fullest] = rows[fullest], rows[0]
+    size = global_batch * accum
+    steps = [rows[i : i + size] for i in range(0, len(rows), size)]
+    return [[step[i : i + global_batch] for i in range(0, len(step), global_batch)] for step in steps]
+
+
+def packed_step_batches(
+    examples: Sequence, global_batch: int, seed: int, capacity: int, start: int = 0, accum: int = 1
+) -> Iterator[list[list[PackedRow]]]:
+    """Endless stream of optimizer steps with packing from step ``start``: each a list of global micro-batches of
+    :class:`PackedRow`; each process trains its ``batch`` rows of every micro-batch, as it does examples unpacked."""
+    lengths = example_lengths(examples)
+    per_epoch = steps_per_epoch(row_count(lengths, capacity), global_batch, accum)
+    for step in _stream(per_epoch, lambda epoch: packed_epoch_steps(lengths, capacity, global_batch, seed, epoch, accum), start):
+        yield [[PackedRow.of([examples[i] for i in row]) for row in batch] for batch in step]
 
 
 def micro_batches(
@@ -90,31 +181,23 @@ def micro_batches(
     rank: int = 0,
     world_size: int = 1,
     lengths: Sequence[int] | None = None,
-    accum: int = 1,
 ) -> Iterator[list[T]]:
-    """Endless stream of micro-batches, reshuffled each epoch, starting at micro-batch ``start``.
+    """The stream of :func:`step_batches` without accumulation: one micro-batch a step, from micro-batch ``start``."""
+    for step in step_batches(examples, batch_size, seed, start, rank, world_size, lengths):
+        yield step[0]
 
-    With ``world_size`` processes, micro-batch m of the global stream (``batch_size x world_size``
-    examples, exactly what one process with that batch would take) is split, and this rank gets
-    its ``batch_size`` slice (empty when an epoch's last, short batch has nothing left for it).
-    ``lengths`` turns on length grouping (:func:`epoch_batches`, by optimizer steps of ``accum``
-    micro-batches).
-    """
-    global_batch = batch_size * world_size
-    per_epoch = math.ceil(len(examples) / global_batch)
-    index, epoch, batches = start, None, []
-    while True:
-        this_epoch, within = divmod(index, per_epoch)
-        if this_epoch != epoch:
-            epoch, batches = this_epoch, epoch_batches(examples, global_batch, seed, this_epoch, lengths, accum)
-        chunk = batches[within][rank * batch_size : (rank + 1) * batch_size]
-        yield [examples[i] for i in chunk]
-        index += 1
+
+def epoch_units(cfg: TrainConfig, examples: Sequence) -> int:
+    """What an epoch's steps are cut from: its examples, or with ``--packing`` the rows they pack into."""
+    if not cfg.packing:
+        return len(examples)
+    return row_count(example_lengths(examples), cfg.max_seq_length)
 
 
 def total_steps(cfg: TrainConfig, num_examples: int, world_size: int = 1) -> int:
-    """``--max-steps`` if given, else the optimizer steps in ``--epochs`` passes over the data."""
+    """``--max-steps`` if given, else the optimizer steps in ``--epochs`` passes over the data
+    (``num_examples``: with ``--packing``, the rows of :func:`epoch_units`)."""
     if cfg.max_steps:
         return cfg.max_steps
-    micro_per_epoch = math.ceil(num_examples / (cfg.batch_size * world_size))
-    return max(1, math.ceil(cfg.epochs * micro_per_epoch / cfg.grad_accum))
+    per_epoch = steps_per_epoch(num_examples, cfg.batch_size * world_size, cfg.grad_accum)
+    return max(1, math.ceil(cfg.epochs * per_epoch - 1e-9))

@@ -44,7 +44,14 @@ class TensorBoardTracker:
 
         # a resumed run redoes the steps after its checkpoint: hide what the first attempt logged for them
         purge = start_step + 1 if start_step else None
-        self.writer = SummaryWriter(log_dir=str(Path(run_dir) / TENSORBOARD_DIR), purge_step=purge)
+        folder = Path(run_dir) / TENSORBOARD_DIR
+        try:
+            self.writer = SummaryWriter(log_dir=str(folder), purge_step=purge)
+        except OSError as exc:  # a read-only tensorboard/ (check_output probes it first; this is the fallback)
+            raise UsageError(
+                f"{param('report_to')} tensorboard: cannot write in {folder} ({exc.strerror or exc}); "
+                f"make it writable, or choose another {param('output')}"
+            ) from None
         self.writer.add_text("config", "\n".join(f"    {k}: {v}" for k, v in config.items()))
 
     def log(self, values: dict[str, float], step: int) -> None:

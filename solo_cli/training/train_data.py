@@ -25,12 +25,13 @@ class RunData:
 
     train: EncodedData
     valid: EncodedData | None
-    fingerprint: dict[str, str | None]
+    data_sha256: dict[str, str | None]  # config.json's data_sha256: see source_digests
 
 
-def source_fingerprint(source: SourceData) -> dict[str, str | None]:
-    """What identifies the training and validation rows: a file's sha256, else the ``datasets`` fingerprint."""
-    return {"train": source.train.fingerprint, "valid": source.valid.fingerprint if source.valid else None}
+def source_digests(source: SourceData) -> dict[str, str | None]:
+    """What identifies the training and validation rows (config.json's ``data_sha256``): a file's sha256, else the
+    ``datasets`` fingerprint of a split."""
+    return {"train": source.train.rows_digest, "valid": source.valid.rows_digest if source.valid else None}
 
 
 def _encode(rows: RowSet, tokenizer, cfg: TrainConfig, context: int | None) -> EncodedData:
@@ -61,7 +62,7 @@ def _load(cfg: TrainConfig, tokenizer, context: int | None, ctx: DistContext) ->
             f"({param('batch_size')} {cfg.batch_size} x {ctx.world_size} processes); add rows or lower {param('batch_size')}"
         )
     valid = _encode(source.valid, tokenizer, cfg, context) if source.valid is not None else None
-    return RunData(train, valid, source_fingerprint(source))
+    return RunData(train, valid, source_digests(source))
 
 
 def load_run_data(cfg: TrainConfig, tokenizer, context: int | None, ctx: DistContext) -> RunData:

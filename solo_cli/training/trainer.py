@@ -15,16 +15,17 @@ from dataclasses import dataclass
 
 import torch
 
-from ..data.encode import Example, collate
-from ..engine.adapter import SoloAdapter
+from ..data.encode import Example, collate, loss_tokens
+from ..engine.adapter import SoloAdapter, release_sources
 from ..engine.loss import causal_lm_loss
+from ..engine.precision import Precision
 from ..errors import RuntimeFailure, SoloError, param
 from .config import TrainConfig
 from .distributed import DistContext, wrap
 from .memory import is_out_of_memory, out_of_memory
 from .optim import make_optimizer
 from .readout import StepReadout, read_step
-from .sampler import example_lengths, micro_batches
+from .sampler import example_lengths, step_batches
 
 Callback = Callable[[str, dict], None]
 
@@ -45,18 +46,18 @@ class StepRecord:
 
 @dataclass
 class TrainState:
-    """Where a run is: the optimizer step done and the position in the data order."""
+    """Where a run is: the optimizer steps done, which is also the position in the data order (one step of data a step)."""
 
     step: int = 0
-    micro_batches: int = 0  # micro-batches consumed since the start, across epochs
     best_valid_loss: float | None = None
     last_loss: float | None = None
     tokens: int = 0
 
 
-def trained_tokens(example: Example) -> int:
-    """Tokens of ``example`` that carry loss: labels after the first (each predicts the next) other than -100."""
-    return sum(label != -100 for label in example.labels[1:])
+def _precision_of(model) -> Precision:
+    """The precision of a model given without one: float16 weights scale the loss, others train as they are."""
+    dtype = str(next(model.parameters()).dtype).removeprefix("torch.")
+    return Precision(dtype, f"{dtype}: the model's weights", grad_scaler=dtype == "float16")
 
 
 class Interrupted(SoloError):
@@ -111,22 +112,24 @@ class Trainer:
         steps: int,
         callback: Callback | None = None,
         ctx: DistContext | None = None,
+        precision: Precision | None = None,
     ):
         self.model, self.adapter, self.cfg = model, adapter, cfg
         self.pad_id, self.device, self.steps = pad_id, device, steps
         self.callback = callback or (lambda event, info: None)
         self.ctx = ctx or DistContext()
         self.optimizer, self.scheduler = make_optimizer(adapter, cfg, steps)
-        # float16 activations underflow in backward without loss scaling (bf16 and fp32 need none)
-        self.scaler = torch.amp.GradScaler(device.type, enabled=cfg.dtype == "float16")
-        # a float32 base on a GPU with bf16 runs its matmuls under bf16 autocast (decided once, not every step)
-        self.autocast = device.type == "cuda" and cfg.dtype == "float32" and torch.cuda.is_bf16_supported()
+        # the run's one precision decision (engine/precision.py); without one, what the model's weights are
+        self.precision = precision or _precision_of(model)
+        self.scaler = torch.amp.GradScaler(device.type, enabled=self.precision.grad_scaler)
+        self.autocast = getattr(torch, self.precision.autocast) if self.precision.autocast else None
         # looked up at call time, so tests can substitute the loss
         self.loss = wrap(model, adapter, lambda m, b, ls: causal_lm_loss(m, b, ls), self.ctx, device)
         self.stop_requested = False
 
     def _step(self, batches: list[list[Example]]) -> tuple[torch.Tensor, float, int]:
-        """Forward and backward over ``grad_accum`` global micro-batches, weighted by trained tokens.
+        """Forward and backward over one step's global micro-batches (``grad_accum``, fewer at an epoch's end),
+        weighted by trained tokens.
 
         ``batches`` are whole global micro-batches (every process holds them all) and this
         process trains its slice of each; so the step's trained tokens (``total``) and tokens seen
@@ -137,19 +140,21 @@ class Trainer:
         later by :func:`read_step`), ``total`` and the tokens seen.
         """
         ctx, size = self.ctx, self.cfg.batch_size
-        total = max(1.0, float(sum(trained_tokens(e) for b in batches for e in b)))
+        total = max(1.0, float(sum(loss_tokens(e.labels) for b in batches for e in b)))
         seen = sum(len(e.input_ids) for b in batches for e in b)
         mine = [b[ctx.rank * size : (ctx.rank + 1) * size] for b in batches]
         # under DDP the last global batch of an epoch can leave a rank with no examples
         collated = [self._to_device(collate(b, self.pad_id)) if b else None for b in mine]  # copied before any compute
         loss_sum = torch.zeros((), device=self.device)
         for n, (batch, examples) in enumerate(zip(collated, mine)):
-            count = sum(trained_tokens(e) for e in examples)
+            count = sum(loss_tokens(e.labels) for e in examples)
             last = n == len(collated) - 1
             sync = contextlib.nullcontext() if last or not ctx.enabled else self.loss.no_sync()
-            with sync, torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
+            autocast = torch.autocast(self.device.type, dtype=self.autocast or torch.bfloat16, enabled=bool(self.autocast))
+            with sync, autocast:
                 loss, _ = self.loss(batch, self.cfg.label_smoothing)
                 self.scaler.scale(loss * (count * ctx.world_size / total)).backward()
+            release_sources(self.model)  # the hidden states the hooks kept for this backward
             loss_sum = loss_sum + loss.detach().float() * count
         return loss_sum, total, seen
 
@@ -216,21 +221,18 @@ class Trainer:
         cfg, ctx = self.cfg, self.ctx
         lengths = example_lengths(train) if cfg.group_by_length else None
         # whole global micro-batches: each process trains its slice (_step) and counts tokens from all of them
-        stream = micro_batches(
-            train, cfg.batch_size * ctx.world_size, cfg.seed, state.micro_batches, lengths=lengths, accum=cfg.grad_accum
-        )
+        stream = step_batches(train, cfg.batch_size * ctx.world_size, cfg.seed, state.step, lengths=lengths, accum=cfg.grad_accum)
         self.model.train()
         clock = _Clock(state.step)
         while state.step < self.steps:
             self.adapter.set_homotopy_step(state.step)
             tick = time.perf_counter()
-            batches = [next(stream) for _ in range(cfg.grad_accum)]
+            batches = next(stream)  # grad_accum micro-batches, fewer at the end of an epoch
             loss_sum, total, tokens = self._forward_backward(batches, state.step + 1)
             lr = self._update()
             readout = read_step(self.adapter, loss_sum, ctx, self.stop_requested)
             loss = self._check(readout, total, state.step + 1)
             state.step += 1
-            state.micro_batches += cfg.grad_accum
             state.tokens += tokens
             state.last_loss = loss
             record = clock.record(state.step, self.steps, loss, lr, readout.gate, tokens, tick)

@@ -269,7 +269,8 @@ def test_generate_and_eval_replace_their_own_predictions_only(tiny_model_dir, tm
 # 3. No adapter or checkpoint ever holds a non-finite tensor.
 
 
-def test_a_huge_learning_rate_stops_before_saving_non_finite_weights(made, tiny_model_dir, tmp_path):
+def test_a_huge_learning_rate_stops_before_saving_non_finite_weights(made, tiny_model_dir, tmp_path, monkeypatch):
+    monkeypatch.setattr("solo_cli.training.config.MAX_LR", float("inf"))  # past --lr's bound, to the divergence check
     out = tmp_path / "huge"
     code, lines = run(*train_args(tiny_model_dir, made.data, out, lr=1e308, save_every=1, eval_every=1))
     assert code == 1
@@ -419,7 +420,8 @@ def test_a_live_lock_refuses_a_second_run(made, tiny_model_dir, tmp_path):
     assert snapshot(out) == before
 
 
-def test_a_stale_lock_is_taken_over_and_every_run_releases_its_lock(made, tiny_model_dir, tmp_path):
+def test_a_stale_lock_is_taken_over_and_every_run_releases_its_lock(made, tiny_model_dir, tmp_path, monkeypatch):
+    monkeypatch.setattr("solo_cli.training.config.MAX_LR", float("inf"))  # --lr 1e308: an error while training
     out = tmp_path / "stale"
     write_lock(out, dead_pid(), socket.gethostname())
     code, lines = run(*train_args(tiny_model_dir, made.data, out))

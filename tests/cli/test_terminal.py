@@ -368,7 +368,7 @@ def test_an_empty_prompt_row_is_refused_naming_its_line(tiny_model_dir, tmp_path
     rows = write_jsonl(tmp_path / "rows.jsonl", [{"prompt": "hello"}, {"prompt": ""}])
     out = tmp_path / "preds.jsonl"
     result, lines = invoke("generate", "--model", tiny_model_dir, "--device", "cpu", "--input", rows, "-o", out)
-    one_error_line(result, lines, f"{rows}:2", '"prompt" is empty')
+    one_error_line(result, lines, f"{rows}:2", 'key "prompt": the prompt is empty')
     assert not out.exists()
 
 

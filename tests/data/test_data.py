@@ -112,7 +112,7 @@ def test_blank_lines_are_skipped_but_counted(tmp_path):
     assert read_rows(path) == ([{"text": "a"}, {"text": "b"}], "text")
     # Line numbers in errors are physical lines, blank ones included.
     path.write_text('{"text": "a"}\n\n\n{"text": 3}\n')
-    with pytest.raises(UsageError, match=r"train\.jsonl:4: \"text\" must be a string"):
+    with pytest.raises(UsageError, match=r'train\.jsonl:4, key "text": expected a string, got int \(3\)'):
         read_rows(path)
 
 
@@ -167,7 +167,7 @@ def test_unicode_line_separators_inside_strings_are_not_line_breaks(tmp_path):
         ([1, 2], "expected a JSON object, got list"),
         ("text", "expected a JSON object, got str"),
         ({"text": "a", "extra": 1}, r"keys \['extra', 'text'\] match no format"),
-        ({"prompt": "p", "references": "not a list"}, "references"),
+        ({"prompt": "p", "references": "not a list"}, 'key "references": expected a non-empty list of strings, got str'),
         ({"completion": "c"}, "match no format"),
         ({}, r"keys \[\] match no format"),
         ({"prompt": "p", "completion": "c", "text": "t"}, "match no format"),
@@ -176,31 +176,36 @@ def test_unicode_line_separators_inside_strings_are_not_line_breaks(tmp_path):
 )
 def test_unknown_or_missing_keys(tmp_path, row, message):
     path = write_jsonl(tmp_path / "train.jsonl", [{"text": "fine"}, row])
-    with pytest.raises(UsageError, match=rf"train\.jsonl:2: .*{message}"):
+    with pytest.raises(UsageError, match=rf"train\.jsonl:2[:,] .*{message}"):
         read_rows(path)
 
 
 @pytest.mark.parametrize(
     "row, message",
     [
-        ({"text": 5}, '"text" must be a string, got int'),
-        ({"text": None}, '"text" must be a string, got NoneType'),
-        ({"prompt": ["p"], "completion": "c"}, '"prompt" must be a string, got list'),
-        ({"prompt": "p", "completion": True}, '"completion" must be a string, got bool'),
-        ({"messages": "hi"}, '"messages" must be a non-empty list'),
-        ({"messages": []}, '"messages" must be a non-empty list'),
-        ({"messages": ["hi"]}, 'message 0 must be an object with exactly "role" and "content"'),
+        ({"text": 5}, r'key "text": expected a string, got int \(5\)'),
+        ({"text": None}, 'key "text": expected a string, got null; fill it in'),
+        ({"prompt": ["p"], "completion": "c"}, 'key "prompt": expected a string, got list'),
+        ({"prompt": "p", "completion": True}, r'key "completion": expected a string, got bool \(True\)'),
+        ({"messages": "hi"}, 'key "messages": expected a non-empty list'),
+        ({"messages": []}, 'key "messages": expected a non-empty list .* got an empty list'),
+        ({"messages": ["hi"]}, 'key "messages": message 0 must be an object with exactly "role" and "content"'),
         ({"messages": [{"role": "user"}]}, 'message 0 must be an object with exactly "role" and "content"'),
         (
             {"messages": [{"role": "user", "content": "a", "name": "x"}, {"role": "assistant", "content": "b"}]},
             'message 0 must be an object with exactly "role" and "content"',
         ),
-        ({"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": 7}]}, "message 1 needs a role"),
+        (
+            {"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": 7}]},
+            r"message 1 needs a role .* and a string content; got content int \(7\)",
+        ),
     ],
 )
 def test_wrong_types(tmp_path, row, message):
     path = write_jsonl(tmp_path / "train.jsonl", [row])
-    with pytest.raises(UsageError, match=rf"train\.jsonl:1: {message}"):
+    with pytest.raises(
+        UsageError, match=rf"train\.jsonl:1, {message}" if message.startswith("key") else rf"train\.jsonl:1, .*{message}"
+    ):
         read_rows(path)
 
 
@@ -215,14 +220,14 @@ def test_wrong_types(tmp_path, row, message):
 )
 def test_empty_trained_field(tmp_path, row, key):
     path = write_jsonl(tmp_path / "train.jsonl", [{"text": "x"}, {"text": "y"}, row] if key == "text" else [PC_ROW, PC_ROW, row])
-    with pytest.raises(UsageError, match=rf'train\.jsonl:3: "{key}" is empty'):
+    with pytest.raises(UsageError, match=rf'train\.jsonl:3, key "{key}": the {key} is empty; fill it in or drop the row'):
         read_rows(path)
 
 
 def test_messages_without_assistant_turn(tmp_path):
     row = {"messages": [{"role": "system", "content": SYSTEM}, {"role": "user", "content": "hi"}]}
     path = write_jsonl(tmp_path / "train.jsonl", [row])
-    with pytest.raises(UsageError, match=r"train\.jsonl:1: no assistant message"):
+    with pytest.raises(UsageError, match=r'train\.jsonl:1, key "messages": no assistant message'):
         read_rows(path)
 
 
@@ -230,14 +235,17 @@ def test_bad_role(tmp_path):
     good = {"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}]}
     bad = {"messages": [{"role": "user", "content": "a"}, {"role": "bot", "content": "b"}]}
     path = write_jsonl(tmp_path / "train.jsonl", [good, bad])
-    with pytest.raises(UsageError, match=r"train\.jsonl:2: message 1 needs a role in \['assistant', 'system', 'tool', 'user'\]"):
+    with pytest.raises(
+        UsageError,
+        match=r"train\.jsonl:2, key \"messages\": message 1 needs a role in \['assistant', 'system', 'tool', 'user'\].*got role 'bot'",
+    ):
         read_rows(path)
 
 
 def test_unhashable_role_is_a_usage_error(tmp_path):
     row = {"messages": [{"role": ["user"], "content": "a"}, {"role": "assistant", "content": "b"}]}
     message = read_error(write_jsonl(tmp_path / "train.jsonl", [row]))
-    assert "train.jsonl:1: message 0 needs a role" in message
+    assert 'train.jsonl:1, key "messages": message 0 needs a role' in message
 
 
 def test_mixed_formats_name_the_line(tmp_path):
@@ -434,7 +442,7 @@ def test_chat_row_starting_with_assistant_is_refused(tmp_path):
     path = write_jsonl(
         tmp_path / "train.jsonl", [{"messages": [{"role": "assistant", "content": "Hello."}, {"role": "user", "content": "hi"}]}]
     )
-    with pytest.raises(UsageError, match="train.jsonl:1: message 0 is an assistant turn"):
+    with pytest.raises(UsageError, match='train.jsonl:1, key "messages": message 0 is an assistant turn'):
         read_rows(path)
 
 

@@ -62,7 +62,11 @@ def test_jsonl_bad_line_keeps_its_file_line_message(tmp_path):
     path.write_text(path.read_text() + '{"prompt": 3, "completion": "x"}\n')
     with pytest.raises(UsageError) as old:
         read_rows(path)
-    assert error(path) == old.value.message == f'{path}:7: "prompt" must be a string, got int'
+    assert (
+        error(path)
+        == old.value.message
+        == f'{path}:7, key "prompt": expected a string, got int (3); store text there, or drop the row'
+    )
 
 
 def test_jsonl_folder_with_splits(tmp_path):
@@ -129,7 +133,7 @@ def test_parquet_null_names_row_and_column(tmp_path):
 def test_parquet_wrong_type_names_the_mapped_column(tmp_path):
     path = parquet(tmp_path / "train.parquet", [{"question": "q", "answer": 7}])
     message = error(path, prompt_column="question", completion_column="answer")
-    assert message.startswith(f'{path} row 1, column "answer": expected a string, got int64 (7)')
+    assert message.startswith(f'{path} row 1, column "answer": expected a string, got int (7); store text there')
 
 
 def test_folder_of_mixed_files_with_splits(tmp_path):
@@ -209,7 +213,7 @@ def test_messages_column_and_bad_message(tmp_path):
     path = parquet(tmp_path / "train.parquet", [{"conversation": r["messages"]} for r in bad])
     assert error(path, messages_column="conversation") == (
         f'{path} row 2, column "conversation": message 1 needs a role in '
-        "['assistant', 'system', 'tool', 'user'] and a string content"
+        "['assistant', 'system', 'tool', 'user'] and a string content; got role 'robot'"
     )
 
 

@@ -77,3 +77,33 @@ def test_solo_auto_dtype_pins_what_auto_means(monkeypatch):
     monkeypatch.setenv("SOLO_AUTO_DTYPE", "fp8")
     with pytest.raises(UsageError, match="SOLO_AUTO_DTYPE=fp8: use float32, bfloat16 or float16"):
         precision.resolve_precision("auto", "cpu")
+
+
+def test_one_decision_holds_loss_scaling_and_autocast(monkeypatch):
+    """float16 weights scale the loss however float16 was reached; float32 autocasts only on native-bf16 CUDA."""
+    monkeypatch.setenv("SOLO_AUTO_DTYPE", "float16")
+    pinned = resolve_precision("auto", "cpu")
+    assert (pinned.dtype, pinned.grad_scaler, pinned.autocast) == ("float16", True, None)
+    assert resolve_precision("float16", "cpu").grad_scaler
+    assert not resolve_precision("bfloat16", "cuda", hardware=Hardware("cuda", cuda_bf16=True)).grad_scaler
+    assert resolve_precision("float32", "cuda", hardware=Hardware("cuda", cuda_bf16=False)).autocast is None
+    assert resolve_precision("float32", "cuda", hardware=Hardware("cuda", cuda_bf16=True)).autocast == "bfloat16"
+    assert resolve_precision("float32", "cpu").autocast is None
+
+
+def test_under_a_distributed_launch_the_first_process_decides_auto(monkeypatch):
+    from solo_cli.engine.precision import Agreement
+
+    monkeypatch.delenv("SOLO_AUTO_DTYPE", raising=False)
+    monkeypatch.setattr(precision, "calibrate_cpu", lambda: 2.0)
+    native = Hardware("cpu", cpu_flags=frozenset({"amx_bf16"}))
+    sent = []
+
+    def total(value):  # rank 0 sends its choice, every other process 0: the sum is rank 0's choice
+        sent.append(value)
+        return 2.0
+
+    first = resolve_precision("auto", "cpu", hardware=native, agreement=Agreement(True, total))
+    other = resolve_precision("auto", "cpu", hardware=Hardware("cpu"), agreement=Agreement(False, total))
+    assert first.dtype == other.dtype == "bfloat16" and sent == [2.0, 0.0]
+    assert "first process" in other.reason

@@ -81,7 +81,7 @@ def test_preset_spans():
         ("5->5", 30, r"5->5 goes backwards"),
         ("3->9,3->9", 30, r"3->9 is listed twice"),
         ("top:2:30", 30, "-2->28 is out of range"),
-        ("top:40", 30, "out of range"),
+        ("top:40", 30, "40 is more than the model.s 30 blocks; give a number from 1 to 30"),  # refused before the list is built
         ("chain:5", 4, "the plan has no connections"),
         ("chain:31", 30, "the plan has no connections"),
         ("mirror", 1, "the plan has no connections"),

@@ -32,13 +32,14 @@ def test_rows_of_one_prompt_become_one_multi_reference_item():
 
 
 def test_loss_and_perplexity_match_a_direct_computation(tiny_model_dir, tmp_path):
+    from solo_cli.evaluation.eval_set import load_eval_split
+
     loaded = load_model(tiny_model_dir)
     rows = [{"prompt": f"name[Place {i}] ->", "completion": f" Place {i} is a pub."} for i in range(5)]
     result = loss_and_perplexity(
         loaded.model,
         loaded.tokenizer,
-        rows,
-        "completion",
+        load_eval_split(write_jsonl(tmp_path / "test.jsonl", rows)),
         chat_template=False,
         max_seq_length=64,
         batch_size=2,
@@ -56,8 +57,7 @@ def test_loss_and_perplexity_match_a_direct_computation(tiny_model_dir, tmp_path
         loss_and_perplexity(
             loaded.model,
             loaded.tokenizer,
-            [{"prompt": "p"}],
-            "prompt",
+            load_eval_split(write_jsonl(tmp_path / "prompts.jsonl", [{"prompt": "p"}])),
             chat_template=False,
             max_seq_length=64,
             batch_size=2,

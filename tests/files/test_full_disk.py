@@ -56,3 +56,23 @@ def test_full_disk_during_merge_keeps_the_old_output(tmp_path, full_disk, monkey
     assert_one_line(lines, "no space left on device", "m.safetensors")
     assert old.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.safetensors", "m.safetensors"]
+
+
+def test_a_real_safetensors_full_disk_while_writing_optimizer_state_is_one_line(
+    tiny_model_dir, tiny_data, tmp_path, monkeypatch
+):
+    """safetensors reports a full disk as SafetensorError("... (os error 28)"), not OSError."""
+    from safetensors import SafetensorError
+
+    def save_file(*args, **kwargs):
+        raise SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")
+
+    monkeypatch.setattr("solo_cli.training.checkpoint.save_file", save_file)
+    out = tmp_path / "run"
+    code, lines = run(
+        "train", "--model", tiny_model_dir, "--data", tiny_data, "-o", out, "--max-steps", 4, "--save-every", 2,
+        "--no-chat-template", "--batch-size", 4,
+    )  # fmt: skip
+    assert code == 1
+    assert_one_line(lines, "no space left on device")
+    assert not (out / "checkpoints" / "step-2").exists()

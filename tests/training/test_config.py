@@ -51,7 +51,8 @@ def test_to_dict_has_every_field():
         {"max_steps": 1, "eval_every": 1, "save_every": 1, "homotopy_steps": 1},
         {"warmup": 0, "max_eval_rows": 0, "weight_decay": 0.0, "label_smoothing": 0.0},
         {"label_smoothing": 0.99},
-        {"rank": 1, "batch_size": 1, "grad_accum": 1, "max_seq_length": 1, "log_every": 1},
+        {"rank": 1, "batch_size": 1, "grad_accum": 1, "max_seq_length": 2, "log_every": 1},
+        {"seed": 2**32 - 1, "lr": 1.0},
     ],
 )
 def test_good_values_pass(changes):
@@ -222,9 +223,11 @@ def test_build_config_validates(tmp_path):
     path = write_yaml(tmp_path, "gate: nope\n")  # a bad choice is refused by load_yaml (test_load_yaml_bad_choice...)
     with pytest.raises(UsageError, match=r"config .*config\.yaml: gate must be one of schedule, zero-init, got 'nope'"):
         build_config(path, {})
-    with pytest.raises(UsageError) as info:
+    with pytest.raises(UsageError) as info:  # the file's values get the flags' checks, and the file is named
         build_config(write_yaml(tmp_path, "rank: 0\n"), {})
-    assert info.value.as_flags() == "--rank 0: must be at least 1"
+    assert (
+        info.value.as_flags() == f"--config {tmp_path / 'config.yaml'}: --rank 0: must be at least 1; fix the values in the file"
+    )
     with pytest.raises(UsageError) as info:
         build_config(None, {"rank": 0})
     assert info.value.as_flags() == "--rank 0: must be at least 1"

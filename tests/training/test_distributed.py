@@ -195,3 +195,27 @@ def test_a_rank_that_dies_brings_the_run_down_instead_of_hanging(tiny_model_dir,
     assert proc.returncode != 0
     assert time.time() - started < 200
     assert "solo_cli" in stderr or "rank" in stderr.lower()
+
+
+def test_a_two_process_run_resumed_on_one_process_is_refused(tiny_model_dir, tiny_data, tmp_path):
+    """World size was not recorded: resuming on 1 process trained another run (loss 10.6222 instead of 10.6783)."""
+    import json
+
+    out = tmp_path / "two"
+    args = [*_train_args(tiny_model_dir, tiny_data, out, 2), "--save-every", "2"]
+    multi = subprocess.run(
+        [TORCHRUN, "--standalone", "--nproc_per_node", "2", "-m", "solo_cli", *args],
+        capture_output=True,
+        text=True,
+        env=ENV,
+        timeout=300,
+    )
+    assert multi.returncode == 0, multi.stderr + multi.stdout
+    shape = json.loads((out / "config.json").read_text())["run_shape"]
+    assert (shape["world_size"], shape["global_batch"]) == (2, 4)
+    checkpoint = out / "checkpoints" / "step-2"
+    again = [*_train_args(tiny_model_dir, tiny_data, tmp_path / "one", 2), "--resume", str(checkpoint)]
+    single = subprocess.run([sys.executable, "-m", "solo_cli", *again], capture_output=True, text=True, env=ENV, timeout=300)
+    assert single.returncode == 2, single.stderr
+    assert "Traceback" not in single.stderr
+    assert "processes 2 -> 1, global batch 4 -> 2" in " ".join(single.stderr.split())

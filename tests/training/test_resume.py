@@ -41,7 +41,7 @@ def config(data, out, **kw):
 
 
 def train(model_dir, cfg, callback=None):
-    run = prepare(cfg, load_model(model_dir))
+    run = prepare(cfg, load_model(model_dir, dtype=cfg.dtype))  # the model's precision is the run's
     check_output(cfg)
     return execute(run, callback)
 

@@ -42,8 +42,8 @@ def test_micro_batches_resume_mid_stream_and_cross_epochs():
 
 def test_total_steps_from_epochs_or_max_steps():
     cfg = TrainConfig(batch_size=4, grad_accum=2, epochs=3)
-    assert total_steps(cfg, 10) == 5  # 3 micro-batches an epoch, 9 in all, 2 a step
-    assert total_steps(cfg, 10, world_size=2) == 3  # 2 global micro-batches an epoch
+    assert total_steps(cfg, 10) == 6  # steps of 8 examples: 2 an epoch (8, then 2), never borrowing from the next
+    assert total_steps(cfg, 10, world_size=2) == 3  # steps of 16: 1 an epoch
     assert total_steps(TrainConfig(max_steps=7), 10) == 7
 
 

@@ -1,0 +1,150 @@
+"""``--quantize``: load the base's linear weights in 4 or 8 bits, through the backend transformers drives.
+
+Only the frozen base is quantized. The adapter's connections (A, B, the gate) and the optimizer's
+state stay float32: ``modeling_solo`` casts each source hidden state to the connection's dtype, and
+the block outputs the connections are added to come out of a quantized layer in its compute dtype
+(the run's :class:`~solo_cli.engine.precision.Precision` dtype), so nothing else changes.
+
+- ``nf4`` / ``fp4``: bitsandbytes 4-bit (QLoRA's NormalFloat, or plain 4-bit float), computing in
+  the run's dtype. bitsandbytes packs weights in blocks of 64: a layer narrower than that stays
+  full precision.
+- ``int8``: bitsandbytes LLM.int8() (8-bit weights, outlier columns in float16).
+- ``torchao-int8``: torchao int8 weight-only (``Int8WeightOnlyConfig``).
+
+A model whose ``config.json`` already has a ``quantization_config`` (GPTQ, AWQ, bitsandbytes,
+compressed-tensors, ...) loads as it is, through transformers, and ``--quantize`` other than none
+on it is refused. This module imports neither torch nor transformers until a function needs them:
+``training/config.py`` (which must stay torch-free) takes :data:`QUANTIZE_CHOICES` from it.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import importlib.util
+import warnings
+from dataclasses import dataclass
+
+from ..errors import UsageError, param
+
+QUANTIZE_CHOICES = ("none", "nf4", "fp4", "int8", "torchao-int8")
+EXTRA = "solo-cli[quantize]"  # pyproject.toml's extra that installs both backends
+
+
+@dataclass(frozen=True)
+class Backend:
+    """The package a ``--quantize`` choice runs on, and where it runs."""
+
+    package: str  # the import name, which is also its PyPI name
+    devices: tuple[str, ...]  # torch device types it quantizes on
+    minimum: str  # the oldest release tested (the extra's lower bound)
+
+
+BACKENDS = {
+    "nf4": Backend("bitsandbytes", ("cuda", "cpu", "xpu"), "0.50"),  # the CPU backend needs 0.50's kernels
+    "fp4": Backend("bitsandbytes", ("cuda", "cpu", "xpu"), "0.50"),
+    "int8": Backend("bitsandbytes", ("cuda", "cpu", "xpu"), "0.50"),
+    "torchao-int8": Backend("torchao", ("cuda", "cpu"), "0.18"),
+}
+
+
+def installed(package: str) -> bool:
+    """Whether ``package`` can be imported here (without importing it: both backends are slow to import)."""
+    return importlib.util.find_spec(package) is not None
+
+
+def _version_tuple(text: str) -> tuple[int, ...]:
+    parts = []
+    for piece in text.split(".")[:3]:
+        digits = "".join(c for c in piece if c.isdigit())
+        if not digits:
+            break
+        parts.append(int(digits))
+    return tuple(parts)
+
+
+def check_backend(quantize: str, device_type: str) -> None:
+    """Refuse, in one line naming what to install or which device to use, a ``--quantize`` that cannot run here."""
+    if quantize == "none":
+        return
+    if quantize not in BACKENDS:
+        raise UsageError(f"{param('quantize')} {quantize!r}: use one of {', '.join(QUANTIZE_CHOICES)}")
+    backend, flag = BACKENDS[quantize], f"{param('quantize')} {quantize}"
+    install = f"`pip install '{EXTRA}'` (or `pip install '{backend.package}>={backend.minimum}'`)"
+    if not installed(backend.package):
+        raise UsageError(f"{flag} needs {backend.package}, which is not installed; install it with {install}")
+    if device_type not in backend.devices:
+        raise UsageError(
+            f"{flag}: {backend.package} does not quantize on {device_type}; "
+            f"use {param('device')} {' or '.join(backend.devices[:2])}, or {param('quantize')} none"
+        )
+    found = importlib.metadata.version(backend.package)
+    if _version_tuple(found) < _version_tuple(backend.minimum):
+        raise UsageError(f"{flag} needs {backend.package} {backend.minimum} or newer (found {found}); upgrade it with {install}")
+
+
+def quantization_config(quantize: str, compute_dtype):
+    """The ``quantization_config`` transformers loads the base with (None for ``none``); ``compute_dtype`` is a torch dtype."""
+    if quantize == "none":
+        return None
+    if quantize == "torchao-int8":
+        from torchao.quantization import Int8WeightOnlyConfig
+        from transformers import TorchAoConfig
+
+        return TorchAoConfig(Int8WeightOnlyConfig())
+    from transformers import BitsAndBytesConfig
+
+    if quantize == "int8":
+        # LLM.int8() casts a float32 or bfloat16 input to float16 for its matmul and warns on every layer.
+        warnings.filterwarnings("ignore", message="MatMul8bitLt: inputs will be cast from")
+        return BitsAndBytesConfig(load_in_8bit=True)
+    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type=quantize, bnb_4bit_compute_dtype=compute_dtype)
+
+
+def prequantized(config) -> str | None:
+    """What an already quantized model's weights are (``nf4``, ``int8``, ``gptq``, ``awq``, ...), from its
+    config's ``quantization_config``; None for a model that is not quantized."""
+    quant = getattr(config, "quantization_config", None)
+    if quant is None:
+        return None
+    if not isinstance(quant, dict):
+        quant = quant.to_dict() if hasattr(quant, "to_dict") else vars(quant)
+    method = quant.get("quant_method") or "unknown"
+    method = str(getattr(method, "value", method))  # QuantizationMethod is a str Enum
+    if method == "bitsandbytes":
+        if quant.get("load_in_4bit"):
+            return str(quant.get("bnb_4bit_quant_type") or "fp4")
+        return "int8"
+    return method
+
+
+def refuse_requantizing(name: str, found: str, quantize: str) -> None:
+    """``--quantize`` on a model that is already quantized: one line, since its weights cannot be quantized twice."""
+    if quantize != "none":
+        raise UsageError(
+            f"{param('model')} {name}: is already quantized ({found}) and loads as it is; "
+            f"drop {param('quantize')} {quantize} (or pass {param('quantize')} none), or pass a full-precision model"
+        )
+
+
+def load_failure(name: str, quantize: str, exc: Exception, *, came_quantized: bool) -> UsageError:
+    """A quantized load that transformers or its backend refused (a package missing, no kernel for this device): one line."""
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    if came_quantized:
+        return UsageError(
+            f"{param('model')} {name}: is quantized with {quantize}, which cannot load here ({first}); "
+            "install the package it names, or pass a full-precision model"
+        )
+    package = BACKENDS[quantize].package
+    return UsageError(
+        f"{param('quantize')} {quantize}: {package} cannot load {name} here ({first}); "
+        f"install or upgrade it with `pip install '{EXTRA}'`, or pass {param('quantize')} none"
+    )
+
+
+def compatibility_note(trained: str, loaded: str) -> str | None:
+    """The note for an adapter trained over one quantization of its base and attached to another (same architecture)."""
+    if trained == loaded:
+        return None
+    over = "the full-precision base" if trained == "none" else f"the base quantized to {trained}"
+    now = "the full-precision base" if loaded == "none" else f"the base quantized to {loaded}"
+    return f"note: the adapter was trained over {over} and runs here on {now} (same architecture); outputs may differ slightly"
