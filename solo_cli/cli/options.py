@@ -62,7 +62,8 @@ def quantize_choice(value: str | None) -> str | None:
 Quantize = Annotated[
     str,
     typer.Option(
-        help="Load the base's linear weights quantized: none, nf4, fp4, int8 or torchao-int8 (pip install 'solo-cli[quantize]').",
+        help="Load the base's linear weights quantized: none, nf4, fp4 or int8 (pip install 'solo-cli[quantize]'), "
+        "or torchao-int8 ('solo-cli[torchao]').",
         callback=quantize_choice,
     ),
 ]

@@ -55,9 +55,11 @@ def pack(order: Sequence[int], lengths: Sequence[int], capacity: int) -> list[li
     on the lengths, never on ``order`` (see :func:`row_count`). Raises ``ValueError`` for an example
     longer than ``capacity``.
     """
+    ranked = sorted(order, key=lambda i: -lengths[i])  # stable
+    smallest = lengths[ranked[-1]] if ranked else 0
     rows: list[list[int]] = []
-    room: list[tuple[int, int]] = []  # (tokens left, row), sorted; full rows leave it
-    for i in sorted(order, key=lambda i: -lengths[i]):  # stable
+    room: list[tuple[int, int]] = []  # (tokens left, row), sorted; a row leaves once no example fits in it
+    for i in ranked:
         size = lengths[i]
         if size > capacity:
             raise ValueError(f"example {i} has {size} tokens, more than a row's {capacity}")
@@ -69,7 +71,7 @@ def pack(order: Sequence[int], lengths: Sequence[int], capacity: int) -> list[li
             left, row = room.pop(k)
             rows[row].append(i)
             left -= size
-        if left > 0:
+        if left >= smallest:
             insort(room, (left, row))
     return rows
 

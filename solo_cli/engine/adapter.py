@@ -57,7 +57,7 @@ class SoloAdapter(nn.Module):
         steps = max(1, self.config.homotopy_steps)
         value = min(1.0, (step + 1) / steps)
         for conn in self.connections.values():
-            conn.gate.fill_(value)
+            conn.set_gate(value)
 
     def gate_values(self) -> dict[str, float]:
         return {key: conn.gate_value() for key, conn in self.connections.items()}

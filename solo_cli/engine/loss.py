@@ -93,7 +93,8 @@ def prove_packing(model: nn.Module, batch: dict[str, torch.Tensor]) -> None:
         _PACKS[model] = _packed_equals_alone(model, batch)
     if not _PACKS[model]:
         config = getattr(model, "config", None)
-        kind = f"{getattr(config, 'model_type', type(model).__name__)} ({getattr(config, '_attn_implementation', None)} attention)"
+        name, attention = getattr(config, "model_type", type(model).__name__), getattr(config, "_attn_implementation", None)
+        kind = f"{name} ({attention} attention)"
         raise UsageError(
             f"{param('packing')}: {kind} does not keep packed examples apart (their logits change when they share a "
             "row), so packing would train on text across examples; train without it"

@@ -39,6 +39,7 @@ class SoloConnection(nn.Module):
     def __init__(self, hidden_size: int, rank: int, gate: str = "learned", source_norm: str = "none") -> None:
         super().__init__()
         self.source_norm = source_norm
+        self._rms = source_norm == "rms"
         self.A = nn.Parameter(torch.empty(rank, hidden_size))
         self.B = nn.Parameter(torch.empty(hidden_size, rank))
         self.gate_mode = gate
@@ -48,6 +49,7 @@ class SoloConnection(nn.Module):
             self.register_buffer("gate", torch.zeros(()))
         else:
             self.gate = None
+        self._known_gate = None  # (gate tensor, its version, value) as set_gate left it: t without reading the device
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -62,18 +64,111 @@ class SoloConnection(nn.Module):
     def gate_value(self) -> float:
         return 1.0 if self.gate is None else float(self.gate.detach())
 
-    def forward(self, source: torch.Tensor) -> torch.Tensor:
-        x = source.to(self.A.dtype)
-        if self.source_norm == "rms":
-            x = x * torch.rsqrt(x.square().mean(-1, keepdim=True) + RMS_EPS)
-        delta = (x @ self.A.t()) @ self.B.t()
-        if self.gate is not None:
-            delta = delta * self.gate.to(delta.dtype)
-        return delta
+    def set_gate(self, value: float) -> None:
+        """Set a ``schedule`` gate to ``value``. Until the gate tensor is changed some other way, the
+        forward multiplies by ``value`` inside its last matmul instead of reading the tensor (one
+        operation fewer, and no read of the device)."""
+        self.gate.fill_(value)
+        self._known_gate = (self.gate, self.gate._version, float(value))
+
+    def _gate_now(self):
+        """``(gate tensor or None, scalar)``: the gate as a tensor to multiply by, or folded into a scalar."""
+        known, gate = self._known_gate, self.gate
+        if gate is None or known is None or known[0] is not gate or gate.requires_grad or torch.compiler.is_compiling():
+            return gate, 1.0
+        return (None, known[2]) if known[1] == gate._version else (gate, 1.0)
+
+    def forward(self, source: torch.Tensor, base: torch.Tensor | None = None) -> torch.Tensor:
+        """``t * B A n(source)``, or ``base + t * B A n(source)`` when ``base`` is given, in the connection's dtype."""
+        x = source if source.dtype == self.A.dtype else source.to(self.A.dtype)
+        if base is not None and base.dtype != self.A.dtype:
+            return base + self.forward(x).to(base.dtype)
+        gate, t = self._gate_now()
+        with torch.autocast(x.device.type, enabled=False):  # the connection runs in its own dtype (float32 in solo)
+            return _Connection.apply(base, x, self.A, self.B, gate, self._rms, t)
 
     def delta_weight(self) -> torch.Tensor:
         """The connection's full linear map ``t * B A`` (d x d)."""
         return self.B @ self.A * (1.0 if self.gate is None else self.gate)
+
+
+def _rows(tensor: torch.Tensor) -> torch.Tensor:
+    return tensor.reshape(-1, tensor.shape[-1])
+
+
+def _dot(a: torch.Tensor, b: torch.Tensor, plus: torch.Tensor | None = None) -> torch.Tensor:
+    """Per-row dot products of two (n, k) matrices as (n, 1), ``+ plus`` if given: one batched matmul,
+    where ``(a * b).sum(-1) + plus`` is three operations."""
+    if plus is None:
+        return torch.bmm(a.unsqueeze(1), b.unsqueeze(2)).squeeze(2)
+    return torch.baddbmm(plus, a.unsqueeze(1), b.unsqueeze(2)).squeeze(2)
+
+
+_EPS: dict = {}  # (device, dtype, d) -> the scalar tensor d * RMS_EPS, made once instead of an addition per call
+
+
+def _eps_for(x2: torch.Tensor) -> torch.Tensor:
+    key = (x2.device, x2.dtype, x2.shape[1])
+    if key not in _EPS:
+        _EPS[key] = torch.full((), x2.shape[1] * RMS_EPS, dtype=x2.dtype, device=x2.device)
+    return _EPS[key]
+
+
+class _Connection(torch.autograd.Function):
+    """``base + t * B A n(x)`` on rows of ``x`` (d wide), with its gradient written out by hand.
+
+    Why by hand: a training step dispatches one kernel per operation, and autograd's own graph of
+    the connection (the norm's pieces, the gate's multiply, the add) costs about twice the
+    operations of this one. The rms norm enters as a per-row scale of the rank-r product, not of
+    ``x``: ``A n(x) = sqrt(d) * rsqrt(|x|^2 + d * eps) * (A x)``, the same map, so the norm costs a
+    batched dot product and the scalar sqrt(d) rides in the second matmul. The gate multiplies that
+    per-row scale (or the rank-r product when there is no norm), or, given as the number ``t``
+    (``gate`` None), rides in the second matmul too. ``base`` None: the delta alone.
+    """
+
+    @staticmethod
+    def forward(ctx, base, x, A, B, gate, rms, t):
+        x2 = _rows(x)
+        u = x2 @ A.t()  # (n, r)
+        sq = scale = None
+        if rms:
+            sq = _dot(x2, x2, _eps_for(x2))  # |x|^2 + d * eps, per row
+            scale = torch.rsqrt(sq) if gate is None else torch.rsqrt(sq) * gate
+        elif gate is not None:
+            scale = gate
+        w = u if scale is None else u * scale
+        alpha = (math.sqrt(x2.shape[1]) if rms else 1.0) * t
+        if base is None:
+            out = torch.mm(w, B.t()) if alpha == 1.0 else torch.addmm(w.new_zeros(()), w, B.t(), beta=0, alpha=alpha)
+        else:
+            out = torch.addmm(_rows(base), w, B.t(), alpha=alpha)
+        ctx.save_for_backward(x2, A, B, u, w, sq, scale, gate)
+        ctx.alpha, ctx.shape = alpha, x.shape
+        return out.view(x.shape[:-1] + (B.shape[0],))
+
+    @staticmethod
+    def backward(ctx, grad):
+        x2, A, B, u, w, sq, scale, gate = ctx.saved_tensors
+        need_base, need_x, need_a, need_b, need_gate = ctx.needs_input_grad[:5]
+        g = _rows(grad)
+        alpha = ctx.alpha
+        grad_x = grad_a = grad_b = grad_gate = None
+        with torch.autocast(g.device.type, enabled=False):
+            if need_b:
+                grad_b = torch.addmm(B, g.t(), w, beta=0, alpha=alpha)  # alpha * g^T w
+            gw = torch.addmm(w, g, B, beta=0, alpha=alpha)  # alpha * g B, the gradient of w
+            gu = gw if scale is None else gw * scale
+            if need_a:
+                grad_a = gu.t() @ x2
+            if need_x:
+                grad_x = gu @ A
+                if sq is not None:  # through the norm: d rsqrt(sq)/dx = -x / sq^1.5
+                    grad_x = torch.addcmul(grad_x, x2, _dot(gu, u) / sq, value=-1.0)
+                grad_x = grad_x.view(ctx.shape)
+            if need_gate:
+                per_row = _dot(gw, u)
+                grad_gate = (per_row if sq is None else per_row * torch.rsqrt(sq)).sum()
+        return (grad if need_base else None), grad_x, grad_a, grad_b, grad_gate, None, None
 
 
 def _hidden_of(output):
@@ -132,7 +227,7 @@ class SoloHooks:
                 return None
             hidden = _hidden_of(output)
             for src, conn in incoming:
-                hidden = hidden + conn(self.sources[src]).to(hidden.dtype)
+                hidden = conn(self.sources[src], hidden)
             if is_source:
                 self.sources[index] = hidden
             if index == self._last_dest and not torch.is_grad_enabled():

@@ -20,6 +20,11 @@ GradScaler (float16 gradients underflow without loss scaling), and a float32 bas
 with *native* bf16 runs its training forward under bf16 autocast (never on emulated bf16: T4,
 V100). Nothing else reads ``--dtype`` to decide precision.
 
+``--quantize`` (nf4, fp4, int8, torchao-int8) is part of the same decision: :func:`resolve_precision`
+checks its backend can run here and :class:`Precision` carries it to model loading
+(:mod:`solo_cli.engine.quantization`), where the precision's dtype becomes the quantized layers'
+compute dtype.
+
 :func:`choose` is the pure decision (hardware facts and a speed-up measurement in, a
 :class:`Precision` out), so tests inject the facts; :func:`resolve_precision` gathers them.
 """

@@ -27,7 +27,6 @@ from dataclasses import dataclass
 from ..errors import UsageError, param
 
 QUANTIZE_CHOICES = ("none", "nf4", "fp4", "int8", "torchao-int8")
-EXTRA = "solo-cli[quantize]"  # pyproject.toml's extra that installs both backends
 
 
 @dataclass(frozen=True)
@@ -35,16 +34,15 @@ class Backend:
     """The package a ``--quantize`` choice runs on, and where it runs."""
 
     package: str  # the import name, which is also its PyPI name
+    extra: str  # pyproject.toml's extra that installs it
     devices: tuple[str, ...]  # torch device types it quantizes on
     minimum: str  # the oldest release tested (the extra's lower bound)
 
 
-BACKENDS = {
-    "nf4": Backend("bitsandbytes", ("cuda", "cpu", "xpu"), "0.50"),  # the CPU backend needs 0.50's kernels
-    "fp4": Backend("bitsandbytes", ("cuda", "cpu", "xpu"), "0.50"),
-    "int8": Backend("bitsandbytes", ("cuda", "cpu", "xpu"), "0.50"),
-    "torchao-int8": Backend("torchao", ("cuda", "cpu"), "0.18"),
-}
+BITSANDBYTES = Backend("bitsandbytes", "solo-cli[quantize]", ("cuda", "cpu", "xpu"), "0.50")  # CPU kernels: 0.50
+# Its own extra: once torchao is installed, transformers imports it on every model load (seconds), quantized or not.
+TORCHAO = Backend("torchao", "solo-cli[torchao]", ("cuda", "cpu"), "0.18")
+BACKENDS = {"nf4": BITSANDBYTES, "fp4": BITSANDBYTES, "int8": BITSANDBYTES, "torchao-int8": TORCHAO}
 
 
 def installed(package: str) -> bool:
@@ -69,7 +67,7 @@ def check_backend(quantize: str, device_type: str) -> None:
     if quantize not in BACKENDS:
         raise UsageError(f"{param('quantize')} {quantize!r}: use one of {', '.join(QUANTIZE_CHOICES)}")
     backend, flag = BACKENDS[quantize], f"{param('quantize')} {quantize}"
-    install = f"`pip install '{EXTRA}'` (or `pip install '{backend.package}>={backend.minimum}'`)"
+    install = f"`pip install '{backend.extra}'` (or `pip install '{backend.package}>={backend.minimum}'`)"
     if not installed(backend.package):
         raise UsageError(f"{flag} needs {backend.package}, which is not installed; install it with {install}")
     if device_type not in backend.devices:
@@ -134,10 +132,9 @@ def load_failure(name: str, quantize: str, exc: Exception, *, came_quantized: bo
             f"{param('model')} {name}: is quantized with {quantize}, which cannot load here ({first}); "
             "install the package it names, or pass a full-precision model"
         )
-    package = BACKENDS[quantize].package
     return UsageError(
-        f"{param('quantize')} {quantize}: {package} cannot load {name} here ({first}); "
-        f"install or upgrade it with `pip install '{EXTRA}'`, or pass {param('quantize')} none"
+        f"{param('quantize')} {quantize}: {BACKENDS[quantize].package} cannot load {name} here ({first}); "
+        f"install or upgrade it with `pip install '{BACKENDS[quantize].extra}'`, or pass {param('quantize')} none"
     )
 
 

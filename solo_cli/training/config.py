@@ -150,8 +150,15 @@ class TrainConfig:
     quantize: str = option(
         "none",
         "Load the base's linear weights quantized: nf4 or fp4 (4-bit), int8 (bitsandbytes), torchao-int8; "
-        "the adapter stays float32. Needs pip install 'solo-cli[quantize]'.",
+        "the adapter stays float32. Needs pip install 'solo-cli[quantize]' (torchao-int8: 'solo-cli[torchao]').",
         choices=QUANTIZE_CHOICES,
+    )
+    packing: bool = option(
+        False,
+        "Pack several examples into each row of --max-seq-length tokens, with no padding and no attention "
+        "between them; --batch-size then counts rows (and --group-by-length has nothing to do). Refused for models "
+        "that cannot keep examples apart.",
+        flags=("--packing/--no-packing",),
     )
 
     def validate(self) -> TrainConfig:

@@ -25,7 +25,7 @@ from ..errors import UsageError, param
 from . import distributed
 from .config import TrainConfig
 from .distributed import DistContext
-from .sampler import total_steps
+from .sampler import epoch_units, total_steps
 from .shape import RunShape
 from .train_data import load_run_data
 
@@ -96,10 +96,12 @@ def prepare(cfg: TrainConfig, loaded: LoadedModel | None = None, ctx: DistContex
     train, valid = data.train, data.valid
     if valid is not None and cfg.max_eval_rows:
         valid.examples = valid.examples[: cfg.max_eval_rows]
-    steps = total_steps(cfg, len(train.examples), ctx.world_size)
+    units = epoch_units(cfg, train.examples)
+    steps = total_steps(cfg, units, ctx.world_size)
     homotopy = cfg.ramp_steps(steps)
     set_seed(cfg.seed)
     adapter = SoloAdapter(AdapterConfig(connections, cfg.rank, cfg.gate, homotopy, fp.hidden_size, source_norm=cfg.source_norm))
-    shape = RunShape(ctx.world_size, cfg.batch_size, cfg.grad_accum, len(train.examples), steps, homotopy)
+    packed_rows = units if cfg.packing else 0
+    shape = RunShape(ctx.world_size, cfg.batch_size, cfg.grad_accum, len(train.examples), steps, homotopy, packed_rows)
     base = base_identity(loaded.model, loaded.path)
     return PreparedRun(cfg, loaded, fp, adapter, train, valid, steps, device, ctx, data.data_sha256, shape, base)

@@ -41,7 +41,7 @@ RESUME_MAY_CHANGE = frozenset(
 
 _COMPARED_RESOLVED = ("connections", "homotopy_steps")  # compared once resolved on the model, by load_checkpoint
 # What a run's config.json meant by a setting it does not record: the run predates the option.
-_BEFORE_RECORDED = {"group_by_length": False}
+_BEFORE_RECORDED = {"group_by_length": False, "packing": False}
 
 
 def data_sha256(cfg: TrainConfig) -> dict[str, str | None]:

@@ -27,6 +27,7 @@ class RunShape:
     examples: int  # training examples the steps are drawn from
     total_steps: int
     homotopy_steps: int
+    packed_rows: int = 0  # with --packing, the rows an epoch's examples pack into (what its steps are cut from)
 
     @property
     def global_batch(self) -> int:
@@ -35,7 +36,8 @@ class RunShape:
 
     @property
     def steps_per_epoch(self) -> int:
-        return steps_per_epoch(self.examples, self.batch_size * self.world_size, self.grad_accum)
+        units = self.packed_rows or self.examples
+        return steps_per_epoch(units, self.batch_size * self.world_size, self.grad_accum)
 
     def to_dict(self) -> dict:
         return {
@@ -44,6 +46,7 @@ class RunShape:
             "grad_accum": self.grad_accum,
             "global_batch": self.global_batch,
             "examples": self.examples,
+            "packed_rows": self.packed_rows,
             "steps_per_epoch": self.steps_per_epoch,
             "total_steps": self.total_steps,
             "homotopy_steps": self.homotopy_steps,
@@ -56,6 +59,7 @@ _SHAPE_WORDS = {
     "batch_size": "batch per process",
     "grad_accum": "micro-batches a step",
     "examples": "training examples",
+    "packed_rows": "packed rows",
     "total_steps": "total steps",
     "homotopy_steps": "homotopy steps",
 }

@@ -16,8 +16,9 @@ from dataclasses import dataclass
 import torch
 
 from ..data.encode import Example, collate, loss_tokens
+from ..data.packing import PackedRow, collate_packed
 from ..engine.adapter import SoloAdapter, release_sources
-from ..engine.loss import causal_lm_loss
+from ..engine.loss import causal_lm_loss, packs_flat, prove_packing
 from ..engine.precision import Precision
 from ..errors import RuntimeFailure, SoloError, param
 from .config import TrainConfig
@@ -25,7 +26,7 @@ from .distributed import DistContext, wrap
 from .memory import is_out_of_memory, out_of_memory
 from .optim import make_optimizer
 from .readout import StepReadout, read_step
-from .sampler import example_lengths, step_batches
+from .sampler import example_lengths, packed_step_batches, step_batches
 
 Callback = Callable[[str, dict], None]
 
@@ -127,7 +128,7 @@ class Trainer:
         self.loss = wrap(model, adapter, lambda m, b, ls: causal_lm_loss(m, b, ls), self.ctx, device)
         self.stop_requested = False
 
-    def _step(self, batches: list[list[Example]]) -> tuple[torch.Tensor, float, int]:
+    def _step(self, batches: list[list[Example]] | list[list[PackedRow]]) -> tuple[torch.Tensor, float, int]:
         """Forward and backward over one step's global micro-batches (``grad_accum``, fewer at an epoch's end),
         weighted by trained tokens.
 
@@ -137,14 +138,15 @@ class Trainer:
         mean loss is scaled by its share of ``total``, times the world size that DDP's gradient
         averaging divides by, so any split over processes and micro-batches gives the gradient of
         one big batch. Returns this process's token-weighted loss sum (a device scalar, read
-        later by :func:`read_step`), ``total`` and the tokens seen.
+        later by :func:`read_step`), ``total`` and the tokens seen. With ``--packing`` the items are
+        packed rows, counted the same way (a row's labels leave out each example's first token).
         """
         ctx, size = self.ctx, self.cfg.batch_size
         total = max(1.0, float(sum(loss_tokens(e.labels) for b in batches for e in b)))
         seen = sum(len(e.input_ids) for b in batches for e in b)
         mine = [b[ctx.rank * size : (ctx.rank + 1) * size] for b in batches]
         # under DDP the last global batch of an epoch can leave a rank with no examples
-        collated = [self._to_device(collate(b, self.pad_id)) if b else None for b in mine]  # copied before any compute
+        collated = [self._to_device(self._collate(b)) if b else None for b in mine]  # copied before any compute
         loss_sum = torch.zeros((), device=self.device)
         for n, (batch, examples) in enumerate(zip(collated, mine)):
             count = sum(loss_tokens(e.labels) for e in examples)
@@ -157,6 +159,27 @@ class Trainer:
             release_sources(self.model)  # the hidden states the hooks kept for this backward
             loss_sum = loss_sum + loss.detach().float() * count
         return loss_sum, total, seen
+
+    def _collate(self, items: list[Example] | list[PackedRow]) -> dict[str, torch.Tensor]:
+        """One micro-batch as tensors: padded examples, or packed rows (one flattened row for flash-attention)."""
+        if not self.cfg.packing:
+            return collate(items, self.pad_id)
+        return collate_packed(items, self.pad_id, flat=packs_flat(self.model))
+
+    def _stream(self, train, start: int):
+        """The run's optimizer steps from step ``start``: whole global micro-batches of examples, or of packed rows.
+
+        With ``--packing`` the model is first proven to keep packed examples apart, on a row of the
+        first two examples (the same on every process, so all of them refuse together).
+        """
+        cfg, global_batch = self.cfg, self.cfg.batch_size * self.ctx.world_size
+        if not cfg.packing:
+            lengths = example_lengths(train) if cfg.group_by_length else None
+            return step_batches(train, global_batch, cfg.seed, start, lengths=lengths, accum=cfg.grad_accum)
+        probe = PackedRow.of([train[0], train[min(1, len(train) - 1)]])
+        prove_packing(self.model, self._to_device(collate_packed([probe], self.pad_id)))
+        release_sources(self.model)
+        return packed_step_batches(train, global_batch, cfg.seed, cfg.max_seq_length, start, accum=cfg.grad_accum)
 
     def _to_device(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """``batch`` on the device; to CUDA from pinned memory, so the copy does not wait for queued work."""
@@ -218,10 +241,9 @@ class Trainer:
 
     def run(self, train: list[Example], state: TrainState, on_eval, on_save) -> TrainState:
         """Train from ``state`` to the last step, updating ``state`` in place; returns it."""
-        cfg, ctx = self.cfg, self.ctx
-        lengths = example_lengths(train) if cfg.group_by_length else None
+        ctx = self.ctx
         # whole global micro-batches: each process trains its slice (_step) and counts tokens from all of them
-        stream = step_batches(train, cfg.batch_size * ctx.world_size, cfg.seed, state.step, lengths=lengths, accum=cfg.grad_accum)
+        stream = self._stream(train, state.step)
         self.model.train()
         clock = _Clock(state.step)
         while state.step < self.steps:

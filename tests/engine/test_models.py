@@ -50,7 +50,9 @@ def test_auto_dtype_loads_what_the_hardware_resolves_to(tiny_model_dir, monkeypa
     from solo_cli.engine.precision import Precision
 
     chosen = Precision("bfloat16", "bfloat16: bf16 measured 2.00x of float32 on this CPU (amx_bf16)")
-    monkeypatch.setattr(models, "resolve_precision", lambda name, device, **_: chosen if name == "auto" else Precision(name, "asked"))
+    monkeypatch.setattr(
+        models, "resolve_precision", lambda name, device, **_: chosen if name == "auto" else Precision(name, "asked")
+    )
     loaded = load_model(tiny_model_dir, dtype="auto")
     assert loaded.precision == chosen and next(loaded.model.parameters()).dtype == torch.bfloat16
     assert load_model(tiny_model_dir).precision.dtype == "float32"  # the library's default stays float32

@@ -58,9 +58,7 @@ def test_full_disk_during_merge_keeps_the_old_output(tmp_path, full_disk, monkey
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.safetensors", "m.safetensors"]
 
 
-def test_a_real_safetensors_full_disk_while_writing_optimizer_state_is_one_line(
-    tiny_model_dir, tiny_data, tmp_path, monkeypatch
-):
+def test_a_real_safetensors_full_disk_while_writing_optimizer_state_is_one_line(tiny_model_dir, tiny_data, tmp_path, monkeypatch):
     """safetensors reports a full disk as SafetensorError("... (os error 28)"), not OSError."""
     from safetensors import SafetensorError
 

@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 from solo_cli import load_adapter
@@ -53,9 +54,11 @@ def _train_args(model_dir, data, out, batch):
     ]
 
 
-def test_two_processes_equal_one_process_with_twice_the_batch(tiny_model_dir, tiny_data, tmp_path):
+# --packing: the processes split each global micro-batch's rows as they split its examples
+@pytest.mark.parametrize("extra", [[], ["--packing", "--max-seq-length", "128"]], ids=["padded", "packing"])
+def test_two_processes_equal_one_process_with_twice_the_batch(tiny_model_dir, tiny_data, tmp_path, extra):
     single = subprocess.run(
-        [sys.executable, "-m", "solo_cli", *_train_args(tiny_model_dir, tiny_data, tmp_path / "one", 4)],
+        [sys.executable, "-m", "solo_cli", *_train_args(tiny_model_dir, tiny_data, tmp_path / "one", 4), *extra],
         capture_output=True,
         text=True,
         env=ENV,
@@ -71,6 +74,7 @@ def test_two_processes_equal_one_process_with_twice_the_batch(tiny_model_dir, ti
             "-m",
             "solo_cli",
             *_train_args(tiny_model_dir, tiny_data, tmp_path / "two", 2),
+            *extra,
         ],
         capture_output=True,
         text=True,
