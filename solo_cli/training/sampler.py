@@ -67,6 +67,11 @@ def _grouped(order: list[int], lengths: Sequence[int], global_batch: int, seed: 
     return batches + tail
 
 
+def _micro_batches_of(steps: list[list], global_batch: int) -> list[list[list]]:
+    """Each step cut into its global micro-batches of ``global_batch`` (the last of a short step may be shorter)."""
+    return [[step[i : i + global_batch] for i in range(0, len(step), global_batch)] for step in steps]
+
+
 def epoch_steps(
     examples: Sequence, global_batch: int, seed: int, epoch: int, lengths: Sequence[int] | None = None, accum: int = 1
 ) -> list[list[list[int]]]:
@@ -83,7 +88,7 @@ def epoch_steps(
         steps = [order[i : i + size] for i in range(0, len(order), size)]
     else:
         steps = _grouped(order, lengths, size, seed, epoch)
-    return [[step[i : i + global_batch] for i in range(0, len(step), global_batch)] for step in steps]
+    return _micro_batches_of(steps, global_batch)
 
 
 def epoch_batches(
@@ -158,8 +163,7 @@ def packed_epoch_steps(
         fullest = max(range(len(rows)), key=lambda r: sum(lengths[i] for i in rows[r]))
         rows[0], rows[fullest] = rows[fullest], rows[0]
     size = global_batch * accum
-    steps = [rows[i : i + size] for i in range(0, len(rows), size)]
-    return [[step[i : i + global_batch] for i in range(0, len(step), global_batch)] for step in steps]
+    return _micro_batches_of([rows[i : i + size] for i in range(0, len(rows), size)], global_batch)
 
 
 def packed_step_batches(

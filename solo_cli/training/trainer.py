@@ -19,7 +19,7 @@ from ..data.encode import Example, collate, loss_tokens
 from ..data.packing import PackedRow, collate_packed
 from ..engine.adapter import SoloAdapter, release_sources
 from ..engine.loss import causal_lm_loss, packs_flat, prove_packing
-from ..engine.precision import Precision
+from ..engine.precision import Precision, resolve_precision
 from ..errors import RuntimeFailure, SoloError, param
 from .config import TrainConfig
 from .distributed import DistContext, wrap
@@ -55,10 +55,9 @@ class TrainState:
     tokens: int = 0
 
 
-def _precision_of(model) -> Precision:
-    """The precision of a model given without one: float16 weights scale the loss, others train as they are."""
-    dtype = str(next(model.parameters()).dtype).removeprefix("torch.")
-    return Precision(dtype, f"{dtype}: the model's weights", grad_scaler=dtype == "float16")
+def _precision_of(model, device) -> Precision:
+    """The precision of a model given without one: the one decision (engine/precision.py) for its weights' dtype."""
+    return resolve_precision(str(next(model.parameters()).dtype).removeprefix("torch."), device)
 
 
 class Interrupted(SoloError):
@@ -121,7 +120,7 @@ class Trainer:
         self.ctx = ctx or DistContext()
         self.optimizer, self.scheduler = make_optimizer(adapter, cfg, steps)
         # the run's one precision decision (engine/precision.py); without one, what the model's weights are
-        self.precision = precision or _precision_of(model)
+        self.precision = precision or _precision_of(model, device)
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.precision.grad_scaler)
         self.autocast = getattr(torch, self.precision.autocast) if self.precision.autocast else None
         # looked up at call time, so tests can substitute the loss
