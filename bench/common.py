@@ -70,13 +70,15 @@ def solo_method(name, model, spec: str, rank: int, gate: str, lr: float, steps: 
     return method
 
 
-def lora_method(name, model, lr: float, steps: int, rank: int = 4, alpha: int = 32, dropout: float = 0.1):
+def lora_method(name, model, lr: float, steps: int, rank: int = 4, alpha: int = 32, dropout: float = 0.1, targets=None):
+    """peft LoRA of rank ``rank`` on ``targets`` (default q_proj and v_proj; peft's "all-linear": every linear layer but the head)."""
     from peft import LoraConfig, get_peft_model
     from transformers import get_scheduler
 
     torch.manual_seed(0)
     peft_model = get_peft_model(
-        model, LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=dropout, target_modules=LORA_TARGETS, task_type="CAUSAL_LM")
+        model,
+        LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=dropout, target_modules=targets or LORA_TARGETS, task_type="CAUSAL_LM"),
     )
     params = [p for p in peft_model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=lr)

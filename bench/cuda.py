@@ -81,7 +81,7 @@ def trainer_run(dtype: str, compiled: bool, opts, folder: Path) -> dict:
     """`solo train` on sample_data/e2e at batch 32 (speed.dtype_run): tokens/s after the 4th step, what it resolved."""
     from speed import dtype_run
 
-    flags = ("--batch-size", "32", "--device", opts.device, "--log-every", "1") + (("--compile",) if compiled else ())
+    flags = ("--batch-size", "32", "--device", opts.device, "--log-every", "1") + (("--compile", "on") if compiled else ())
     try:
         run = dtype_run(dtype, opts, folder, max_steps=opts.trainer_steps, flags=flags, skip=4)
     except subprocess.CalledProcessError as failed:
@@ -161,7 +161,7 @@ def markdown(report: dict) -> str:
         )
     failed = [k for k, v in report["steps"].items() if "error" in v]
     failed += [
-        f"solo train --dtype {r['dtype']}{' --compile' if r['compile'] else ''}" for r in report["trainer"] if "error" in r
+        f"solo train --dtype {r['dtype']}{' --compile on' if r['compile'] else ''}" for r in report["trainer"] if "error" in r
     ]
     if failed:
         lines += ["", f"Failed: {', '.join(failed)} (the errors are in speed-cuda.json)."]

@@ -1,8 +1,13 @@
 """Packing vs length-grouped padding on mixed-length chat data: tokens/s of `solo train` (issue 21).
 
-    python bench/packing.py                  # 1,024 conversations, --max-seq-length 1024, 3 interleaved rounds
-    python bench/packing.py --device cuda    # the same on a GPU
+    python bench/packing.py                  # 512 conversations, --max-seq-length 1024, 5 steps a run, 3 interleaved rounds
+    python bench/packing.py --device cuda --conversations 2048 --batch-size 16 --steps 20
     python bench/packing.py --quick          # smoke check: 48 conversations, 2 steps a run, 1 round (no figures kept)
+
+The defaults fit a 2-core CPU: six `solo train` processes of 5 steps, each step about 2,100 tokens of
+SmolLM2 (some 5 s there) after some 20 s of start-up, so about 5 minutes on an idle machine. At
+--max-seq-length 1024 a fifth of these conversations are cut (at 512 it would be over 40%, and
+packing would have little left to pack).
 
 Writes bench/results/packing.json and packing.md (with the command and device), except with --quick.
 
@@ -120,11 +125,34 @@ def train_run(name: str, flags: list[str], data: Path, folder: Path, opts) -> di
     cmd += ["--model", opts.model, "--max-steps", str(opts.steps), "--eval-every", "100000", "--seed", "0"]
     cmd += ["--max-seq-length", str(opts.max_seq_length), "--device", opts.device, "--dtype", opts.dtype, *flags]
     tick = time.perf_counter()
-    subprocess.run(cmd, capture_output=True, text=True, check=True, env=with_root(os.environ | {"TQDM_DISABLE": "1"}))
+    done = subprocess.run(cmd, capture_output=True, text=True, env=with_root(os.environ | {"TQDM_DISABLE": "1"}))
     seconds = time.perf_counter() - tick
+    if done.returncode:
+        tail = "\n".join((done.stderr or done.stdout).strip().splitlines()[-15:])
+        raise SystemExit(f"bench/packing.py: the {name} run failed (exit {done.returncode}): {' '.join(cmd)}\n{tail}")
     steps = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if '"loss"' in line]
     rates = sorted(s["tokens_per_s"] for s in (steps[2:] or steps))
-    return {"tokens_per_s": rates[len(rates) // 2], "process_s": round(seconds, 1), "losses": [s["loss"] for s in steps]}
+    recorded = json.loads((out / "config.json").read_text())
+    return {
+        "tokens_per_s": rates[len(rates) // 2],
+        "process_s": round(seconds, 1),
+        "losses": [s["loss"] for s in steps],
+        "dtype": recorded.get("dtype_resolved"),
+    }
+
+
+def device_name(device: str) -> str:
+    """What ``--device`` resolves to here, as `solo train` resolves it, named with the hardware and torch version."""
+    import torch
+
+    from solo_cli.training.prepared import resolve_device
+
+    resolved = resolve_device(device)
+    if resolved.type == "cuda":
+        hardware = torch.cuda.get_device_name(resolved)
+    else:
+        hardware = f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
+    return f"{resolved} ({hardware}), torch {torch.__version__}, Python {platform.python_version()}"
 
 
 def markdown(report: dict) -> str:
@@ -152,10 +180,10 @@ def markdown(report: dict) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--conversations", type=int, default=1024)
+    parser.add_argument("--conversations", type=int, default=512)
     parser.add_argument("--max-seq-length", type=int, default=1024)
-    parser.add_argument("--batch-size", type=int, default=8, help="examples a grouped micro-batch")
-    parser.add_argument("--steps", type=int, default=12)
+    parser.add_argument("--batch-size", type=int, default=4, help="examples a grouped micro-batch")
+    parser.add_argument("--steps", type=int, default=5, help="steps a run (tokens/s: the median after the first two)")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--model", default="smollm2-135m", help="a built-in name or a model folder")
     parser.add_argument("--device", default="auto")
@@ -189,7 +217,7 @@ def main() -> None:
     ranked = sorted(lengths)
     report = {
         "command": "python bench/packing.py" + "".join(f" {a}" for a in sys.argv[1:]),
-        "device": f"{opts.device} on {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
+        "device": device_name(opts.device) + f", --dtype {opts.dtype} ran as {samples['grouped'][0]['dtype']}",
         "settings": {
             "conversations": len(rows),
             "steps": opts.steps,

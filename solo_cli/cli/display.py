@@ -109,6 +109,8 @@ class TrainDisplay:
         line(f"connections: {info['connections']} | {info['examples']} examples | {info['total_steps']} steps", self.console)
         if info.get("dtype_reason"):
             line(f"dtype {info['dtype_reason']}", self.console)
+        if info.get("compile_reason", "off") != "off":
+            line(f"compile {info['compile_reason']}", self.console)
         if self.console.is_terminal:
             self.progress = Progress(
                 TextColumn("[bold]train"),
@@ -224,6 +226,40 @@ def show_plan_report(rep: dict) -> None:
     ratio = f"{100 * rep['ratio_to_lora']:.1f}% of LoRA" if rep["ratio_to_lora"] else "-"
     table.add_row("relative size", ratio, "100%")
     table.add_row("blocks with a backward pass", str(plan["blocks_with_backward"]), str(lora["blocks_with_backward"]))
+    out.print(table)
+    if "train_memory" in rep:
+        show_train_memory(rep["train_memory"], plan)
+
+
+MEMORY_ROWS = (
+    ("base weights", ("weights", "gathered")),
+    ("activations kept for backward", ("activations", "sources", "workspace")),
+    ("loss (logits)", ("loss",)),
+    ("adapter + gradients + AdamW", ("adapter", "gradients", "optimizer")),
+)
+
+
+def gib(nbytes: int) -> str:
+    return f"{nbytes / 2**30:.2f} GiB"
+
+
+def show_train_memory(mem: dict, plan: dict) -> None:
+    """The training memory of the plan beside LoRA r=8 (all linear layers, and q,v), part by part."""
+    s = mem["settings"]
+    quant = "" if s["quantize"] == "none" else f", {s['quantize']} base"
+    per = f", per process of {s['world_size']} ({s['parallel']})" if s["world_size"] > 1 else ""
+    ckpt = ", grad checkpoint" if s["grad_checkpoint"] else ""
+    title = f"training memory (estimate): batch {s['batch_size']} x {s['max_seq_length']} tokens, {s['dtype']}{quant}{ckpt}{per}"
+    table = Table(title=clean(title))
+    r = s["lora_rank"]
+    for column in ("", f"solo (r={plan['rank']})", f"LoRA r={r}, all linear (QLoRA)", f"LoRA r={r} on q,v"):
+        table.add_column(clean(column), justify="right")
+    names = ("solo", "lora", "lora_qv")
+    for label, keys in MEMORY_ROWS:
+        table.add_row(label, *(gib(sum(mem["parts"][n][k] for k in keys)) for n in names))
+    table.add_row("total", *(gib(mem[n]) for n in names))
+    ratio = f"{100 * mem['solo'] / mem['lora']:.0f}% of LoRA" if mem["lora"] else "-"
+    table.add_row("relative", ratio, "100%", f"{100 * mem['lora_qv'] / mem['lora']:.0f}%" if mem["lora"] else "-")
     out.print(table)
 
 

@@ -9,7 +9,7 @@ import typer
 from ..errors import UsageError
 from . import display
 from .base import app, handle_errors
-from .options import AdapterRevision, Model, Revision, TrustCode, adapter_path, quiet_transformers
+from .options import AdapterRevision, Dtype, Model, Revision, TrustCode, adapter_path, quantize_choice, quiet_transformers
 
 
 @app.command()
@@ -28,13 +28,31 @@ def inspect(
     revision: Revision = None,
     trust_remote_code: TrustCode = False,
     adapter_revision: AdapterRevision = None,
+    quantize: Annotated[
+        Optional[str], typer.Option(help="Training memory over a quantized base: none, nf4, fp4, int8 or torchao-int8.")
+    ] = None,
+    dtype: Dtype = None,
+    batch_size: Annotated[Optional[int], typer.Option(help="Training memory at this micro-batch (default: train's 8).")] = None,
+    max_seq_length: Annotated[
+        Optional[int], typer.Option(help="Training memory at this many tokens an example (default: train's 256).")
+    ] = None,
+    grad_checkpoint: Annotated[
+        bool, typer.Option("--grad-checkpoint", help="Training memory with activation checkpointing.")
+    ] = False,
+    world_size: Annotated[Optional[int], typer.Option(help="Training memory of one of this many processes.")] = None,
+    parallel: Annotated[
+        Optional[str], typer.Option(help="ddp (the base on every process) or fsdp (sharded over --world-size).")
+    ] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
-    """Describe an adapter file (local or on the Hub), or what a connection plan costs on a model (beside LoRA r=4 on q,v)."""
+    """Describe an adapter file (local or on the Hub), or what a connection plan costs on a model: its parameters beside
+    LoRA r=4 on q,v, and the memory training needs beside LoRA r=8 (all linear layers, as QLoRA; and q,v)."""
     if adapter is None and model is None:
         raise UsageError("give an adapter file to describe, or --model M to cost a plan")
     if adapter is not None:
         plan = {"model": model, "connections": connections, "rank": rank, "gate": gate, "revision": revision}
+        plan |= {"quantize": quantize, "dtype": dtype, "batch_size": batch_size, "max_seq_length": max_seq_length}
+        plan |= {"grad_checkpoint": grad_checkpoint, "world_size": world_size, "parallel": parallel}
         _refuse_plan_flags(adapter, **plan, trust_remote_code=trust_remote_code)
     adapter = adapter_path(adapter, adapter_revision)  # a Hub repo id: its cached download
     if adapter is not None:
@@ -48,6 +66,7 @@ def inspect(
 
     quiet_transformers()
     defaults = TrainConfig()
+    memory = _memory_settings(defaults, quantize, dtype, batch_size, max_seq_length, grad_checkpoint, world_size, parallel)
     rep = plan_report(
         model,
         connections or defaults.connections,
@@ -55,6 +74,7 @@ def inspect(
         defaults.gate if gate is None else gate,
         revision,
         bool(trust_remote_code),
+        memory,
     )
     display.emit_json(rep) if json_out else display.show_plan_report(rep)
 
@@ -68,3 +88,40 @@ def _refuse_plan_flags(adapter: str, **flags) -> None:
             f"{' and '.join(given)} {'is' if one else 'are'} for costing a plan (solo inspect --model M), not for describing "
             f"an adapter file; drop {'it' if one else 'them'}, or drop {adapter} to cost a plan"
         )
+
+
+def _memory_settings(defaults, quantize, dtype, batch_size, max_seq_length, grad_checkpoint, world_size, parallel):
+    """The run to estimate: the flags given, train's defaults for the rest (``--dtype auto`` decided for this machine)."""
+    from ..engine.memory_estimate import PARALLEL_MODES
+    from ..engine.precision import DTYPE_CHOICES, resolve_precision
+    from ..inference.plan_report import MemorySettings
+
+    quantize_choice(quantize)
+    problems = []
+    if dtype is not None and dtype not in DTYPE_CHOICES:
+        problems.append(f"--dtype {dtype}: use one of {', '.join(DTYPE_CHOICES)}")
+    if parallel is not None and parallel not in PARALLEL_MODES:
+        problems.append(f"--parallel {parallel}: use one of {', '.join(PARALLEL_MODES)}")
+    for flag, value, least in (
+        ("--batch-size", batch_size, 1),
+        ("--max-seq-length", max_seq_length, 2),
+        ("--world-size", world_size, 1),
+    ):
+        if value is not None and value < least:
+            problems.append(f"{flag} {value}: must be at least {least}")
+    if problems:
+        raise UsageError("; ".join(problems))
+    dtype = dtype or defaults.dtype
+    if dtype == "auto":  # what solo train would load here (the estimate needs no backend, so no quantize check)
+        import torch
+
+        dtype = resolve_precision("auto", torch.device("cuda" if torch.cuda.is_available() else "cpu")).dtype
+    return MemorySettings(
+        quantize=quantize or defaults.quantize,
+        dtype=dtype,
+        batch_size=batch_size or defaults.batch_size,
+        max_seq_length=max_seq_length or defaults.max_seq_length,
+        world_size=world_size or 1,
+        parallel=parallel or getattr(defaults, "parallel", "ddp"),
+        grad_checkpoint=grad_checkpoint,
+    )

@@ -1,9 +1,12 @@
-"""What a connection plan would cost on a model, for `solo inspect --model`, beside LoRA r=4 on q and v.
+"""What a connection plan would cost on a model, for `solo inspect --model`: its parameters beside LoRA r=4 on
+q and v, and the memory training needs beside LoRA r=8 (on every linear layer, QLoRA's setting, and on q and v).
 
-The model is built on the meta device from its config, so no weights are read.
+The model is built on the meta device (the memory estimate: on fake tensors) from its config, so no weights are read.
 """
 
 from __future__ import annotations
+
+from dataclasses import asdict, dataclass
 
 import torch
 from torch import nn
@@ -43,10 +46,59 @@ def lora_qv_params(blocks: nn.ModuleList, rank: int = 4) -> int | None:
     return total
 
 
+LORA_MEMORY_RANK = 8  # the memory comparison's LoRA: r=8, as QLoRA and most LoRA recipes train
+
+
+@dataclass(frozen=True)
+class MemorySettings:
+    """The run whose training memory is estimated: as ``solo train``'s flags of the same names."""
+
+    quantize: str = "none"
+    dtype: str = "float32"  # resolved: float32, bfloat16 or float16
+    batch_size: int = 8
+    max_seq_length: int = 256
+    world_size: int = 1
+    parallel: str = "ddp"
+    grad_checkpoint: bool = False
+
+
+def memory_report(config, spec: str, rank: int, settings: MemorySettings, trust_remote_code: bool = False) -> dict:
+    """Training memory per process, in bytes: ``solo`` (the plan), ``lora`` (LoRA r=8 on every linear layer of the
+    blocks, the QLoRA setting) and ``lora_qv`` (LoRA r=8 on q and v), with each one's parts and the settings."""
+    from ..engine.memory_estimate import train_memory
+
+    common = {
+        "quantize": settings.quantize,
+        "dtype": settings.dtype,
+        "batch_size": settings.batch_size,
+        "seq_len": settings.max_seq_length,
+        "world_size": settings.world_size,
+        "parallel": settings.parallel,
+        "grad_checkpoint": settings.grad_checkpoint,
+        "trust_remote_code": trust_remote_code,
+    }
+    runs = {
+        "solo": train_memory(config, method="solo", connections=spec, rank=rank, **common),
+        "lora": train_memory(config, method="lora-all", rank=LORA_MEMORY_RANK, **common),
+        "lora_qv": train_memory(config, method="lora-qv", rank=LORA_MEMORY_RANK, **common),
+    }
+    report: dict = {name: est.total for name, est in runs.items()}
+    report["parts"] = {name: est.parts for name, est in runs.items()}
+    report["settings"] = asdict(settings) | {"lora_rank": LORA_MEMORY_RANK}
+    return report
+
+
 def plan_report(
-    model_name: str, spec: str, rank: int, gate: str = "schedule", revision: str | None = None, trust_remote_code: bool = False
+    model_name: str,
+    spec: str,
+    rank: int,
+    gate: str = "schedule",
+    revision: str | None = None,
+    trust_remote_code: bool = False,
+    memory: MemorySettings | None = None,
 ) -> dict:
-    """The model's blocks and what a connection plan costs, beside LoRA r=4 on q and v.
+    """The model's blocks and what a connection plan costs, beside LoRA r=4 on q and v; with ``memory``, also
+    ``train_memory`` (:func:`memory_report`) for a run with those settings.
 
     ``gate`` is one a run trains (schedule or zero-init) and ``rank`` at most the hidden size:
     refused otherwise (:class:`UsageError`), as `solo train` would refuse them.
@@ -74,7 +126,7 @@ def plan_report(
     solo_total = per_connection * len(connections)
     lora = lora_qv_params(blocks, 4)
     lowest = min(j for _, j in connections)
-    return {
+    report = {
         "model": model_name,
         "fingerprint": fp.to_dict(),
         "blocks_path": path,
@@ -97,3 +149,6 @@ def plan_report(
         },
         "ratio_to_lora": (solo_total / lora) if lora else None,
     }
+    if memory is not None:
+        report["train_memory"] = memory_report(config, spec, rank, memory, trust_remote_code)
+    return report

@@ -33,6 +33,8 @@ from .trackers import REPORT_TO, check_report_to
 
 LR_SCHEDULES = ("linear", "cosine", "constant")
 DTYPE_NAMES = ("auto", "float32", "bfloat16", "float16")  # auto: solo_cli/engine/precision.py
+PARALLEL_MODES = ("ddp", "fsdp")  # fsdp: solo_cli/training/sharding.py
+COMPILE_CHOICES = ("off", "on", "auto")  # auto: solo_cli/training/compiled.py
 # AdamW moves every weight of A and B by about lr per step: above 1 a run only diverges or saturates
 # (--lr 1e6 ended "successfully" at the untrained loss). The default is 2e-2.
 MAX_LR = 1.0
@@ -46,11 +48,17 @@ class Option:
     choices: tuple[str, ...] = ()  # the valid values; empty: any value of the field's type
     flags: tuple[str, ...] = ()  # the flag's spelling where it is not --the-name: ("--output", "-o")
     retired: tuple[tuple[str, str], ...] = ()  # (value, why it is refused): no longer a choice, explained
+    legacy: tuple[tuple[object, str], ...] = ()  # (old value, the choice it means now): still read, from YAML and config.json
+
+    def current(self, value):
+        """``value`` as the option takes it now: a legacy value becomes its choice (``True`` -> ``"on"``)."""
+        return next((new for old, new in self.legacy if type(old) is type(value) and old == value), value)
 
 
-def option(default, help: str, *, choices=(), flags=(), retired=()):
+def option(default, help: str, *, choices=(), flags=(), retired=(), legacy=()):
     """A TrainConfig field: its default, its ``--help`` line, its valid values and its flag spelling."""
-    return dataclasses.field(default=default, metadata={"option": Option(help, tuple(choices), tuple(flags), tuple(retired))})
+    spec = Option(help, tuple(choices), tuple(flags), tuple(retired), tuple(legacy))
+    return dataclasses.field(default=default, metadata={"option": spec})
 
 
 def option_of(f: dataclasses.Field) -> Option:
@@ -141,8 +149,12 @@ class TrainConfig:
     )
     device: str = option("auto", "auto, cpu, cuda, cuda:N or mps.")
     grad_checkpoint: bool = option(False, "Recompute activations to save memory.")
-    compile: bool = option(
-        False, "torch.compile the base model's blocks: faster steps after a one-off compile (worth it for long runs)."
+    compile: str = option(
+        "off",
+        "torch.compile the base model's blocks: off, on, or auto (only when the run is long enough to repay the "
+        "compile). Faster steps after a one-off compile; batch widths are padded up to a few buckets.",
+        choices=COMPILE_CHOICES,
+        legacy=[(True, "on"), (False, "off")],  # it was a switch; YAML reads on/off as true/false
     )
     overwrite: bool = option(False, "Replace a run already in --output.")
     resume: str | None = option(None, "Continue from 'auto' (the newest checkpoint in --output) or a checkpoint folder.")
@@ -153,6 +165,15 @@ class TrainConfig:
         "the adapter stays float32. Needs pip install 'solo-cli[quantize]' (torchao-int8: 'solo-cli[torchao]').",
         choices=QUANTIZE_CHOICES,
     )
+    parallel: str = option(
+        "ddp",
+        "Under torchrun: ddp (every process holds the whole base) or fsdp (the base sharded block by block across "
+        "the processes, FSDP2; not with --quantize int8 or torchao-int8).",
+        choices=PARALLEL_MODES,
+    )
+    fsdp_offload: bool = option(
+        False, "With --parallel fsdp on GPUs: keep the base's shards in CPU memory (for bases larger than the GPUs)."
+    )
     packing: bool = option(
         False,
         "Pack several examples into each row of --max-seq-length tokens, with no padding and no attention "
@@ -160,6 +181,11 @@ class TrainConfig:
         "that cannot keep examples apart.",
         flags=("--packing/--no-packing",),
     )
+
+    def __post_init__(self) -> None:
+        for f in fields(self):  # legacy values (compile=True from an older config) as the option takes them now
+            if option_of(f).legacy:
+                setattr(self, f.name, option_of(f).current(getattr(self, f.name)))
 
     def validate(self) -> TrainConfig:
         """Raise one error naming every bad value (each parameter marked with :func:`param`)."""
@@ -207,6 +233,10 @@ class TrainConfig:
             bad("weight_decay", "must be 0 or more")
         if not str(self.output).strip():  # "" would write the run into the current folder
             bad("output", "is empty; name the run folder, e.g. runs/solo")
+        if self.fsdp_offload and self.parallel != "fsdp":
+            problems.append(f"{param('fsdp_offload')} offloads the sharded base: it needs {param('parallel')} fsdp")
+        if self.parallel == "fsdp" and self.quantize in ("int8", "torchao-int8"):  # measured: FSDP2 breaks their weights
+            bad("quantize", f"FSDP cannot shard {self.quantize} weights; with {param('parallel')} fsdp use nf4 or fp4")
         if self.resume == "auto" and self.overwrite:  # --resume PATH --overwrite: see run.check_output
             problems.append(
                 f"{param('resume')} and {param('overwrite')} contradict each other: "
@@ -256,8 +286,8 @@ def _coerce(name: str, value, annotation: str):
 
 def _check(f: dataclasses.Field, value):
     """A YAML value as the field takes it, and the problem with it (None if none): type, then choices."""
-    value, problem = _coerce(f.name, value, str(f.type))
     spec = option_of(f)
+    value, problem = _coerce(f.name, spec.current(value), str(f.type))
     retired = [old for old, _ in spec.retired]  # left to validate(), which says why
     if problem is None and spec.choices and value is not None and value not in (*spec.choices, *retired):
         problem = f"{f.name} must be one of {', '.join(spec.choices)}, got {_shown.repr(value)}"

@@ -4,7 +4,8 @@ Any launcher that sets RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR and MASTER_PORT
 process takes ``--batch-size`` examples of every global batch of ``--batch-size x N``, in the
 order one process with that batch would see them; gradients are averaged by DistributedDataParallel
 over the adapter (the frozen base is not wrapped), with the loss scaled so that the result is
-the token-weighted mean over the whole global batch. gloo on CPU, nccl on CUDA.
+the token-weighted mean over the whole global batch. gloo on CPU, nccl on CUDA. With
+``--parallel fsdp`` the frozen base is sharded across the processes too (:mod:`.sharding`).
 """
 
 from __future__ import annotations
@@ -86,28 +87,42 @@ class LossModule(nn.Module):
     """What DistributedDataParallel wraps: the adapter's parameters, with the frozen model beside them.
 
     The base model is deliberately not a submodule, so DDP neither broadcasts nor synchronises it.
+    ``on_model(fn, *args)`` runs ``fn(model, *args)``: through the FSDP root when the base is sharded
+    (:class:`.sharding.ShardedBase`, which gathers its weights), else directly.
     """
 
-    def __init__(self, model: nn.Module, adapter: nn.Module, loss_fn) -> None:
+    def __init__(self, model: nn.Module, adapter: nn.Module, loss_fn, on_model=None) -> None:
         super().__init__()
         self.adapter = adapter
         object.__setattr__(self, "lm", model)
         object.__setattr__(self, "loss_fn", loss_fn)
+        object.__setattr__(self, "on_model", on_model or (lambda fn, *args: fn(model, *args)))
 
     def forward(self, batch: dict | None, label_smoothing: float = 0.0):
         if batch is None:
             # This rank's share of an uneven last global batch is empty. DDP still needs a backward
             # from every rank to all-reduce over: a zero that depends on every adapter parameter.
             return sum(p.sum() for p in self.adapter.parameters()) * 0.0, 0
-        return self.loss_fn(self.lm, batch, label_smoothing)
+        return self.on_model(self.loss_fn, batch, label_smoothing)
 
 
-def wrap(model: nn.Module, adapter: nn.Module, loss_fn, ctx: DistContext, device: torch.device):
-    """A callable ``(batch, label_smoothing) -> (loss, count)``, data-parallel when ``ctx`` is."""
-    module = LossModule(model, adapter, loss_fn)
+def wrap(model: nn.Module, adapter: nn.Module, loss_fn, ctx: DistContext, device: torch.device, root: nn.Module | None = None):
+    """A callable ``(batch, label_smoothing) -> (loss, count)``, data-parallel when ``ctx`` is.
+
+    ``root``: the FSDP root of a base sharded by :func:`.sharding.shard_base`, which every forward goes
+    through (:attr:`LossModule.on_model`; :func:`on_model`)."""
     if not ctx.enabled:
-        return module
+        return LossModule(model, adapter, loss_fn)
     from torch.nn.parallel import DistributedDataParallel
 
+    adapter.to(device)  # DDP (nccl) broadcasts the adapter from rank 0 where it will train
+    # under FSDP the adapter's all-reduces get a process group of their own, apart from FSDP's gathers
+    group = dist.new_group(backend=dist.get_backend()) if root is not None else None
+    module = LossModule(model, adapter, loss_fn, root)
     ids = [device.index or 0] if device.type == "cuda" else None
-    return DistributedDataParallel(module, device_ids=ids, broadcast_buffers=False)
+    return DistributedDataParallel(module, device_ids=ids, broadcast_buffers=False, process_group=group)
+
+
+def on_model(loss):
+    """``fn(model, *args)`` runner of a :func:`wrap` result: what runs the base outside the loss (validation, proofs)."""
+    return getattr(loss, "module", loss).on_model

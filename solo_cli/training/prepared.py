@@ -25,8 +25,10 @@ from ..errors import UsageError, param
 from . import distributed
 from .config import TrainConfig
 from .distributed import DistContext
+from .fits import check_fits
 from .sampler import epoch_units, total_steps
 from .shape import RunShape
+from .sharding import check_shardable, check_sharding, load_device
 from .train_data import load_run_data
 
 
@@ -80,15 +82,16 @@ def prepare(cfg: TrainConfig, loaded: LoadedModel | None = None, ctx: DistContex
     check_location(cfg.data_spec())  # a missing --data is refused before the model loads
     ctx = ctx or distributed.from_env()
     device = resolve_device(cfg.device, ctx)
+    check_sharding(cfg.parallel, cfg.fsdp_offload, cfg.quantize, ctx, device)  # --parallel fsdp: before anything loads
     distributed.init(ctx, device)
     # a model given already loaded keeps the precision it was loaded with: that is what its weights are
-    loaded = loaded or load_model(
-        cfg.model,
-        revision=cfg.revision,
-        device=str(device),
-        trust_remote_code=cfg.trust_remote_code,
-        precision=run_precision(cfg, ctx, device),
-    )
+    if loaded is None:
+        precision = run_precision(cfg, ctx, device)
+        check_fits(cfg, precision, device, ctx)  # from the config alone: a run that cannot fit is refused before loading
+        where, remote = load_device(cfg, device), cfg.trust_remote_code
+        loaded = load_model(cfg.model, revision=cfg.revision, device=where, trust_remote_code=remote, precision=precision)
+    if cfg.parallel == "fsdp":
+        check_shardable(loaded.model)  # a base loaded already quantized (8-bit, torchao): refused before anything is written
     fp = arch_fingerprint(loaded.model)
     connections = parse_connections(cfg.connections, fp.num_blocks)
     context = context_length(loaded.model)

@@ -35,6 +35,8 @@ RESUME_MAY_CHANGE = frozenset(
         "trust_remote_code",
         "report_to",
         "num_proc",
+        "parallel",  # ddp and fsdp train the same replicated adapter with the same arithmetic (training/sharding.py)
+        "fsdp_offload",
     }
 )
 

@@ -27,12 +27,13 @@ from ..files import lock
 from ..files.outputs import describe, is_run_folder, refuse_current_folder, remove_run_outputs, run_outputs
 from . import distributed
 from .checkpoint import clean_staging, find_checkpoint, load_checkpoint, prune_checkpoints, save_checkpoint
-from .compiled import compiled_blocks
+from .compiled import compiled_blocks, decide_compile
 from .config import TrainConfig
 from .memory import activation_checkpointing
 from .prepared import PreparedRun, prepare, resolve_device  # noqa: F401 (prepare: re-exported, as before)
 from .resume import check_resume, check_run, data_sha256
 from .run_folder import RunFolder
+from .sharding import sharded_valid_loss
 from .trackers import TENSORBOARD_DIR, NoTracker, open_tracker, tracked_values
 from .trainer import Callback, Interrupted, Trainer, TrainState
 
@@ -294,7 +295,10 @@ class _Execution:
             return
         mine = run.valid.examples[ctx.rank :: ctx.world_size]  # each process scores its share; reduce sums them
         pad_id = run.loaded.tokenizer.pad_token_id
-        loss = evaluate_loss(run.loaded.model, mine, run.cfg.batch_size, pad_id, run.device, lambda v: ctx.sum(v, run.device))
+        if self.trainer.sharded:  # FSDP: every process runs as many forwards, through the root
+            loss = sharded_valid_loss(self.trainer.on_model, run.valid.examples, run.cfg.batch_size, pad_id, run.device, ctx)
+        else:
+            loss = evaluate_loss(run.loaded.model, mine, run.cfg.batch_size, pad_id, run.device, lambda v: ctx.sum(v, run.device))
         self.folder.log({"step": state.step, "valid_loss": round(loss, 6)})
         self.tracker.log(tracked_values({"valid_loss": loss}), state.step)
         improved = state.best_valid_loss is None or loss < state.best_valid_loss
@@ -316,11 +320,16 @@ class _Execution:
 
     def train(self, state: TrainState) -> None:
         """Run the trainer with the adapter attached; on an interrupt, checkpoint and say where."""
-        run, model = self.run, self.run.loaded.model
-        with activation_checkpointing(model, run.cfg.grad_checkpoint), compiled_blocks(model, run.cfg.compile):
+        run, model, cfg = self.run, self.run.loaded.model, self.run.cfg
+        # --compile auto: worth it for the steps left to run; the trainer pads batches to the plan's widths
+        left, width = run.steps - state.step, cfg.max_seq_length
+        plan = decide_compile(cfg.compile, run.device, left, max_seq_length=width, packing=cfg.packing)
+        self.trainer.compiling = plan
+        with activation_checkpointing(model, cfg.grad_checkpoint), compiled_blocks(model, plan):
             handle = attach(model, run.adapter)
+            run.adapter.to(run.device)  # a base offloaded to the CPU (--fsdp-offload) says its device is the CPU
             try:
-                self.callback("start", self._start_info(state))
+                self.callback("start", self._start_info(state) | {"compile_reason": plan.reason})
                 with _stop_on_signals(self.trainer):
                     self.trainer.run(run.train.examples, state, self.evaluate, self.checkpoint)
             except Interrupted as exc:

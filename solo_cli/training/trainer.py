@@ -21,12 +21,14 @@ from ..engine.adapter import SoloAdapter, release_sources
 from ..engine.loss import causal_lm_loss, packs_flat, prove_packing
 from ..engine.precision import Precision, resolve_precision
 from ..errors import RuntimeFailure, SoloError, param
+from .compiled import EAGER
 from .config import TrainConfig
-from .distributed import DistContext, wrap
+from .distributed import DistContext, on_model, wrap
 from .memory import is_out_of_memory, out_of_memory
 from .optim import make_optimizer
 from .readout import StepReadout, read_step
 from .sampler import example_lengths, packed_step_batches, step_batches
+from .sharding import shard_base
 
 Callback = Callable[[str, dict], None]
 
@@ -124,8 +126,12 @@ class Trainer:
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.precision.grad_scaler)
         self.autocast = getattr(torch, self.precision.autocast) if self.precision.autocast else None
         # looked up at call time, so tests can substitute the loss
-        self.loss = wrap(model, adapter, lambda m, b, ls: causal_lm_loss(m, b, ls), self.ctx, device)
+        self.sharded = self.ctx.enabled and cfg.parallel == "fsdp"
+        root = shard_base(model, device, cfg.fsdp_offload) if self.sharded else None  # --parallel fsdp
+        self.loss = wrap(model, adapter, lambda m, b, ls: causal_lm_loss(m, b, ls), self.ctx, device, root)
+        self.on_model = on_model(self.loss)  # fn(model, *args), through the FSDP root when the base is sharded
         self.stop_requested = False
+        self.compiling = EAGER  # --compile's plan (compiled.py), set by the run: batch widths, CUDA graphs
 
     def _step(self, batches: list[list[Example]] | list[list[PackedRow]]) -> tuple[torch.Tensor, float, int]:
         """Forward and backward over one step's global micro-batches (``grad_accum``, fewer at an epoch's end),
@@ -141,11 +147,14 @@ class Trainer:
         packed rows, counted the same way (a row's labels leave out each example's first token).
         """
         ctx, size = self.ctx, self.cfg.batch_size
+        self.compiling.begin_step()
         total = max(1.0, float(sum(loss_tokens(e.labels) for b in batches for e in b)))
         seen = sum(len(e.input_ids) for b in batches for e in b)
         mine = [b[ctx.rank * size : (ctx.rank + 1) * size] for b in batches]
-        # under DDP the last global batch of an epoch can leave a rank with no examples
-        collated = [self._to_device(self._collate(b)) if b else None for b in mine]  # copied before any compute
+        # under DDP the last global batch of an epoch can leave a rank with no examples; under FSDP every rank
+        # must run the same forwards, so it runs the batch's first example as a stand-in, counted 0
+        fed = [m or (b[:1] if self.sharded else m) for m, b in zip(mine, batches)]
+        collated = [self._to_device(self._collate(b)) if b else None for b in fed]  # copied before any compute
         loss_sum = torch.zeros((), device=self.device)
         for n, (batch, examples) in enumerate(zip(collated, mine)):
             count = sum(loss_tokens(e.labels) for e in examples)
@@ -162,8 +171,8 @@ class Trainer:
     def _collate(self, items: list[Example] | list[PackedRow]) -> dict[str, torch.Tensor]:
         """One micro-batch as tensors: padded examples, or packed rows (one flattened row for flash-attention)."""
         if not self.cfg.packing:
-            return collate(items, self.pad_id)
-        return collate_packed(items, self.pad_id, flat=packs_flat(self.model))
+            return self.compiling.pad(collate(items, self.pad_id), self.pad_id)
+        return self.compiling.pad(collate_packed(items, self.pad_id, flat=packs_flat(self.model)), self.pad_id)
 
     def _stream(self, train, start: int):
         """The run's optimizer steps from step ``start``: whole global micro-batches of examples, or of packed rows.
@@ -176,7 +185,7 @@ class Trainer:
             lengths = example_lengths(train) if cfg.group_by_length else None
             return step_batches(train, global_batch, cfg.seed, start, lengths=lengths, accum=cfg.grad_accum)
         probe = PackedRow.of([train[0], train[min(1, len(train) - 1)]])
-        prove_packing(self.model, self._to_device(collate_packed([probe], self.pad_id)))
+        self.on_model(prove_packing, self._to_device(collate_packed([probe], self.pad_id)))
         release_sources(self.model)
         return packed_step_batches(train, global_batch, cfg.seed, cfg.max_seq_length, start, accum=cfg.grad_accum)
 

@@ -63,10 +63,10 @@ def test_builtin_model_trains_three_steps_and_generates(real_cache, tmp_path):
             "4",
             "--max-seq-length",
             "128",
-            "--dtype",
-            "bfloat16",
             "--eval-every",
             "3",
+            "--max-eval-rows",
+            "8",
         ],
     )
     assert result.exit_code == 0, result.output

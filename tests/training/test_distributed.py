@@ -201,12 +201,15 @@ def test_a_rank_that_dies_brings_the_run_down_instead_of_hanging(tiny_model_dir,
     assert "solo_cli" in stderr or "rank" in stderr.lower()
 
 
-def test_a_two_process_run_resumed_on_one_process_is_refused(tiny_model_dir, tiny_data, tmp_path):
-    """World size was not recorded: resuming on 1 process trained another run (loss 10.6222 instead of 10.6783)."""
+def test_a_two_process_run_resumes_under_fsdp_and_is_refused_on_one_process(tiny_model_dir, tiny_data, tmp_path):
+    """World size was not recorded: resuming on 1 process trained another run (loss 10.6222 instead of 10.6783).
+
+    The adapter is replicated under ddp and fsdp alike, with the same arithmetic: a ddp run (here with
+    --grad-checkpoint) resumed under --parallel fsdp ends with the adapter the ddp run ended with."""
     import json
 
     out = tmp_path / "two"
-    args = [*_train_args(tiny_model_dir, tiny_data, out, 2), "--save-every", "2"]
+    args = [*_train_args(tiny_model_dir, tiny_data, out, 2), "--save-every", "2", "--grad-checkpoint"]
     multi = subprocess.run(
         [TORCHRUN, "--standalone", "--nproc_per_node", "2", "-m", "solo_cli", *args],
         capture_output=True,
@@ -218,6 +221,19 @@ def test_a_two_process_run_resumed_on_one_process_is_refused(tiny_model_dir, tin
     shape = json.loads((out / "config.json").read_text())["run_shape"]
     assert (shape["world_size"], shape["global_batch"]) == (2, 4)
     checkpoint = out / "checkpoints" / "step-2"
+    resumed = [*_train_args(tiny_model_dir, tiny_data, tmp_path / "fsdp", 2), "--resume", str(checkpoint), "--parallel", "fsdp"]
+    fsdp = subprocess.run(
+        [TORCHRUN, "--standalone", "--nproc_per_node", "2", "-m", "solo_cli", *resumed],
+        capture_output=True,
+        text=True,
+        env=ENV,
+        timeout=300,
+    )
+    assert fsdp.returncode == 0, fsdp.stderr + fsdp.stdout
+    a, _ = load_adapter(out / "adapter.safetensors")
+    b, _ = load_adapter(tmp_path / "fsdp" / "adapter.safetensors")
+    for key, value in a.state_dict().items():
+        torch.testing.assert_close(b.state_dict()[key], value, rtol=1e-5, atol=1e-7)
     again = [*_train_args(tiny_model_dir, tiny_data, tmp_path / "one", 2), "--resume", str(checkpoint)]
     single = subprocess.run([sys.executable, "-m", "solo_cli", *again], capture_output=True, text=True, env=ENV, timeout=300)
     assert single.returncode == 2, single.stderr

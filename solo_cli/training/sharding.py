@@ -1,0 +1,141 @@
+"""``--parallel fsdp``: the frozen base sharded across the processes of a torchrun launch (FSDP2).
+
+Every decoder block is its own ``fully_shard`` group, so each process keeps 1/N of every block's
+weights and gathers one block at a time as the forward and backward passes reach it. What is left
+of the base (embeddings, final norm, output head; tied weights stay together) is the root group,
+:class:`ShardedBase`, which holds the model as its one submodule. FSDP gathers the root's
+parameters only when a forward starts at the root, so everything that runs the base (the loss,
+validation, the packing proof) goes through it: ``root(fn, *args)`` is ``fn(model, *args)`` with
+the weights in place.
+
+The adapter is not sharded: it is small, and the connections' hooks on the blocks read it
+whole. It stays replicated, and its gradients are averaged across processes by
+DistributedDataParallel exactly as under ``--parallel ddp`` (over a process group of their own,
+so its all-reduces never interleave with FSDP's all-gathers). A run's arithmetic is the same under
+both modes, so a checkpoint of one resumes under the other.
+
+FSDP needs every process to run the same forwards: a process whose share of a global batch is
+empty runs a stand-in (weighted 0), and validation gives every process the same number of batches.
+``--fsdp-offload`` keeps the shards in CPU memory (FSDP2's ``CPUOffloadPolicy``) and copies each
+block to the GPU when it runs, for bases larger than the GPUs together.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from ..engine.blocks import find_blocks
+from ..errors import UsageError, param
+from .distributed import DistContext
+
+# Weight types FSDP2 shards and gathers back intact. bitsandbytes' 4-bit Params4bit shards as bytes;
+# the layer keeps its quantization state itself (measured: the same logits as unsharded). Its
+# Int8Params (CB, SCB) and torchao's tensors lose what they carry, so those bases are refused.
+SHARDABLE = ("Parameter", "Params4bit")
+
+
+def check_sharding(parallel: str, offload: bool, quantize: str, ctx: DistContext, device: torch.device) -> None:
+    """Refuse, before anything loads, a ``--parallel fsdp`` run that cannot shard here (one line, exit 2)."""
+    if parallel != "fsdp":
+        return
+    flag = f"{param('parallel')} fsdp"
+    if not ctx.enabled:
+        # one process holds the whole base whatever the mode: sharding over one would only add the gathers
+        raise UsageError(
+            f"{flag} shards the base across processes, and this is one process; launch it with "
+            f"`torchrun --nproc_per_node N -m solo_cli train ...` (N >= 2), or drop {param('parallel')}"
+        )
+    if device.type not in ("cpu", "cuda"):
+        raise UsageError(f"{flag}: FSDP runs on cuda or cpu, not {device.type}; use {param('device')} cuda or cpu")
+    if offload and device.type != "cuda":
+        raise UsageError(
+            f"{param('fsdp_offload')} keeps the base in CPU memory between GPU computations, and this run is on "
+            f"{device.type}; drop {param('fsdp_offload')} (the base is in CPU memory already)"
+        )
+    if offload and quantize != "none":
+        raise UsageError(f"{param('fsdp_offload')} with {param('quantize')} {quantize} is not supported; use one or the other")
+
+
+def check_shardable(model: nn.Module) -> None:
+    """Refuse a base whose weights FSDP cannot shard (8-bit and torchao bases, also ones loaded already quantized)."""
+    kinds = sorted({type(p).__name__ for p in model.parameters()} - set(SHARDABLE))
+    if kinds:
+        raise UsageError(
+            f"{param('parallel')} fsdp: the base's {', '.join(kinds)} weights cannot be sharded by FSDP; "
+            f"use an unquantized base or {param('quantize')} nf4 / fp4, or {param('parallel')} ddp"
+        )
+
+
+class ShardedBase(nn.Module):
+    """The FSDP root: the base model as its one submodule. ``self(fn, *args)`` runs ``fn(model, *args)``."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.lm = model
+
+    def forward(self, fn, *args):
+        return fn(self.lm, *args)
+
+
+def shard_base(model: nn.Module, device: torch.device, offload: bool = False) -> ShardedBase:
+    """Shard ``model``'s weights across the process group, block by block (bottom-up, as FSDP asks); the root last.
+
+    The shards go to ``device`` (or stay in CPU memory with ``offload``). Call on every process.
+    """
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import CPUOffloadPolicy, OffloadPolicy, fully_shard
+
+    check_shardable(model)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)  # FSDP's mesh uses the current device
+    mesh = init_device_mesh(device.type, (dist.get_world_size(),))
+    policy = CPUOffloadPolicy() if offload else OffloadPolicy()
+    _, blocks = find_blocks(model)
+    for block in blocks:
+        fully_shard(block, mesh=mesh, offload_policy=policy)
+    root = ShardedBase(model)
+    fully_shard(root, mesh=mesh, offload_policy=policy)
+    return root
+
+
+def local_bytes(module: nn.Module) -> int:
+    """Bytes of ``module``'s parameters this process holds: its shard of a sharded weight, all of a plain one."""
+    total = 0
+    for p in module.parameters():
+        local = p.to_local() if hasattr(p, "to_local") else p
+        total += local.numel() * local.element_size()
+    return total
+
+
+def even_batches(examples: list, batch_size: int, ctx: DistContext) -> list[list]:
+    """This process's validation batches when every process must run as many forwards as the others.
+
+    Each global batch of ``batch_size x N`` examples is split as training splits one, so every
+    process gets the same number of batches; an empty share is ``[]`` (run a stand-in, count nothing).
+    """
+    size = batch_size * ctx.world_size
+    start, stop = ctx.rank * batch_size, (ctx.rank + 1) * batch_size
+    return [examples[i : i + size][start:stop] for i in range(0, len(examples), size)]
+
+
+def sharded_valid_loss(on_model, examples: list, batch_size: int, pad_id: int, device, ctx: DistContext) -> float:
+    """Token-weighted mean validation loss over ``examples`` shared out over the processes, each running the
+    same forwards (:func:`even_batches`); the same number as one process scoring them all."""
+    from ..data.encode import loss_tokens
+    from ..engine.loss import evaluate_loss
+
+    total = count = 0.0
+    for share in even_batches(examples, batch_size, ctx):
+        loss = on_model(evaluate_loss, share or examples[:1], batch_size, pad_id, device)
+        tokens = sum(loss_tokens(e.labels) for e in share)  # 0 for a stand-in
+        total, count = total + loss * tokens, count + tokens
+    total, count = ctx.sum([total, count], device)
+    return total / max(1.0, count)
+
+
+def load_device(cfg, device: torch.device) -> str:
+    """Where the base loads: under ``--parallel fsdp`` an unquantized base loads in CPU memory and each process's
+    shards alone go to its GPU (:func:`shard_base`); otherwise (and a 4-bit base, quantized on its device) ``device``."""
+    return "cpu" if cfg.parallel == "fsdp" and cfg.quantize == "none" else str(device)

@@ -1,0 +1,166 @@
+"""The training memory estimate (engine/memory_estimate.py): its parts by hand on a tiny model, and its order."""
+
+import pytest
+import torch
+from tiny import HIDDEN, LAYERS, VOCAB, make_model
+
+from solo_cli.engine import memory_estimate as me
+from solo_cli.engine.adapter import AdapterConfig, SoloAdapter, attach, release_sources
+from solo_cli.engine.blocks import find_blocks
+from solo_cli.errors import UsageError
+
+B, T = 2, 16
+
+
+@pytest.fixture(scope="module")
+def config():
+    return make_model("llama").config
+
+
+def estimate(config, **kw):
+    return me.train_memory(config, **({"batch_size": B, "seq_len": T} | kw))
+
+
+def test_weights_adapter_and_optimizer_are_counted_by_hand(config):
+    model = make_model("llama")
+    numel = sum(p.numel() for p in model.parameters())  # tied embeddings count once
+    plan = "0->3,1->3"
+    est = estimate(config, connections=plan, rank=4)
+    trainable = 2 * 2 * HIDDEN * 4  # two connections, A and B of rank 4
+    assert est.trainable_params == trainable
+    assert est.parts["weights"] == 4 * numel
+    assert (est.parts["adapter"], est.parts["gradients"], est.parts["optimizer"]) == (4 * trainable, 4 * trainable, 8 * trainable)
+    assert est.parts["gathered"] == 0
+    positions = B * (T - 1)  # solo projects only the positions that carry loss
+    assert est.parts["loss"] == positions * VOCAB * 12 + positions * HIDDEN * 4
+    assert est.total == sum(est.parts.values())
+
+
+def test_lora_counts_r_times_in_plus_out_on_its_layers(config):
+    model = make_model("llama")
+    _, blocks = find_blocks(model)
+    linears = [m for m in blocks.modules() if isinstance(m, torch.nn.Linear)]
+    qv = [m for n, m in blocks.named_modules() if n.endswith(("q_proj", "v_proj"))]
+    assert estimate(config, method="lora-all", rank=8).trainable_params == sum(
+        8 * (m.in_features + m.out_features) for m in linears
+    )
+    assert estimate(config, method="lora-qv", rank=8).trainable_params == sum(8 * (m.in_features + m.out_features) for m in qv)
+    full = estimate(config, method="lora-all", rank=8).parts["loss"]
+    assert full == B * T * VOCAB * 12 + B * T * HIDDEN * 4  # peft and transformers project every position
+
+
+def real_saved(model, plan, rank):
+    """What a real forward with a real adapter keeps, counted the same way, on real tensors."""
+    adapter = SoloAdapter(AdapterConfig(plan, rank, "schedule", 10, HIDDEN, source_norm="rms"))
+    adapter.set_homotopy_step(0)
+    attach(model, adapter)
+    _, blocks = find_blocks(model)
+    trace = me._Trace([0] * len(blocks), 0)
+    skip = {me._storage_key(p)[0] for p in model.parameters()}
+    mask = torch.ones(B, T, dtype=torch.long)
+    mask[1, -3:] = 0  # a padded batch: its attention mask is materialised, as the fake trace assumes
+    with me.saved_by_module(blocks, trace, skip, adapter.connections.values()):
+        model.base_model(input_ids=torch.randint(0, VOCAB, (B, T)), attention_mask=mask, use_cache=False)
+    release_sources(model)
+    return trace
+
+
+def test_the_fake_trace_keeps_what_a_real_forward_keeps(config):
+    """Activations traced on fake tensors (no weights) equal those a real forward saves, block by block."""
+    plan = [(0, 2), (1, 3)]
+    real = real_saved(make_model("llama"), plan, 4)
+    fake_model, mode = me._fake_model(config, "float32", False)
+    _, blocks = find_blocks(fake_model)
+    with mode:
+        fake = me._trace(fake_model, blocks, "solo", plan, 4, B, T, HIDDEN, "float32")
+    assert fake.per_block == real.per_block
+    assert fake.connections == real.connections
+    assert fake.per_block[:3] == [0, 0, 0]  # nothing below and at the lowest destination records a backward
+    assert fake.per_block[3] > 0
+
+
+def test_solo_needs_less_than_lora_on_all_layers(config):
+    solo = estimate(config, connections="0->3", rank=3)
+    lora = estimate(config, method="lora-all", rank=8)
+    assert solo.total < lora.total
+    assert solo.parts["activations"] < lora.parts["activations"]
+
+
+def test_quantized_weights_are_smaller_in_order():
+    from transformers import AutoConfig
+
+    wide = AutoConfig.for_model("llama", hidden_size=128, intermediate_size=256, num_hidden_layers=2, vocab_size=VOCAB)
+    wide.num_attention_heads, wide.num_key_value_heads = 4, 2
+    weights = {
+        (q, d): estimate(wide, quantize=q, dtype=d).parts["weights"]
+        for q, d in [("nf4", "bfloat16"), ("none", "bfloat16"), ("none", "float32"), ("int8", "bfloat16")]
+    }
+    assert (
+        weights[("nf4", "bfloat16")]
+        < weights[("int8", "bfloat16")]
+        < weights[("none", "bfloat16")]
+        < weights[("none", "float32")]
+    )
+    assert weights[("none", "bfloat16")] * 2 == weights[("none", "float32")]
+
+
+def test_a_4bit_linear_is_half_a_byte_a_weight_plus_its_absmax():
+    assert me.linear_bytes(128, 256, "nf4", "bfloat16") == 128 * 256 // 2 + 4 * (128 * 256 // 64)
+    assert me.linear_bytes(32, 64, "nf4", "bfloat16") == 32 * 64 * 2  # narrower than a block of 64: unquantized
+    assert me.linear_bytes(128, 256, "int8", "bfloat16") == 128 * 256 + 4 * 256
+    assert me.linear_bytes(128, 256, "torchao-int8", "bfloat16") == 128 * 256 + 2 * 256
+
+
+def test_fsdp_per_process_is_less_than_one_process(config):
+    one = estimate(config)
+    shard = estimate(config, world_size=4, parallel="fsdp")
+    assert shard.parts["weights"] == -(-one.parts["weights"] // 4)
+    assert shard.parts["weights"] + shard.parts["gathered"] < one.parts["weights"]
+    assert shard.total < one.total
+    assert estimate(config, world_size=4, parallel="ddp").parts["weights"] == one.parts["weights"]
+
+
+def test_grad_checkpoint_keeps_less(config):
+    plain = estimate(config, method="lora-all", rank=8, seq_len=64)
+    ckpt = estimate(config, method="lora-all", rank=8, seq_len=64, grad_checkpoint=True)
+    assert ckpt.parts["activations"] < plain.parts["activations"]
+
+
+def test_bad_choices_are_refused_in_one_error(config):
+    with pytest.raises(UsageError) as exc:
+        estimate(config, method="dora", quantize="nf3", batch_size=0)
+    text = str(exc.value)
+    assert "method" in text and "quantize" in text and "batch_size" in text
+    assert "\n" not in text
+
+
+def test_layers_constant_is_the_tiny_models(config):
+    assert config.num_hidden_layers == LAYERS
+
+
+def test_an_estimate_leaves_nothing_fake_behind_for_real_runs(config):
+    """The connection caches a constant per (device, dtype, width); one made while tracing must not reach a real run."""
+    from torch._subclasses.fake_tensor import FakeTensor
+
+    from solo_cli.engine import modeling_solo
+
+    estimate(config, connections="0->3", rank=2)
+    assert not any(isinstance(v, FakeTensor) for v in modeling_solo._EPS.values())
+    model = make_model("llama")
+    adapter = SoloAdapter(AdapterConfig([(0, 3)], 2, "learned", 10, HIDDEN, source_norm="rms"))
+    attach(model, adapter)
+    model(input_ids=torch.zeros(1, 4, dtype=torch.long)).logits.sum().backward()
+    assert adapter.connections["0_3"].A.grad is not None
+
+
+def test_an_architecture_that_cannot_be_traced_gets_a_rough_count(monkeypatch, config):
+    def fails(*args, **kwargs):
+        raise RuntimeError("data-dependent")
+
+    traced = estimate(config, method="lora-all", rank=8)
+    monkeypatch.setattr(me, "_trace", fails)
+    rough = estimate(config, method="lora-all", rank=8)
+    assert traced.traced and not rough.traced
+    assert rough.trainable_params == traced.trainable_params
+    state = B * T * HIDDEN * 4
+    assert rough.parts["activations"] == 16 * state * LAYERS
