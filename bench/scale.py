@@ -82,6 +82,11 @@ def parse(argv=None):
     parser.add_argument("--valid-rows", type=int, default=256, help="quality: the first N rows of valid.jsonl")
     parser.add_argument("--threads", type=int, default=None, help="torch threads per row (default: torch's)")
     parser.add_argument("--timeout", type=float, default=3600, help="seconds a row may take before it is recorded as failed")
+    parser.add_argument(
+        "--re-estimate",
+        action="store_true",
+        help="recompute the estimates of the rows in the results (after an estimator change)",
+    )
     parser.add_argument("--force", action="store_true", help="measure rows again even if the results have them")
     parser.add_argument("--out", default=None, help="results folder (default bench/results; --quick: a temp folder)")
     opts = parser.parse_args(argv)
@@ -170,6 +175,11 @@ def main(argv=None) -> None:
     device = opts.device.split(":")[0]
     results["devices"][device] = device_name(opts.device)
     key = QUALITY_KEY if opts.quality else KEY
+    if opts.re_estimate:
+        if opts.quality:
+            usage("--re-estimate recomputes the memory rows' estimates; drop --quality")
+        re_estimate(results, path, opts)
+        return
     todo = plan(opts)
     print(f"{len(todo)} rows -> {path}", flush=True)
     for n, row in enumerate(todo, 1):
@@ -186,6 +196,24 @@ def main(argv=None) -> None:
         print(f"    {summary(measured, opts.quality)}", flush=True)
     write_report(results, opts.out / f"{name}.md", quality=opts.quality)
     print(f"wrote {path} and {path.with_suffix('.md')}")
+
+
+def re_estimate(results: dict, path: Path, opts) -> None:
+    """Recompute every measured row's estimate with the current solo_cli.engine.memory_estimate (measures untouched)."""
+    from types import SimpleNamespace
+
+    from scale_bases import llama_config
+    from scale_worker import estimate
+
+    for row in results["rows"]:
+        if "error" in row or "peak_bytes" not in row:
+            continue
+        shape = SimpleNamespace(method=row["method"], quantize=row["quantize"], batch=row["batch"], seq=row["seq"])
+        guess = estimate(llama_config(row["base"]), shape, row["compute_dtype"])
+        row["estimate_bytes"], row["estimate_parts"] = guess["total"], guess["parts"]
+    path.write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
+    write_report(results, opts.out / "scale.md", quality=False)
+    print(f"re-estimated {path} and {path.with_suffix('.md')}")
 
 
 def summary(row: dict, quality: bool) -> str:

@@ -40,6 +40,7 @@ def train(
     if not cfg.data:  # before check_output makes the run folder
         raise UsageError("--data is required: a .jsonl file or a folder with train.jsonl")
     check_location(cfg.data_spec())  # a missing or unreadable --data is refused before anything is written
+    made = _missing_folders(Path(cfg.output))  # what check_output creates, removed again if the run is refused
     if not dry_run:
         # fail before loading anything; takes the folder's lock, which execute releases. The run that
         # --overwrite replaces stays until the model and every data row have loaded: a bad input loses nothing.
@@ -50,6 +51,7 @@ def train(
             replace_output(cfg)
     except BaseException:
         release(cfg.output)
+        _remove_empty(made)
         raise
     if run.train.skipped:
         display.warning(
@@ -60,6 +62,25 @@ def train(
         _show_dry_run(run)
     else:
         _execute(run)
+
+
+def _missing_folders(out: Path) -> list[Path]:
+    """``out`` and those of its parents that do not exist yet, deepest first."""
+    missing = []
+    for folder in (out, *out.parents):
+        if folder.exists():
+            break
+        missing.append(folder)
+    return missing
+
+
+def _remove_empty(folders: list[Path]) -> None:
+    """Remove the folders a refused run created, deepest first, while they are empty (nothing else is touched)."""
+    for folder in folders:
+        try:
+            folder.rmdir()
+        except OSError:
+            return
 
 
 def _execute(run) -> None:

@@ -129,17 +129,23 @@ def weight_bytes(model: nn.Module, blocks: nn.ModuleList, quantize: str, dtype: 
     return per_block, root
 
 
+# LoRA's dropout on each adapted layer's input: QLoRA's setting for 7B-13B bases (Dettmers et al. 2023), and
+# bench/scale.py's. peft keeps the dropped copy of the input and its mask for the backward pass, per layer.
+LORA_DROPOUT = 0.1
+
+
 class _LoRA(nn.Module):
-    """A linear layer with LoRA's ``B A x`` beside it (peft's layer, dropout 0), for tracing only."""
+    """A linear layer with LoRA's ``B A dropout(x)`` beside it (peft's layer), for tracing only."""
 
     def __init__(self, base: nn.Module, d_in: int, d_out: int, rank: int) -> None:
         super().__init__()
         self.base = base
+        self.dropout = nn.Dropout(LORA_DROPOUT)
         self.lora_A = nn.Linear(d_in, rank, bias=False, dtype=torch.float32)
         self.lora_B = nn.Linear(rank, d_out, bias=False, dtype=torch.float32)
 
     def forward(self, x):
-        return self.base(x) + self.lora_B(self.lora_A(x.to(torch.float32))).to(x.dtype)
+        return self.base(x) + self.lora_B(self.lora_A(self.dropout(x.to(torch.float32)))).to(x.dtype)
 
 
 def lora_targets(blocks: nn.ModuleList, method: str) -> list[tuple[nn.Module, str, nn.Module, int, int]]:

@@ -141,7 +141,7 @@ def plan_report(
             "params_per_connection": per_connection,
             "trainable_params": solo_total,
             "lowest_destination": lowest,
-            "blocks_with_backward": fp.num_blocks - lowest,
+            "blocks_with_backward": fp.num_blocks - lowest - 1,  # the destination block itself runs no backward
         },
         "lora_qv_r4": {
             "trainable_params": lora,

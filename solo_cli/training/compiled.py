@@ -36,9 +36,11 @@ from ..engine.blocks import find_blocks
 
 # Optimizer steps after which compiling has paid for itself, by device kind (one measurement each):
 # cuda: solo train on E2E at batch 32 on an H200 ran 1.24x faster after a 22 s longer start, some
-# 1,200 steps (bench/results/speed-cuda.md); cpu: 30.5 s to compile (cold kernel cache) for
-# 1.836 -> 1.687 s a step at 8 x 96 tokens on 2 cores, 205 steps (bench/results/compile.md).
-BREAK_EVEN_STEPS = {"cuda": 1200, "cpu": 205}
+# 1,200 steps (bench/results/speed-cuda.md). cpu: never; on 2 cores the bucket-padded compiled step
+# ran at 0.78x the eager one at 8 x 96 tokens (bench/results/compile.md: the padding to 128 costs
+# more than the compiled kernels save), so auto stays eager there.
+BREAK_EVEN_STEPS = {"cuda": 1200}
+NEVER_PAYS = {"cpu": "bench/results/compile.md: the bucket-padded compiled step was slower than the eager one"}
 MARGIN = 2.0  # auto compiles runs of at least MARGIN x the break-even: one sample each, and buckets pad
 SMALLEST_BUCKET = 64
 
@@ -128,6 +130,8 @@ def decide_compile(
         return EAGER
     if setting == "auto":
         break_even = BREAK_EVEN_STEPS.get(kind)
+        if kind in NEVER_PAYS:
+            return CompilePlan(False, f"auto: eager (compiling does not pay on {kind}; {NEVER_PAYS[kind]})")
         if break_even is None:
             return CompilePlan(False, f"auto: eager (no measured break-even of compiling on {kind})")
         if steps < MARGIN * break_even:

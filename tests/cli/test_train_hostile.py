@@ -85,6 +85,15 @@ def test_overwrite_keeps_the_old_run_when_the_new_inputs_are_bad(made, tmp_path,
     assert snapshot(out) == before  # the old run is whole, and the lock is gone
 
 
+def test_a_refused_run_leaves_no_folder_behind(made, tmp_path):
+    data = write_jsonl(tmp_path / "bad.jsonl", [ROWS[0], {"prompt": 3, "completion": " c"}])
+    out = tmp_path / "new" / "run"
+    code, lines = run(*train_args(made.model, data, out))
+    assert code == 2, lines
+    assert_one_line(lines, "bad.jsonl:2")
+    assert not (tmp_path / "new").exists()  # the folders this run made are gone again; tmp_path stays
+
+
 def test_overwrite_replaces_the_old_run_once_the_inputs_load(made, tmp_path):
     out = copy_run(made, tmp_path)
     code, lines = run(*train_args(made.model, made.data, out, "--overwrite", max_steps=1, save_every=1, eval_every=1))

@@ -164,3 +164,28 @@ def test_an_architecture_that_cannot_be_traced_gets_a_rough_count(monkeypatch, c
     assert rough.trainable_params == traced.trainable_params
     state = B * T * HIDDEN * 4
     assert rough.parts["activations"] == 16 * state * LAYERS
+
+
+def test_the_fake_lora_trace_keeps_what_peft_keeps(config):
+    """LoRA on every linear layer, dropout included (each layer's dropped input copy): the fake trace keeps at least
+    what peft's real forward keeps, and at most 15% more (it errs towards needing more: about 500 bytes a position
+    more per block here, the size of a one-byte dropout mask per input element, which the real CPU forward does not
+    keep)."""
+    from peft import LoraConfig, get_peft_model
+
+    model = make_model("llama")
+    targets = sorted({n.rsplit(".", 1)[-1] for n, m in find_blocks(model)[1].named_modules() if isinstance(m, torch.nn.Linear)})
+    lora = LoraConfig(r=8, lora_alpha=16, lora_dropout=me.LORA_DROPOUT, target_modules=targets)
+    peft_model = get_peft_model(model, lora).train()
+    _, blocks = find_blocks(model)
+    real = me._Trace([0] * len(blocks), 0)
+    skip = {me._storage_key(p)[0] for p in model.parameters()}
+    mask = torch.ones(B, T, dtype=torch.long)
+    mask[1, -3:] = 0
+    with me.saved_by_module(blocks, real, skip, []):
+        peft_model.base_model.model.model(input_ids=torch.randint(0, VOCAB, (B, T)), attention_mask=mask, use_cache=False)
+    fake_model, mode = me._fake_model(config, "float32", False)
+    _, fake_blocks = find_blocks(fake_model)
+    with mode:
+        fake = me._trace(fake_model, fake_blocks, "lora-all", [], 8, B, T, HIDDEN, "float32")
+    assert all(0 < r < f <= 1.15 * r for f, r in zip(fake.per_block, real.per_block)), (fake.per_block, real.per_block)

@@ -41,16 +41,19 @@ def test_compiled_blocks_give_the_eager_logits_with_the_adapter_attached(tiny_mo
 
 
 def test_auto_compiles_only_runs_that_repay_it_and_stays_eager_where_nothing_is_measured():
-    cpu = BREAK_EVEN_STEPS["cpu"]
-    short = decide_compile("auto", "cpu", cpu, max_seq_length=256, ready=True)
-    assert not short.enabled and f"~{cpu}" in short.reason and "auto: eager" in short.reason
-    long = decide_compile("auto", "cpu", 20 * cpu, max_seq_length=256, ready=True)
+    cuda = BREAK_EVEN_STEPS["cuda"]
+    short = decide_compile("auto", "cuda", cuda, max_seq_length=256, ready=True)
+    assert not short.enabled and f"~{cuda:,}" in short.reason and "auto: eager" in short.reason
+    long = decide_compile("auto", "cuda", 20 * cuda, max_seq_length=256, ready=True)
     assert long.enabled and long.buckets == (64, 128, 256) and not long.cuda_graphs
     assert long.reason.startswith("auto: compiled") and "64/128/256" in long.reason
     unknown = decide_compile("auto", "mps", 10**7, max_seq_length=256, ready=True)
     assert not unknown.enabled and "no measured break-even" in unknown.reason
-    no_compiler = decide_compile("auto", "cpu", 20 * cpu, max_seq_length=256, ready=False)
-    assert not no_compiler.enabled and "C++ compiler" in no_compiler.reason
+    no_compiler = decide_compile("auto", "cuda", 20 * cuda, max_seq_length=256, ready=False)
+    assert not no_compiler.enabled and "triton" in no_compiler.reason
+    # measured slower compiled on the CPU (bench/results/compile.md): auto never compiles there, however long
+    cpu = decide_compile("auto", "cpu", 10**7, max_seq_length=256, ready=True)
+    assert not cpu.enabled and "does not pay on cpu" in cpu.reason
     # CUDA graphs only where every batch has the same width: packed rows, on CUDA
     packed = decide_compile("auto", "cuda:0", 10**5, max_seq_length=512, packing=True, ready=True)
     assert packed.enabled and packed.cuda_graphs and packed.buckets == (512,) and "CUDA graphs" in packed.reason
@@ -158,7 +161,7 @@ def test_a_run_recorded_with_compile_true_resumes_under_compile_auto(tiny_model_
     result, seen = train(compile="auto", resume=str(tmp_path / "run" / "checkpoints" / "step-2"))
     start = next(info for event, info in seen if event == "start")
     assert result.steps == 4 and start["start_step"] == 2
-    assert start["compile_reason"].startswith("auto: eager (2 steps;")
+    assert start["compile_reason"].startswith("auto: eager (compiling does not pay on cpu")
 
 
 def test_training_pads_batches_only_while_compiling(monkeypatch):
@@ -182,4 +185,4 @@ def test_the_start_of_training_shows_what_compile_became_and_why():
         TrainDisplay(console)("start", start | {"compile_reason": reason})
         shown[reason] = console.file.getvalue()
     assert "compile" not in shown["off"]  # off, the default, is not worth a line
-    assert "compile auto: eager (3 steps; compiling repays itself after ~205 steps on cpu)" in shown[auto]
+    assert "compile auto: eager (compiling does not pay on cpu" in shown[auto]
