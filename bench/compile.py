@@ -142,6 +142,7 @@ def main() -> None:  # long: the measurement reads top to bottom; the pieces sha
         "break_even_steps_one_bucket": break_even(compile_s[first_bucket]),
         "break_even_steps_all_buckets": break_even(sum(compile_s.values())),
         "table_break_even_steps": BREAK_EVEN_STEPS.get(device.type),
+        "auto": decide_compile("auto", device, 10**9, max_seq_length=opts.max_seq_length, ready=True).reason,
         "graphs": int(counters["stats"].get("unique_graphs", 0)),
     }
     print(json.dumps(result))
@@ -165,8 +166,7 @@ def markdown(r: dict, opts) -> str:
         f"dynamo built {r['graphs']} graph(s).\n\n"
         f"Break-even: {r['break_even_steps_one_bucket'] or never} steps when every batch falls in one bucket, "
         f"{r['break_even_steps_all_buckets'] or never} when batches meet all {len(r['buckets'])} buckets "
-        f"(`--compile auto` assumes {r['table_break_even_steps']} on this device kind, "
-        "solo_cli/training/compiled.py BREAK_EVEN_STEPS).\n"
+        f"(`--compile auto` on this device kind: {r['auto']}; solo_cli/training/compiled.py).\n"
     )
 
 

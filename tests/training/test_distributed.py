@@ -148,6 +148,17 @@ def test_fewer_rows_than_one_global_batch_are_refused(tiny_model_dir, tiny_data,
     assert "(--batch-size 5 x 4 processes); add rows or lower --batch-size" in info.value.as_flags()
 
 
+def _torchrun(args: list[str]) -> subprocess.CompletedProcess:
+    """``solo`` over 2 processes on loopback, to completion."""
+    return subprocess.run(
+        [TORCHRUN, "--standalone", "--nproc_per_node", "2", "-m", "solo_cli", *args],
+        capture_output=True,
+        text=True,
+        env=ENV,
+        timeout=300,
+    )
+
+
 def _descendants(pid: int) -> list[int]:
     found, frontier = [], [pid]
     while frontier:
@@ -210,25 +221,13 @@ def test_a_two_process_run_resumes_under_fsdp_and_is_refused_on_one_process(tiny
 
     out = tmp_path / "two"
     args = [*_train_args(tiny_model_dir, tiny_data, out, 2), "--save-every", "2", "--grad-checkpoint"]
-    multi = subprocess.run(
-        [TORCHRUN, "--standalone", "--nproc_per_node", "2", "-m", "solo_cli", *args],
-        capture_output=True,
-        text=True,
-        env=ENV,
-        timeout=300,
-    )
+    multi = _torchrun(args)
     assert multi.returncode == 0, multi.stderr + multi.stdout
     shape = json.loads((out / "config.json").read_text())["run_shape"]
     assert (shape["world_size"], shape["global_batch"]) == (2, 4)
     checkpoint = out / "checkpoints" / "step-2"
     resumed = [*_train_args(tiny_model_dir, tiny_data, tmp_path / "fsdp", 2), "--resume", str(checkpoint), "--parallel", "fsdp"]
-    fsdp = subprocess.run(
-        [TORCHRUN, "--standalone", "--nproc_per_node", "2", "-m", "solo_cli", *resumed],
-        capture_output=True,
-        text=True,
-        env=ENV,
-        timeout=300,
-    )
+    fsdp = _torchrun(resumed)
     assert fsdp.returncode == 0, fsdp.stderr + fsdp.stdout
     a, _ = load_adapter(out / "adapter.safetensors")
     b, _ = load_adapter(tmp_path / "fsdp" / "adapter.safetensors")
