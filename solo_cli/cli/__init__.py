@@ -13,7 +13,7 @@ from ..errors import caused_by_interrupt, exit_on_signals, interrupt_on_signals
 if os.path.basename(sys.argv[0]).removesuffix(".exe") == "solo":
     exit_on_signals()
 
-from . import evaluate, generate, inspect, merge, train  # noqa: E402,F401  (each registers its command)
+from . import chat, evaluate, generate, inspect, merge, serve, train  # noqa: E402,F401  (each registers its command)
 from .base import app, interrupted  # noqa: E402
 
 

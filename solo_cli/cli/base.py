@@ -15,7 +15,7 @@ from typer.core import TyperGroup
 
 from .. import __version__
 from ..errors import SoloError, caused_by_interrupt
-from . import display
+from . import display, third_party
 
 try:  # typer >= 0.22 ships its own copy of click
     from typer._click import exceptions as click_errors
@@ -90,23 +90,34 @@ app = typer.Typer(
 
 
 def handle_errors(command):
-    """Turn engine errors into one red line and an exit code: usage 2, runtime 1, interrupt 130."""
+    """Turn engine errors into one red line and an exit code: usage 2, runtime 1, interrupt 130.
+
+    While the command runs, other packages' warnings and log records go to :mod:`.third_party`'s sink, not
+    to stderr; a command's ``--verbose`` option (:data:`.options.Verbose`) is taken here, to show them too.
+    """
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
-        try:
-            return command(*args, **kwargs)
-        except SoloError as exc:
-            display.error(exc.as_flags())
-            raise typer.Exit(exc.exit_code) from None
-        except KeyboardInterrupt:
-            raise typer.Exit(interrupted()) from None
-        except Exception as exc:
-            if caused_by_interrupt(exc):  # an interrupt wrapped into another error
-                raise typer.Exit(interrupted()) from None
-            raise
+        verbose = bool(kwargs.pop("verbose", False))
+        with third_party.captured(verbose):
+            return _ended(command, args, kwargs)
 
     return wrapper
+
+
+def _ended(command, args, kwargs):
+    """``command(*args, **kwargs)``, its SoloError one line and its exit code, an interrupt exit 130."""
+    try:
+        return command(*args, **kwargs)
+    except SoloError as exc:
+        display.error(exc.as_flags())
+        raise typer.Exit(exc.exit_code) from None
+    except KeyboardInterrupt:
+        raise typer.Exit(interrupted()) from None
+    except Exception as exc:
+        if caused_by_interrupt(exc):  # an interrupt wrapped into another error
+            raise typer.Exit(interrupted()) from None
+        raise
 
 
 def _version(value: bool) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import sys
 import unicodedata
@@ -63,6 +64,11 @@ def warning(message: str) -> None:
     err.print(Text(f"warning: {clean(message)}", style="yellow"), soft_wrap=True)
 
 
+def third_party(message: str) -> None:
+    """What another package logged or warned (``--verbose``, or an error), apart from solo's own lines."""
+    err.print(Text(clean(message, multiline=True), style="dim"), soft_wrap=True)
+
+
 def stream(piece: str) -> None:
     """A piece of generated text as it arrives (escaped; newlines kept)."""
     out.print(Text(clean(piece, multiline=True)), end="", soft_wrap=True)
@@ -93,11 +99,11 @@ def _fmt_eta(seconds: float) -> str:
 
 
 class TrainDisplay:
-    """The training callback: a rich progress bar on a terminal, plain lines otherwise."""
+    """The training callback: a rich progress bar on a terminal, otherwise a line for every step the trainer
+    reports (every ``--log-every`` steps, and the last)."""
 
-    def __init__(self, console: Console = out, every: int = 10) -> None:
+    def __init__(self, console: Console = out) -> None:
         self.console = console
-        self.every = every
         self.progress: Progress | None = None
         self.task = None
 
@@ -109,6 +115,8 @@ class TrainDisplay:
         line(f"connections: {info['connections']} | {info['examples']} examples | {info['total_steps']} steps", self.console)
         if info.get("dtype_reason"):
             line(f"dtype {info['dtype_reason']}", self.console)
+        if info.get("dtype_exactness"):
+            line(f"note: {info['dtype_exactness']}", self.console)
         if info.get("compile_reason", "off") != "off":
             line(f"compile {info['compile_reason']}", self.console)
         if self.console.is_terminal:
@@ -116,14 +124,16 @@ class TrainDisplay:
                 TextColumn("[bold]train"),
                 BarColumn(),
                 MofNCompleteColumn(),
-                TextColumn("loss {task.fields[loss]} lr {task.fields[lr]} gate {task.fields[gate]} {task.fields[tps]} tok/s"),
+                TextColumn(
+                    "loss {task.fields[loss]}{task.fields[pairs]} lr {task.fields[lr]} gate {task.fields[gate]} "
+                    "{task.fields[tps]} tok/s"
+                ),
                 TimeElapsedColumn(),
                 TimeRemainingColumn(),
                 console=self.console,
             )
-            self.task = self.progress.add_task(
-                "train", total=info["total_steps"], completed=info.get("start_step", 0), loss="-", lr="-", gate="-", tps="-"
-            )
+            fields = {"loss": "-", "lr": "-", "gate": "-", "tps": "-", "pairs": ""}
+            self.task = self.progress.add_task("train", total=info["total_steps"], completed=info.get("start_step", 0), **fields)
             self.progress.start()
 
     def on_step(self, info: dict) -> None:
@@ -135,10 +145,11 @@ class TrainDisplay:
                 lr=f"{info['lr']:.2e}",
                 gate=f"{info['gate']:.3f}",
                 tps=f"{info['tokens_per_s']:.0f}",
+                pairs=_pairs(info),
             )
-        elif info["step"] % self.every == 0 or info["step"] in (1, info["total_steps"]):
+        else:
             line(
-                f"step {info['step']}/{info['total_steps']} loss {info['loss']:.4f} lr {info['lr']:.2e} "
+                f"step {info['step']}/{info['total_steps']} loss {info['loss']:.4f}{_pairs(info)} lr {info['lr']:.2e} "
                 f"gate {info['gate']:.3f} {info['tokens_per_s']:.0f} tok/s "
                 f"elapsed {_fmt_eta(info['elapsed'])} eta {_fmt_eta(info['remaining'])}",
                 self.console,
@@ -149,7 +160,7 @@ class TrainDisplay:
 
     def on_eval(self, info: dict) -> None:
         mark = " (best)" if info["best"] else ""
-        self._print(f"step {info['step']}: valid loss {info['valid_loss']:.4f}{mark}")
+        self._print(f"step {info['step']}: valid loss {info['valid_loss']:.4f}{_pairs(info, 'valid_')}{mark}")
 
     def on_save(self, info: dict) -> None:
         self._print(f"checkpoint: {info['path']}")
@@ -165,11 +176,23 @@ class TrainDisplay:
         line(text, self.progress.console if self.progress else self.console)
 
 
+def _pairs(info: dict, prefix: str = "") -> str:
+    """`` acc 0.75 margin 0.412``: a preference objective's reward accuracy and margin (nothing for sft)."""
+    if f"{prefix}rewards/accuracies" not in info:
+        return ""
+    return f" acc {info[f'{prefix}rewards/accuracies']:.2f} margin {info[f'{prefix}rewards/margins']:.3f}"
+
+
+MASKED = ("\u27e6", "\u27e7")  # ⟦ ⟧ around masked tokens off a terminal: brackets that data rows rarely hold
+
+
 def show_dry_run(config: dict, stats: dict, example_tokens: list[tuple[str, bool]], summary: dict) -> None:
-    table = Table(title="resolved config", show_header=False, box=None)
+    """The resolved config (each value whole, one line each), the data's statistics, the parameter counts and the
+    first example with its trained and masked tokens: by colour on a terminal, else masked ones between ⟦ and ⟧."""
+    out.print(Text("resolved config", style="bold"))
+    width = max(len(key) for key in config)
     for key, value in config.items():
-        table.add_row(clean(key), clean(value))
-    out.print(table)
+        line(f"  {key.ljust(width)}  {value}")
     data = Table(title="data")
     data.add_column("")
     for split in stats:
@@ -178,10 +201,15 @@ def show_dry_run(config: dict, stats: dict, example_tokens: list[tuple[str, bool
         data.add_row(key.replace("_", " "), *(clean(values[key]) for values in stats.values()))
     out.print(data)
     line(param_line(summary))
+    coloured = out.is_terminal
     text = Text()
-    for piece, trained in example_tokens:
-        text.append(clean(piece, multiline=True), style="bold green" if trained else "dim")
-    out.print(Text("first example ", style="bold") + Text("(green: trained, dim: masked)"))
+    for trained, run in itertools.groupby(example_tokens, key=lambda token: token[1]):
+        piece = clean("".join(piece for piece, _ in run), multiline=True)
+        if not (trained or coloured):
+            piece = f"{MASKED[0]}{piece}{MASKED[1]}"
+        text.append(piece, style="bold green" if trained else "dim")
+    legend = "(green: trained, dim: masked)" if coloured else f"({MASKED[0]}masked{MASKED[1]}, the rest trained)"
+    out.print(Text("first example ", style="bold") + Text(legend))
     out.print(text, soft_wrap=True)
 
 
@@ -201,12 +229,22 @@ def show_adapter_report(rep: dict) -> None:
         f"base: {rep['base_model']} (revision {rep['base_revision'] or '-'}) — {fp['model_type']}, "
         f"{fp['num_blocks']} blocks, d={fp['hidden_size']}, vocab={fp['vocab_size']}"
     )
+    data = f"{rep['data_format']} rows" if rep["data_format"] else "not recorded"  # saved from Python, not by solo train
     line(
-        f"data: {rep['data_format']} rows, chat template {'on' if rep['chat_template'] else 'off'}; "
+        f"data: {data}, chat template {'on' if rep['chat_template'] else 'off'}; "
         f"file {rep['file_bytes']:,} bytes; solo {rep['solo_version']}, format v{rep['format_version']}"
     )
     if rep["training"]:
-        line("training: " + ", ".join(f"{k}={v}" for k, v in rep["training"].items()))
+        line("training: " + ", ".join(f"{k}={_training_value(k, v)}" for k, v in rep["training"].items()))
+
+
+def _training_value(key: str, value) -> str:
+    """A value of an adapter's training summary for people: 4 significant digits; a merge's errors, their max and mean."""
+    if key == "reconstruction_error" and isinstance(value, dict):
+        errors = [v for v in value.values() if isinstance(v, (int, float)) and not isinstance(v, bool)]
+        if errors and len(errors) == len(value):
+            return f"max {max(errors):.2e}, mean {sum(errors) / len(errors):.2e} over {len(errors)} connections"
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
 def show_plan_report(rep: dict) -> None:
@@ -247,19 +285,24 @@ def show_train_memory(mem: dict, plan: dict) -> None:
     """The training memory of the plan beside LoRA r=8 (all linear layers, and q,v), part by part."""
     s = mem["settings"]
     quant = "" if s["quantize"] == "none" else f", {s['quantize']} base"
+    cast = f" under {s['autocast']} autocast" if s.get("autocast") else ""
     per = f", per process of {s['world_size']} ({s['parallel']})" if s["world_size"] > 1 else ""
     ckpt = ", grad checkpoint" if s["grad_checkpoint"] else ""
-    title = f"training memory (estimate): batch {s['batch_size']} x {s['max_seq_length']} tokens, {s['dtype']}{quant}{ckpt}{per}"
+    title = f"training memory (estimate): batch {s['batch_size']} x {s['max_seq_length']} tokens, {s['dtype']}{cast}{quant}{ckpt}{per}"
     table = Table(title=clean(title))
     r = s["lora_rank"]
     for column in ("", f"solo (r={plan['rank']})", f"LoRA r={r}, all linear (QLoRA)", f"LoRA r={r} on q,v"):
         table.add_column(clean(column), justify="right")
     names = ("solo", "lora", "lora_qv")
+    rough = {n for n in names if mem.get("activations_method", {}).get(n) == "rough"}  # not traced: a per-block formula
     for label, keys in MEMORY_ROWS:
-        table.add_row(label, *(gib(sum(mem["parts"][n][k] for k in keys)) for n in names))
+        sizes = (gib(sum(mem["parts"][n][k] for k in keys)) for n in names)
+        table.add_row(label, *(f"{v} (rough)" if n in rough and keys[0] == "activations" else v for n, v in zip(names, sizes)))
     table.add_row("total", *(gib(mem[n]) for n in names))
     ratio = f"{100 * mem['solo'] / mem['lora']:.0f}% of LoRA" if mem["lora"] else "-"
     table.add_row("relative", ratio, "100%", f"{100 * mem['lora_qv'] / mem['lora']:.0f}%" if mem["lora"] else "-")
+    if s["parallel"] == "fsdp" and s["world_size"] > 1:  # every process loads the whole base before it is sharded
+        table.add_row("while loading (whole base)", *(gib(mem["load"]) for _ in names))
     out.print(table)
 
 
@@ -285,11 +328,14 @@ METRIC_LABELS = {
     "rouge_l": "ROUGE-L",
     "cider": "CIDEr",
     "chrf": "chrF",
+    "pair_accuracy": "pair accuracy",  # preference pairs: how often the chosen reply is the likelier one
+    "pair_margin": "pair margin (nats)",
 }
 
 
-def show_eval(result: dict) -> None:
-    table = Table(title=clean(f"eval: {result['data']}" + (f" ({result['prompts']} prompts)" if "prompts" in result else "")))
+def show_eval(result: dict, title: str) -> None:
+    line(title)  # a line, not the table's title: that wraps a long path mid-word at the table's width
+    table = Table()
     table.add_column("metric")
     table.add_column("value", justify="right")
     for key, label in METRIC_LABELS.items():
@@ -304,10 +350,11 @@ def show_eval(result: dict) -> None:
 
 
 def show_merge(path, result) -> None:
-    conns = result.adapter.config.connections
+    conns, rank = result.adapter.config.connections, result.adapter.config.rank
+    lossy = rank < result.exact_rank
     line(
-        f"merged adapter: {path} ({len(conns)} connections, rank {result.adapter.config.rank}, "
-        f"{result.adapter.num_parameters():,} params)"
+        f"merged adapter: {path} ({len(conns)} connections, rank {rank}, {result.adapter.num_parameters():,} params; "
+        + (f"lossy: rank {result.exact_rank} is exact)" if lossy else "exact)")
     )
-    for name, relative in result.errors.items():
+    for name, relative in result.errors.items() if lossy else ():
         line(f"  {name}: re-factored, relative reconstruction error {relative:.2e}")

@@ -12,6 +12,7 @@ from . import display
 from .base import app, handle_errors
 from .options import (
     AdapterRevision,
+    ChosenColumn,
     CompletionColumn,
     DataConfig,
     DataSplit,
@@ -21,10 +22,13 @@ from .options import (
     Model,
     PromptColumn,
     Quantize,
+    RejectedColumn,
     Revision,
     TextColumn,
     TrustCode,
+    Verbose,
     adapter_path,
+    check_like_train,
     load_target,
     quiet_transformers,
 )
@@ -46,6 +50,8 @@ def eval_command(
     prompt_column: PromptColumn = None,
     completion_column: CompletionColumn = None,
     messages_column: MessagesColumn = None,
+    chosen_column: ChosenColumn = None,
+    rejected_column: RejectedColumn = None,
     model: Model = None,
     adapter: Annotated[
         Optional[str], typer.Option(help="adapter.safetensors, its run folder, or a Hub repo id (user/name).")
@@ -68,7 +74,9 @@ def eval_command(
     length_penalty: Annotated[float, typer.Option(help="Beam length penalty (LoRA's E2E protocol: 0.8-0.9).")] = 1.0,
     no_repeat_ngram_size: Annotated[int, typer.Option(help="Forbid repeating n-grams of this size (0 = off).")] = 0,
     batch_size: Annotated[int, typer.Option(help="Rows per batch.")] = 16,
-    limit: Annotated[Optional[int], typer.Option(help="Only the first N prompts.")] = None,
+    limit: Annotated[
+        Optional[int], typer.Option(help="Only the first N prompts: their rows, for the loss too (text rows: the first N).")
+    ] = None,
     max_seq_length: Annotated[int, typer.Option(help="Token limit for the loss.")] = 256,
     chat: Annotated[
         Optional[bool], typer.Option("--chat/--no-chat", help="Chat template (default: as the adapter was trained).")
@@ -83,6 +91,7 @@ def eval_command(
     trust_remote_code: TrustCode = False,
     force: Annotated[bool, typer.Option("--force", help="Attach an adapter whose base fingerprint differs.")] = False,
     json_out: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    verbose: Verbose = False,
 ) -> None:
     """Loss and perplexity, and generation scored with BLEU, NIST, METEOR, ROUGE-L, CIDEr and chrF.
 
@@ -115,12 +124,26 @@ def eval_command(
         prompt_column=prompt_column,
         completion_column=completion_column,
         messages_column=messages_column,
-    )
+        chosen_column=chosen_column,
+        rejected_column=rejected_column,
+    ).validate()  # every flag's value, before anything is read, fetched or imported
+    check_like_train(dtype=dtype, device=device, quantize=quantize)
     adapter = adapter_path(adapter, adapter_revision)  # a Hub repo id: its cached download
     load = None  # scoring a predictions file loads no model (and imports no torch)
     if predictions is None or model or adapter:
-        load = functools.partial(load_target, model, adapter, revision, dtype, device, trust_remote_code, force, quantize)
-        if predictions is None:
-            quiet_transformers()
+        load = functools.partial(_load, model, adapter, revision, dtype, device, trust_remote_code, force, quantize)
     result = evaluate(config, load, counter=functools.partial(display.counter, enabled=not json_out)).to_dict()
-    display.emit_json(result) if json_out else display.show_eval(result)
+    display.emit_json(result) if json_out else display.show_eval(result, _title(result))
+
+
+def _title(result: dict) -> str:
+    """What was scored, on which split: ``eval: e2e/test.jsonl (8 of 50 rows, 8 prompts)``."""
+    rows, every = result["rows"], result["rows_in_split"]
+    scored = f"{rows} rows" if rows == every else f"{rows} of {every} rows"
+    return f"eval: {result['split']} ({scored}" + (f", {result['prompts']} prompts)" if "prompts" in result else ")")
+
+
+def _load(*args):
+    """The model to evaluate, once every flag and row is checked (torch and transformers are imported here)."""
+    quiet_transformers()
+    return load_target(*args)

@@ -25,6 +25,18 @@ def _value_type(annotation) -> type:
     return annotation
 
 
+def _shown_default(f: dataclasses.Field, decls: tuple[str, ...]) -> str | None:
+    """The field's default as ``--help`` shows it (``[default: 0.02]``); nothing where there is none to show: a
+    ``None`` default (derived from other options, which the help says), a plain switch (off unless given), or a
+    help line that already names its default."""
+    value, pair = f.default, next((d for d in decls if "/" in d), None)
+    if value in (None, dataclasses.MISSING) or "default" in option_of(f).help:
+        return None
+    if isinstance(value, bool):  # --x/--no-x: the spelling in effect; a plain switch shows none
+        return pair.split("/")[not value].lstrip("-") if pair else None
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
 def config_parameters(config_class: type = TrainConfig) -> list[inspect.Parameter]:
     """One keyword parameter per field of ``config_class``, in field order, as typer reads options."""
     hints = typing.get_type_hints(config_class)
@@ -32,7 +44,9 @@ def config_parameters(config_class: type = TrainConfig) -> list[inspect.Paramete
     for f in dataclasses.fields(config_class):
         spec, kind = option_of(f), _value_type(hints[f.name])
         decls = spec.flags or (("--" + f.name.replace("_", "-"),) if kind is bool else ())  # a bool: a switch
-        flag = typer.Option(*decls, help=spec.help)  # values are checked by TrainConfig.validate(), as YAML ones are
+        # values are checked by TrainConfig.validate(), as YAML ones are (before anything imports torch)
+        default = _shown_default(f, decls)  # in the help line: typer would show "(0.02)" for a None default
+        flag = typer.Option(*decls, help=spec.help + (f"  [default: {default}]" if default else ""))
         annotation = Annotated[Optional[kind], flag]
         parameters.append(inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=annotation))
     return parameters

@@ -19,17 +19,25 @@ from .options import (
     DataSplit,
     Device,
     Dtype,
+    Force,
+    MaxNewTokens,
     MessagesColumn,
     Model,
     PromptColumn,
     Quantize,
     Revision,
+    Seed,
+    Stop,
+    Temperature,
     TextColumn,
+    TopK,
+    TopP,
     TrustCode,
+    Verbose,
     adapter_path,
+    check_like_train,
     load_target,
     quiet_transformers,
-    seed_in_range,
 )
 
 
@@ -63,7 +71,10 @@ def _input_rows(spec) -> tuple[list[dict], list[str]]:
     path = Path(spec.data)
     if path.exists() and not is_source_folder(path):
         _input_file(path, "--input")  # a folder of no splits, a FIFO or a device: refused as ever
-    return read_inputs(spec)
+    rows, where, note = read_inputs(spec)
+    if note:  # keys or columns no field uses, said once
+        display.line(note, display.err)
+    return rows, where
 
 
 @app.command()
@@ -84,13 +95,13 @@ def generate(
         ),
     ] = None,
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Where --input's predictions go (JSONL).")] = None,
-    max_new_tokens: Annotated[int, typer.Option(help="Tokens to generate at most.")] = 128,
-    temperature: Annotated[float, typer.Option(help="0 = greedy; 1e-4 or more samples.")] = 0.0,
-    top_p: Annotated[float, typer.Option(help="Nucleus sampling mass.")] = 1.0,
-    top_k: Annotated[int, typer.Option(help="Sample among the k likeliest (0 = off).")] = 0,
+    max_new_tokens: MaxNewTokens = 128,
+    temperature: Temperature = 0.0,
+    top_p: TopP = 1.0,
+    top_k: TopK = 0,
     num_beams: Annotated[int, typer.Option(help="Beam search width, 1 to 64 (1 = off).")] = 1,
-    seed: Annotated[int, typer.Option(help="Random seed for sampling, 0 to 2**32 - 1.", callback=seed_in_range)] = 0,
-    stop: Annotated[Optional[list[str]], typer.Option(help="Stop at this string (repeatable).")] = None,
+    seed: Seed = 0,
+    stop: Stop = None,
     chat: Annotated[
         Optional[bool],
         typer.Option(
@@ -104,27 +115,27 @@ def generate(
     quantize: Quantize = "none",
     device: Device = "auto",
     trust_remote_code: TrustCode = False,
-    force: Annotated[bool, typer.Option("--force", help="Attach an adapter whose base fingerprint differs.")] = False,
+    force: Force = False,
     data_config: DataConfig = None,
     data_split: DataSplit = None,
     text_column: TextColumn = None,
     prompt_column: PromptColumn = None,
     completion_column: CompletionColumn = None,
     messages_column: MessagesColumn = None,
+    verbose: Verbose = False,
 ) -> None:
     """Generate text from a base model, with or without an adapter.
 
     A prompt whose tokens plus --max-new-tokens exceed the model's context is refused, naming it
     (``rows.jsonl:7``, or the prompt), before anything is generated; it is never cut silently.
     """
-    quiet_transformers()
     from ..data.rows import lone_surrogate
     from ..data.spec import DataSpec
     from ..files.atomic import check_writable, write_texts
     from ..files.outputs import check_predictions_target, refuse_input_as_output
-    from ..inference.generation import GenerationSettings
-    from ..inference.generation import generate as run_generate
+    from ..inference.generation_settings import GenerationSettings  # torch-free: the flags are checked first
 
+    check_like_train(dtype=dtype, device=device, quantize=quantize)
     if (input is None) != (output is None):
         raise UsageError("--input and --output go together: rows in, predictions out")
     settings = GenerationSettings(
@@ -159,6 +170,9 @@ def generate(
         check_predictions_target(output)  # solo replaces only predictions it wrote
         check_writable(output, "--output")  # fail before loading the model
     adapter = adapter_path(adapter, adapter_revision)  # a Hub repo id: its cached download
+    quiet_transformers()
+    from ..inference.generation import generate as run_generate
+
     target = load_target(model, adapter, revision, dtype, device, trust_remote_code, force, quantize)
     use_chat = chat if chat is not None else bool(target.info and target.info.chat_template)
     tokenizer, lm = target.loaded.tokenizer, target.loaded.model

@@ -6,10 +6,20 @@ from typing import Annotated, Optional
 
 import typer
 
-from ..errors import UsageError
+from ..errors import SoloError, UsageError
 from . import display
 from .base import app, handle_errors
-from .options import AdapterRevision, Dtype, Model, Revision, TrustCode, adapter_path, quantize_choice, quiet_transformers
+from .options import (
+    AdapterRevision,
+    Dtype,
+    Model,
+    Revision,
+    TrustCode,
+    Verbose,
+    adapter_path,
+    quantize_choice,
+    quiet_transformers,
+)
 
 
 @app.command()
@@ -44,6 +54,7 @@ def inspect(
         Optional[str], typer.Option(help="ddp (the base on every process) or fsdp (sharded over --world-size).")
     ] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    verbose: Verbose = False,
 ) -> None:
     """Describe an adapter file (local or on the Hub), or what a connection plan costs on a model: its parameters beside
     LoRA r=4 on q,v, and the memory training needs beside LoRA r=8 (all linear layers, as QLoRA; and q,v)."""
@@ -54,7 +65,10 @@ def inspect(
         plan |= {"quantize": quantize, "dtype": dtype, "batch_size": batch_size, "max_seq_length": max_seq_length}
         plan |= {"grad_checkpoint": grad_checkpoint, "world_size": world_size, "parallel": parallel}
         _refuse_plan_flags(adapter, **plan, trust_remote_code=trust_remote_code)
-    adapter = adapter_path(adapter, adapter_revision)  # a Hub repo id: its cached download
+    try:
+        adapter = adapter_path(adapter, adapter_revision)  # a Hub repo id: its cached download
+    except SoloError as exc:  # the adapter is inspect's argument: no --adapter flag to blame
+        raise type(exc)(exc.as_flags({"adapter": "adapter"})) from None
     if adapter is not None:
         from ..inference.report import adapter_report  # imports no torch: describing a file is instant
 
@@ -111,14 +125,15 @@ def _memory_settings(defaults, quantize, dtype, batch_size, max_seq_length, grad
             problems.append(f"{flag} {value}: must be at least {least}")
     if problems:
         raise UsageError("; ".join(problems))
-    dtype = dtype or defaults.dtype
-    if dtype == "auto":  # what solo train would load here (the estimate needs no backend, so no quantize check)
-        import torch
+    import torch
 
-        dtype = resolve_precision("auto", torch.device("cuda" if torch.cuda.is_available() else "cpu")).dtype
+    # what solo train would decide here: auto's dtype, and bf16 autocast for float32 on a native-bf16 GPU (the estimate
+    # needs no backend, so no quantize check)
+    precision = resolve_precision(dtype or defaults.dtype, torch.device("cuda" if torch.cuda.is_available() else "cpu"))
     return MemorySettings(
         quantize=quantize or defaults.quantize,
-        dtype=dtype,
+        dtype=precision.dtype,
+        autocast=precision.autocast,
         batch_size=batch_size or defaults.batch_size,
         max_seq_length=max_seq_length or defaults.max_seq_length,
         world_size=world_size or 1,

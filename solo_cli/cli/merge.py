@@ -7,10 +7,10 @@ from typing import Annotated, Optional
 
 import typer
 
-from ..errors import UsageError
+from ..errors import SoloError, UsageError
 from . import display
 from .base import app, handle_errors
-from .options import Model, Revision, TrustCode, adapter_path, quiet_transformers, rank_at_least_1
+from .options import Model, Revision, TrustCode, Verbose, adapter_path, quiet_transformers, rank_at_least_1
 
 
 @app.command()
@@ -30,8 +30,9 @@ def merge(
     rank: Annotated[
         Optional[int],
         typer.Option(
-            help="Rank of the merged adapter (default: the largest input rank); at most the sum of the ranks of the "
-            "inputs sharing a connection, and the hidden size.",
+            help="Rank of the merged adapter (default: the rank that makes the merge exact, the sum of the ranks of "
+            "the inputs sharing a connection, at most the hidden size); a lower rank is smaller and lossy (its error "
+            "is printed).",
             callback=rank_at_least_1,
         ),
     ] = None,
@@ -41,14 +42,18 @@ def merge(
     trust_remote_code: TrustCode = False,
     force: Annotated[bool, typer.Option("--force", help="Export with a base whose fingerprint differs.")] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing --output or --export.")] = False,
+    verbose: Verbose = False,
 ) -> None:
     """Combine adapters of one base into one, or export base + adapter as a standalone model folder."""
-    quiet_transformers()
     from ..files.outputs import check_adapter_target
 
     given = {"weights": weights, "rank": rank, "model": model, "revision": revision, "force": force}
     _check_flags(len(adapters), output, export, **given, trust_remote_code=trust_remote_code)
-    adapters = [adapter_path(ref) for ref in adapters]  # Hub repo ids: their cached downloads
+    quiet_transformers()  # after the flags are checked: a wrong one is refused before torch is imported
+    try:
+        adapters = [adapter_path(ref) for ref in adapters]  # Hub repo ids: their cached downloads
+    except SoloError as exc:  # the adapters are merge's arguments: no --adapter flag to blame
+        raise type(exc)(exc.as_flags({"adapter": "adapter"})) from None
     if export is not None:
         from ..merging.export import export_model
 
@@ -62,9 +67,15 @@ def merge(
             overwrite=overwrite,
         )
         display.line(  # escaped: the path is the user's
-            f"exported {result.path}: largest logit difference vs base + adapter {result.max_abs_diff:.2e}, "
-            f"greedy output {'identical' if result.greedy_equal else 'DIFFERENT'}"
+            f"exported {result.path}: checked in {result.dtype}, as transformers loads it: largest logit difference vs "
+            f"base + adapter {result.max_abs_diff:.2e}, greedy output {'identical' if result.greedy_equal else 'DIFFERENT'}"
         )
+        if result.auto_dtype != result.dtype:  # what the check compared is not what `solo generate` computes here
+            display.line(
+                f"note: solo generate and eval compute in {result.auto_dtype} here (--dtype auto), so they may write other "
+                f"words than the export does in {result.dtype}; pass --dtype {result.dtype} to get the export's",
+                display.err,
+            )
         return
     from ..engine.adapter_file import save_adapter
     from ..merging.combine import merge_adapters, parse_weights

@@ -2,39 +2,44 @@
 
 from __future__ import annotations
 
-import logging
 from typing import Annotated, Optional
 
 import typer
 
 from ..errors import UsageError
 from ..inference.generation_settings import SEED_MAX
-from . import display
-
-# Loggers of other packages whose warnings are noise on solo's terminal. Where installed, bitsandbytes logs
-# "Failed to load CPU gemm_4bit_forward ... pip install kernels" on CPUs with AVX512-BF16, and torchao (which
-# transformers' quantizers import) "Failed to load .../_C_mxfp8...so" plus torch's pytree deprecation notes;
-# solo uses neither. huggingface_hub logs each failed HTTP attempt before the error solo reports in one line.
-QUIET_LOGGERS = ("bitsandbytes", "torchao", "torch.utils._pytree", "huggingface_hub.utils._http")
+from . import display, third_party
 
 
-def quiet_other_packages() -> None:
-    """Only errors of :data:`QUIET_LOGGERS` reach the terminal. Set before they are imported (their module
-    loggers inherit the level), so it runs when the command line is imported."""
-    for name in QUIET_LOGGERS:
-        logging.getLogger(name).setLevel(logging.ERROR)
-
-
-quiet_other_packages()
-
-
-def quiet_transformers() -> None:
-    """transformers' own progress bars and advice would drown the output of a CLI (imported only when needed)."""
-    quiet_other_packages()
+def quiet_transformers(*, data: bool = False) -> None:
+    """Before a model loads: transformers' progress bars off, and the console handlers that torch, transformers and
+    huggingface_hub (with ``data``, datasets too) attach to their loggers when imported set aside, so that what they
+    log goes to the command's :mod:`.third_party` sink (the run folder's log; stderr under --verbose) instead."""
+    import torch  # noqa: F401  (imported here for its loggers; every caller loads a model next)
     from transformers.utils import logging as hf_logging
 
-    hf_logging.set_verbosity_error()
+    if data:  # the caller reads rows next: imported now, so that its handler is set aside with the others
+        import datasets  # noqa: F401
     hf_logging.disable_progress_bar()
+    third_party.route()
+
+
+def check_like_train(**values) -> None:
+    """Flags a command shares with `solo train` (--dtype, --device, --quantize), checked as `solo train` checks them
+    (:meth:`TrainConfig.validate`, torch-free): a bad value is one line before anything heavy is imported."""
+    from ..training.config import TrainConfig
+
+    TrainConfig(**{name: value for name, value in values.items() if value is not None}).validate()
+
+
+Verbose = Annotated[
+    bool,
+    typer.Option(
+        "--verbose",
+        help="Also show other packages' warnings and log lines (transformers, torch, bitsandbytes, datasets, "
+        "huggingface_hub) on stderr; solo train keeps them in third_party.log in the run folder either way.",
+    ),
+]  # taken by handle_errors (solo_cli/cli/base.py), which routes them for the length of the command
 
 
 Model = Annotated[Optional[str], typer.Option("--model", "-m", help="Built-in name (smollm2-135m), model folder or hub id.")]
@@ -74,6 +79,8 @@ TextColumn = Annotated[Optional[str], typer.Option(help="Column holding the text
 PromptColumn = Annotated[Optional[str], typer.Option(help="Column holding the prompts (default prompt).")]
 CompletionColumn = Annotated[Optional[str], typer.Option(help="Column holding the completions (default completion).")]
 MessagesColumn = Annotated[Optional[str], typer.Option(help="Column holding chat messages (default messages).")]
+ChosenColumn = Annotated[Optional[str], typer.Option(help="Column holding the preferred replies (default chosen).")]
+RejectedColumn = Annotated[Optional[str], typer.Option(help="Column holding the rejected replies (default rejected).")]
 
 
 def seed_in_range(value: int | None) -> int | None:
@@ -84,6 +91,16 @@ def seed_in_range(value: int | None) -> int | None:
     if value is not None and not 0 <= value <= SEED_MAX:
         raise UsageError(f"--seed {value}: must be between 0 and {SEED_MAX} (2**32 - 1); pick a seed in that range")
     return value
+
+
+# The generation flags `solo generate` and `solo chat` share (GenerationSettings' fields; each command sets its default).
+MaxNewTokens = Annotated[int, typer.Option(help="Tokens to generate at most.")]
+Temperature = Annotated[float, typer.Option(help="0 = greedy; 1e-4 or more samples.")]
+TopP = Annotated[float, typer.Option(help="Nucleus sampling mass.")]
+TopK = Annotated[int, typer.Option(help="Sample among the k likeliest (0 = off).")]
+Seed = Annotated[int, typer.Option(help="Random seed for sampling, 0 to 2**32 - 1.", callback=seed_in_range)]
+Stop = Annotated[Optional[list[str]], typer.Option(help="Stop at this string (repeatable).")]
+Force = Annotated[bool, typer.Option("--force", help="Attach an adapter whose base fingerprint differs.")]
 
 
 def rank_at_least_1(value: int | None) -> int | None:

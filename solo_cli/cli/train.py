@@ -13,10 +13,10 @@ from typing import Annotated, Optional
 import typer
 
 from ..errors import SoloError, UsageError
-from . import display
+from . import display, third_party
 from .base import app, handle_errors
 from .flags import config_options
-from .options import quiet_transformers
+from .options import Verbose, quiet_transformers
 
 
 @app.command()
@@ -27,24 +27,39 @@ def train(
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Show config, data statistics and the first example's mask, then exit.")
     ] = False,
+    verbose: Verbose = False,
     **options,
 ) -> None:
-    """Train a Solo adapter on JSONL, JSON, CSV or Parquet rows, a save_to_disk folder or a Hub dataset."""
-    quiet_transformers()
-    from ..data.sources import check_location
-    from ..files.lock import release
-    from ..training.config import build_config
-    from ..training.run import check_output, prepare, replace_output
+    """Train a Solo adapter on JSONL, JSON, CSV or Parquet rows, a save_to_disk folder or a Hub dataset.
 
+    Other packages' warnings go to third_party.log in the run folder (--verbose shows them too).
+    """
+    from ..data.sources import check_location
+    from ..training.config import build_config
+
+    # every flag's value is checked before torch, transformers or bitsandbytes are imported (seconds)
     cfg = build_config(config, options)
     if not cfg.data:  # before check_output makes the run folder
         raise UsageError("--data is required: a .jsonl file or a folder with train.jsonl")
     check_location(cfg.data_spec())  # a missing or unreadable --data is refused before anything is written
+    quiet_transformers(data=True)
+    from ..files.lock import release
+    from ..training.compiled import refuse_missing_compiler
+    from ..training.prepared import resolve_device
+    from ..training.resume import RunComplete
+    from ..training.run import check_output, prepare, replace_output
+
+    refuse_missing_compiler(cfg.compile, resolve_device(cfg.device))  # --compile on without g++ (or triton)
+
     made = _missing_folders(Path(cfg.output))  # what check_output creates, removed again if the run is refused
     if not dry_run:
         # fail before loading anything; takes the folder's lock, which execute releases. The run that
         # --overwrite replaces stays until the model and every data row have loaded: a bad input loses nothing.
-        check_output(cfg, replace=False)
+        try:
+            check_output(cfg, replace=False)
+        except RunComplete as done:  # --resume auto of a finished run: said, exit 0, nothing touched
+            display.line(done.as_flags())
+            return
     try:
         run = prepare(cfg)
         if not dry_run:
@@ -53,6 +68,8 @@ def train(
         release(cfg.output)
         _remove_empty(made)
         raise
+    for note in run.notes:  # keys or columns of --data that no field uses, said once per split
+        display.line(note, display.err)
     if run.train.skipped:
         display.warning(
             f"skipped {run.train.skipped} of {run.train.stats['rows']} training rows whose prompt "
@@ -87,8 +104,10 @@ def _execute(run) -> None:
     """Train: an interrupt says how to resume, and under torchrun an error says which process failed."""
     from ..training import distributed
     from ..training.run import execute
+    from ..training.run_folder import RunFolder
     from ..training.trainer import Interrupted
 
+    third_party.write_to(RunFolder(run.cfg.output, writes=run.ctx.is_main).append_third_party)  # the run's folder is taken
     try:
         execute(run, display.TrainDisplay())
     except Interrupted as exc:
@@ -124,10 +143,11 @@ def _show_dry_run(run) -> None:
 
     tokenizer = run.loaded.tokenizer
     first = run.train.examples[0]
+    first = getattr(first, "chosen", first)  # a preference pair: its chosen side shows the mask
     from ..inference.generation import token_pieces  # characters split across tokens show whole, not as U+FFFD
 
     pieces = [(text, label != -100) for text, label in zip(token_pieces(tokenizer, first.input_ids), first.labels)]
-    config = run.cfg.to_dict() | {
+    config = _resolved_options(run) | {
         "connections (resolved)": format_connections(run.adapter.config.connections),
         "dtype (resolved)": run.loaded.precision.reason,
         "total steps": run.steps,
@@ -136,3 +156,21 @@ def _show_dry_run(run) -> None:
     }
     stats = {"train": run.train.stats} | ({"valid": run.valid.stats} if run.valid else {})
     display.show_dry_run(config, stats, pieces, param_summary(run.loaded.model, run.adapter))
+
+
+def _resolved_options(run) -> dict:
+    """Every option as the run takes it: an option left to its default shows what it became (``-``: not set)."""
+    cfg = run.cfg
+    eval_every, save_every = cfg.intervals(run.steps)
+    resolved = {
+        "eval_every": f"{eval_every} (5 times in {run.steps} steps)",
+        "save_every": f"{save_every} (as --eval-every)",
+        "homotopy_steps": f"{run.adapter.config.homotopy_steps} ({cfg.homotopy_fraction or 0.1:g} of {run.steps} steps)",
+        "max_steps": f"{run.steps} ({cfg.epochs:g} epoch{'' if cfg.epochs == 1 else 's'})",
+        "chat_template": "auto (where the tokenizer has one)",
+        "keep_checkpoints": "all",
+    }
+    if cfg.gate != "schedule":
+        resolved["homotopy_steps"] = f"- (--gate {cfg.gate} has no ramp)"
+    values = cfg.to_dict()
+    return {key: resolved.get(key, "-") if value is None else value for key, value in values.items()}

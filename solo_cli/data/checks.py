@@ -15,7 +15,7 @@ import pyarrow.compute as pc
 
 from ..errors import UsageError
 from .columns import RowSet
-from .formats import FORMATS, KINDS, STRING, check_field, strip_nulls, table_column
+from .formats import FORMATS, STRING, TURN, check_field, strip_nulls, table_column
 
 _BATCH = 50_000
 
@@ -36,10 +36,13 @@ def _bad_string(column: pa.ChunkedArray, trained: bool) -> int | None:
     return _first(bad)
 
 
-def _suspects(batch: pa.Table, field: str, trained: bool):
-    """``(row in batch, value)`` of the values to check: a string column's first bad one, else every one."""
+def _suspects(batch: pa.Table, field: str, kind: str, trained: bool):
+    """``(row in batch, value)`` of the values to check: a string column's first bad one, else every one.
+
+    A preference reply (``TURN``) is a string column or a column of messages, checked as the one it is.
+    """
     column = batch.column(field)
-    if KINDS[field] == STRING:
+    if kind == STRING or (kind == TURN and (pa.types.is_string(column.type) or pa.types.is_large_string(column.type))):
         at = _bad_string(column, trained)
         return [] if at is None else [(at, column[at].as_py())]
     return enumerate(column.to_pylist())
@@ -55,7 +58,7 @@ def check_rows(rows: RowSet) -> None:
     fmt, start = FORMATS[rows.fmt], 0
     for batch in rows.dataset.with_format("arrow").iter(batch_size=_BATCH):
         for field in (f for f in fmt.fields if f in batch.column_names):
-            for n, value in _suspects(batch, field, field == fmt.trained):
+            for n, value in _suspects(batch, field, fmt.kind(field), field in fmt.trained):
                 if isinstance(value, list):  # a table's messages are structs: a field some lack is null in the others
                     value = [strip_nulls(m) if isinstance(m, dict) else m for m in value]
                 name = table_column(f"{rows.name} row {start + n + 1}", rows.origin)

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 import torch
 
 from ..errors import UsageError, param
+from .chat_template import TemplateRefused, render_chat
+from .formats import FORMATS
 
 # Tokenizers without a declared limit report transformers' VERY_LARGE_INTEGER (1e30).
 _UNDECLARED = 10**9
@@ -57,11 +59,15 @@ class EncodedData:
     truncated: int = 0
     stats: dict = field(default_factory=dict)
     limit: int = 0  # the token limit applied: min(max_len, the model's context)
+    key: str = ""  # the name of the encoded split in the cache (what a reference pass over it is cached under)
 
 
 def uses_chat_template(fmt: str, tokenizer, chat_template: bool | None) -> bool:
     """Chat rows always use the template; prompt/completion rows use it when the tokenizer has one
-    (as mlx-lm does), unless ``chat_template`` says otherwise; text rows never do."""
+    (as mlx-lm does), unless ``chat_template`` says otherwise; text rows never do. A preference pair
+    follows the rows its replies are rendered as (conversational: chat; else prompt/completion)."""
+    if fmt in FORMATS and FORMATS[fmt].scored_as:
+        fmt = FORMATS[fmt].scored_as
     has_template = getattr(tokenizer, "chat_template", None) is not None
     if fmt == "chat":
         if not has_template:
@@ -93,7 +99,7 @@ def render(
         if fmt == "chat"
         else [{"role": "user", "content": row["prompt"]}, {"role": "assistant", "content": row["completion"]}]
     )
-    text = tokenizer.apply_chat_template(messages, tokenize=False)
+    text = render_chat(tokenizer, messages)
     if train_on_prompt:
         return text, [(0, len(text))], False
     return text, _assistant_spans(messages, text, tokenizer), False
@@ -113,7 +119,7 @@ def _assistant_spans(messages: list[dict], text: str, tokenizer) -> list[tuple[i
     """
 
     def rendered(n: int, prompt: bool = False) -> str:
-        return tokenizer.apply_chat_template(messages[:n], tokenize=False, add_generation_prompt=prompt)
+        return render_chat(tokenizer, messages[:n], add_generation_prompt=prompt)
 
     spans = []
     for k, message in enumerate(messages):
@@ -230,8 +236,11 @@ def encode_rows(
     use_chat = uses_chat_template(fmt, tokenizer, chat_template)
     limit = token_limit(max_len, context, tokenizer)
     examples, skipped, truncated = [], 0, 0
-    for row in rows:
-        example = encode(row, fmt, tokenizer, use_chat=use_chat, train_on_prompt=train_on_prompt, max_len=limit)
+    for n, row in enumerate(rows):
+        try:
+            example = encode(row, fmt, tokenizer, use_chat=use_chat, train_on_prompt=train_on_prompt, max_len=limit)
+        except TemplateRefused as exc:
+            raise exc.at(f"row {n + 1}") from None
         if example is None:
             skipped += 1
             continue

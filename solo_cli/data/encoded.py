@@ -1,7 +1,8 @@
 """Tokenizing a split through ``datasets.Dataset.map``: batched, in ``num_proc`` processes, cached.
 
 The encoding is exactly :func:`solo_cli.data.encode.encode_rows`' (the same rendering, offsets-
-based masks, EOS, truncation and skipped rows); only the loop differs. The result is written to
+based masks, EOS, truncation and skipped rows; for preference pairs
+:func:`solo_cli.data.pairs.encode_pair_rows`'); only the loop differs. The result is written to
 an Arrow file in the ``datasets`` cache (``HF_DATASETS_CACHE/solo-encoded/``) named by its
 :func:`cache_key` (the rows' digest, the tokenizer and every setting), so a second run or a resume reads it
 back instead of tokenizing again. Stats come from Arrow compute, not from Python lists.
@@ -9,14 +10,17 @@ back instead of tokenizing again. Stats come from Arrow compute, not from Python
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 from pathlib import Path
 
+from .chat_template import TemplateRefused
 from .columns import RowSet
 from .encode import EncodedData, masked, render, summarize, token_limit, uses_chat_template
-from .examples import ExampleView
+from .examples import ExampleView, PairView
 from .formats import FORMATS, strip_nulls
+from .pairs import render_pair
 from .quiet import quiet_datasets
 
 ENCODING_VERSION = 2  # bump when the encoding changes, so that old cache files are not read back
@@ -26,22 +30,62 @@ def _row(batch: dict, fields: tuple[str, ...], n: int) -> dict:
     return strip_nulls({name: batch[name][n] for name in fields})  # a table's messages are structs with null fields
 
 
-def _encode_batch(batch: dict, *, fmt: str, tokenizer, use_chat: bool, train_on_prompt: bool, limit: int) -> dict:
-    fields = FORMATS[fmt].required
-    rendered = [
-        render(_row(batch, fields, n), fmt, tokenizer, use_chat, train_on_prompt=train_on_prompt)
-        for n in range(len(batch[fields[0]]))
-    ]
+def _masked_all(rendered: list, tokenizer, use_chat: bool, train_on_prompt: bool, limit: int) -> list:
+    """The :func:`masked` example of each ``(text, spans, add_eos)`` (None where its prompt fills ``limit``), one
+    tokenizer call for them all."""
     enc = tokenizer([text for text, _, _ in rendered], add_special_tokens=not use_chat, return_offsets_mapping=True)
-    out = {"input_ids": [], "labels": [], "truncated": []}
+    examples = []
     for (_, spans, add_eos), ids, offsets in zip(rendered, enc["input_ids"], enc["offset_mapping"], strict=True):
         eos = tokenizer.eos_token_id if add_eos else None
-        example = masked(ids, offsets, spans, eos, train_on_prompt=train_on_prompt, max_len=limit)
+        examples.append(masked(ids, offsets, spans, eos, train_on_prompt=train_on_prompt, max_len=limit))
+    return examples
+
+
+def _render_each(rows: list[dict], indices: list[int], render_one) -> list:
+    """``render_one(row)`` of every row; a chat template's refusal carries the row's index (encode_rowset names it)."""
+    rendered = []
+    for row, index in zip(rows, indices, strict=True):
+        try:
+            rendered.append(render_one(row))
+        except TemplateRefused as exc:
+            raise exc.at_index(index) from None
+    return rendered
+
+
+def _encode_batch(
+    batch: dict, indices: list[int], *, fmt: str, tokenizer, use_chat: bool, train_on_prompt: bool, limit: int
+) -> dict:
+    fields = FORMATS[fmt].required
+    rows = [_row(batch, fields, n) for n in range(len(batch[fields[0]]))]
+    if FORMATS[fmt].pairs:
+        return _encode_pairs(rows, indices, fmt, tokenizer, use_chat, limit)
+    rendered = _render_each(rows, indices, lambda row: render(row, fmt, tokenizer, use_chat, train_on_prompt=train_on_prompt))
+    out = {"input_ids": [], "labels": [], "truncated": []}
+    for example in _masked_all(rendered, tokenizer, use_chat, train_on_prompt, limit):
         if example is not None:  # a row whose prompt fills the limit is skipped (counted in the stats)
             out["input_ids"].append(example.input_ids)
             out["labels"].append(example.labels)
             out["truncated"].append(example.truncated)
     return out
+
+
+def _encode_pairs(rows: list[dict], indices: list[int], fmt: str, tokenizer, use_chat: bool, limit: int) -> dict:
+    """:func:`_encode_batch` of pair rows: chosen and rejected sides, a pair skipped when either side's prompt fills ``limit``."""
+    pairs = _render_each(rows, indices, lambda row: render_pair(row, fmt, tokenizer, use_chat))
+    rendered = [side for sides in pairs for side in sides]
+    examples = _masked_all(rendered, tokenizer, use_chat, False, limit)
+    out = {name: [] for name in _PAIR_COLUMNS}
+    for chosen, rejected in zip(examples[0::2], examples[1::2], strict=True):
+        if chosen is None or rejected is None:
+            continue
+        for side, example in (("chosen", chosen), ("rejected", rejected)):
+            out[f"{side}_input_ids"].append(example.input_ids)
+            out[f"{side}_labels"].append(example.labels)
+        out["truncated"].append(chosen.truncated or rejected.truncated)
+    return out
+
+
+_PAIR_COLUMNS = ("chosen_input_ids", "chosen_labels", "rejected_input_ids", "rejected_labels", "truncated")
 
 
 def tokenizer_digest(tokenizer) -> str:
@@ -63,24 +107,43 @@ def cache_key(rows: RowSet, tokenizer, settings: dict) -> str:
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:40]
 
 
-def _features():
+def _features(pairs: bool = False):
     from datasets import Features, List, Value
 
-    return Features({"input_ids": List(Value("int32")), "labels": List(Value("int32")), "truncated": Value("bool")})
+    ids = List(Value("int32"))
+    if pairs:
+        return Features({name: Value("bool") if name == "truncated" else ids for name in _PAIR_COLUMNS})
+    return Features({"input_ids": ids, "labels": ids, "truncated": Value("bool")})
 
 
 def _stats(rows: int, encoded) -> dict:
+    """The encoding's stats from its Arrow columns; a pair counts as one example with both sides' tokens."""
+    import pyarrow as pa
     import pyarrow.compute as pc
 
     table = encoded.with_format("arrow")[:]
-    lengths = pc.list_value_length(table.column("input_ids"))
+    prefixes = ("chosen_", "rejected_") if "chosen_input_ids" in table.column_names else ("",)
+    chunks = [c for p in prefixes for c in pc.list_value_length(table.column(f"{p}input_ids")).chunks]
+    lengths = pa.chunked_array(chunks, type=pa.int32())
     # encode.loss_tokens over the column: position 0's label is never scored, so each list from 1.
-    scored = pc.list_flatten(pc.list_slice(table.column("labels"), 1))
-    trained = pc.sum(pc.not_equal(scored, -100)).as_py() or 0
+    trained = sum(
+        pc.sum(pc.not_equal(pc.list_flatten(pc.list_slice(table.column(f"{p}labels"), 1)), -100)).as_py() or 0 for p in prefixes
+    )
     longest = pc.max(lengths).as_py() or 0
     return summarize(
         rows, encoded.num_rows, pc.sum(table.column("truncated")).as_py() or 0, pc.sum(lengths).as_py() or 0, trained, longest
     )
+
+
+@contextlib.contextmanager
+def _naming_rows(rows: RowSet):
+    """A chat template's refusal inside the block names its row (``train.jsonl:7``), as every row error does."""
+    try:
+        yield
+    except TemplateRefused as exc:
+        if exc.index is None:
+            raise
+        raise exc.at(rows.where(exc.index)) from None
 
 
 def cache_dir() -> Path:
@@ -107,23 +170,25 @@ def encode_rowset(
     """
     use_chat = uses_chat_template(rows.fmt, tokenizer, chat_template)
     limit = token_limit(max_len, context, tokenizer)
+    pairs = FORMATS[rows.fmt].pairs
+    train_on_prompt = train_on_prompt and not pairs  # a pair is scored on its replies alone
     settings = {"fmt": rows.fmt, "use_chat": use_chat, "train_on_prompt": train_on_prompt, "limit": limit}
     key = cache_key(rows, tokenizer, settings)
     folder = cache_dir()
     folder.mkdir(parents=True, exist_ok=True)
-    with quiet_datasets():
+    with quiet_datasets(), _naming_rows(rows):
         encoded = rows.dataset.map(
             _encode_batch,
             batched=True,
+            with_indices=True,
             remove_columns=rows.dataset.column_names,
             fn_kwargs={"tokenizer": tokenizer, **{k: v for k, v in settings.items()}},
-            features=_features(),
+            features=_features(pairs),
             num_proc=num_proc if num_proc and num_proc > 1 else None,
             cache_file_name=str(folder / f"{key}.arrow"),
             load_from_cache_file=True,
             new_fingerprint=key,
         )
     stats = _stats(len(rows), encoded)
-    return EncodedData(
-        ExampleView(encoded), rows.fmt, use_chat, stats["skipped_prompt_too_long"], stats["truncated"], stats, limit
-    )
+    view = PairView(encoded) if pairs else ExampleView(encoded)
+    return EncodedData(view, rows.fmt, use_chat, stats["skipped_prompt_too_long"], stats["truncated"], stats, limit, key)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import UsageError, param
-from .formats import check_json_row
+from .formats import check_json_row, ignored_keys
 
 
 @dataclass
@@ -106,9 +106,9 @@ def parse_json_line(line: str, where: str):
 
 
 def read_rows(path: str | Path) -> tuple[list[dict], str]:
-    """Read and check every row of a JSONL file; return the rows and their (single) format."""
+    """Read and check every row of a JSONL file; return the rows (their format's fields) and their (single) format."""
     read = list(iter_rows(path))
-    return [row for _, row, _ in read], read[0][2]
+    return [row for _, row, _, _ in read], read[0][2]
 
 
 def lines(path: Path, keepends: bool = False):
@@ -166,9 +166,10 @@ def json_array(path: str | Path) -> list[tuple[str, int, object]]:
 
 
 def check_one_format(rows, unit: str = "line"):
-    """Check ``(where, number, value)`` rows as rows of one format; yield ``(number, row, format name)``.
+    """Check ``(where, number, value)`` rows as rows of one format; yield ``(number, row, format name, ignored keys)``.
 
-    ``number`` is the row's line (JSONL) or its place in a JSON array (``unit`` says which).
+    ``number`` is the row's line (JSONL) or its place in a JSON array (``unit`` says which); ``row``
+    holds the format's fields, and ``ignored`` lists the row's other keys, which are left out.
     """
     fmt, first = None, 0
     for where, number, value in rows:
@@ -179,11 +180,11 @@ def check_one_format(rows, unit: str = "line"):
             raise UsageError(
                 f"{where}: a {row_format.name!r} row in a file of {fmt.name!r} rows ({unit} {first}); use one format per file"
             )
-        yield number, row, fmt.name
+        yield number, row, fmt.name, ignored_keys(value, fmt)
 
 
 def iter_rows(path: str | Path):
-    """Check and yield ``(line number, row, format)`` for each row of a JSONL file, one at a time.
+    """Check and yield ``(line number, row, format, ignored keys)`` for each row of a JSONL file, one at a time.
 
     Each row is checked as it is read (:func:`solo_cli.data.formats.check_json_row`), without
     holding the file in memory; :func:`solo_cli.data.jsonl.load_jsonl` streams the same rows into Arrow.

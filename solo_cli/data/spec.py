@@ -12,7 +12,7 @@ from pathlib import Path
 
 from ..errors import UsageError, param
 
-COLUMN_PARAMS = ("text_column", "prompt_column", "completion_column", "messages_column")
+COLUMN_PARAMS = ("text_column", "prompt_column", "completion_column", "messages_column", "chosen_column", "rejected_column")
 
 
 @dataclass(frozen=True)
@@ -24,7 +24,8 @@ class DataSpec:
     Hub dataset id (``owner/name``). ``data_config`` picks a Hub config, ``data_split`` the
     training split (default ``train``), ``valid_split`` the validation split (default
     ``validation`` or ``valid`` when there is one). The ``*_column`` parameters name the source
-    columns that hold solo's row fields (``text``; ``prompt`` + ``completion``; ``messages``).
+    columns that hold solo's row fields (``text``; ``prompt`` + ``completion``; ``messages``;
+    ``prompt`` + ``chosen`` + ``rejected``).
     """
 
     data: str | Path
@@ -35,6 +36,8 @@ class DataSpec:
     prompt_column: str | None = None
     completion_column: str | None = None
     messages_column: str | None = None
+    chosen_column: str | None = None
+    rejected_column: str | None = None
 
     @classmethod
     def of(cls, settings, data: str | Path | None = None) -> DataSpec:
@@ -59,6 +62,4 @@ class DataSpec:
     @property
     def columns(self) -> dict[str, str]:
         """Row field -> source column, for the fields this spec maps (``{"prompt": "question"}``)."""
-        fields = {"text_column": "text", "prompt_column": "prompt", "completion_column": "completion"}
-        fields["messages_column"] = "messages"
-        return {fields[name]: getattr(self, name) for name in COLUMN_PARAMS if getattr(self, name) is not None}
+        return {name.removesuffix("_column"): getattr(self, name) for name in COLUMN_PARAMS if getattr(self, name) is not None}

@@ -13,6 +13,7 @@ state is ``adapter.state_dict()``; the base model is never modified, only hooked
 from __future__ import annotations
 
 import contextlib
+import math
 import weakref
 
 from torch import nn
@@ -75,7 +76,8 @@ class AttachedAdapter:
     """A :class:`SoloAdapter` running inside a model, through the hooks of :class:`.modeling_solo.SoloHooks`
     (what they keep and when they drop it is said there). ``detach()`` removes them.
 
-    ``with handle.disabled():`` runs the plain base model, as peft's ``disable_adapter()``.
+    ``with handle.disabled():`` runs the plain base model, as peft's ``disable_adapter()``;
+    ``handle.scale = x`` scales every connection (0: the base exactly, 1: as trained).
     """
 
     def __init__(self, model: nn.Module, adapter: SoloAdapter) -> None:
@@ -99,6 +101,18 @@ class AttachedAdapter:
     @enabled.setter
     def enabled(self, value: bool) -> None:
         self._hooks.enabled = value
+
+    @property
+    def scale(self) -> float:
+        """What every connection's output is multiplied by: 1 as trained, 0 the base model exactly."""
+        return self._hooks.scale
+
+    @scale.setter
+    def scale(self, value: float) -> None:
+        value = float(value)
+        if not (math.isfinite(value) and value >= 0):
+            raise ValueError(f"scale must be a finite number >= 0 (0 = the base model, 1 = as trained), got {value:g}")
+        self._hooks.scale = value
 
     @contextlib.contextmanager
     def disabled(self):

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import save_file
 
-from ..errors import RuntimeFailure, param
+from ..errors import RuntimeFailure, UsageError, param
 from ..files.atomic import write_atomic, write_error
 from .adapter import SoloAdapter
 from .adapter_arrays import read_arrays
@@ -27,6 +28,10 @@ from .adapter_header import (  # noqa: F401 (the adapter file's names, importabl
     read_info,
     resolve_adapter_path,
 )
+from .blocks import arch_fingerprint
+
+if TYPE_CHECKING:
+    from .models import LoadedModel
 
 
 def non_finite(tensors: dict[str, torch.Tensor]) -> list[str]:
@@ -34,12 +39,19 @@ def non_finite(tensors: dict[str, torch.Tensor]) -> list[str]:
     return [k for k, v in tensors.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
 
 
-def save_adapter(path: str | os.PathLike, adapter: SoloAdapter, info: AdapterInfo) -> Path:
+def save_adapter(
+    path: str | os.PathLike, adapter: SoloAdapter, info: AdapterInfo | None = None, *, base: LoadedModel | None = None
+) -> Path:
     """Write ``adapter`` to ``path`` (a file, or a folder that gets ``adapter.safetensors``) atomically.
+
+    ``info`` is the file's header (what `solo train` writes). From your own training loop, give
+    ``base`` instead, the :class:`~solo_cli.engine.models.LoadedModel` the adapter was trained on:
+    the header then names that base, its revision, architecture, dtype and quantization.
 
     A tensor holding NaN or infinite values is refused (:class:`RuntimeFailure`, naming it) and
     nothing is written: solo never writes an adapter that its own loader would refuse as damaged.
     """
+    info = info if info is not None else base_info(adapter, base)
     path = Path(path)
     if path.suffix != ".safetensors":
         path = path / ADAPTER_FILENAME
@@ -57,6 +69,14 @@ def save_adapter(path: str | os.PathLike, adapter: SoloAdapter, info: AdapterInf
         # the old file is untouched, no temp file is left
         raise write_error(exc, path) from None
     return path
+
+
+def base_info(adapter: SoloAdapter, base: LoadedModel | None) -> AdapterInfo:
+    """The header of an adapter trained on ``base`` outside `solo train`: the base and its precision, no data."""
+    if base is None:
+        raise UsageError(f"save_adapter: give {param('base')} (the loaded model the adapter was trained on) or {param('info')}")
+    training = {"dtype": base.precision.dtype, "quantize": base.precision.quantize}  # what the base computed in
+    return AdapterInfo(adapter.config, arch_fingerprint(base.model), base.name, base.revision, training=training)
 
 
 def load_adapter(path: str | os.PathLike) -> tuple[SoloAdapter, AdapterInfo]:

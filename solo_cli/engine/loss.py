@@ -129,11 +129,22 @@ def causal_lm_loss(model: nn.Module, batch: dict[str, torch.Tensor], label_smoot
     found from the labels (a device read on a GPU). A packed batch (with ``position_ids``) is
     scored the same way: its rows' labels already leave out each example's first token.
     """
+    logits, wanted, positions = scored_logits(model, batch)
+    count = positions.numel()
+    loss = F.cross_entropy(logits.float(), wanted, label_smoothing=label_smoothing, reduction="sum")
+    return loss / max(1, count), count
+
+
+def scored_logits(model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(logits, targets, positions)`` of the positions of ``batch`` that predict a trained token, the vocabulary
+    projection run on those alone where that is proven exact (:func:`fast_path`); what every loss is taken over.
+
+    ``positions`` are flat indices ``row * (width - 1) + t`` (see :func:`solo_cli.data.encode.collate`).
+    """
     targets = batch["labels"][:, 1:]
     positions = batch.get("loss_positions")
     if positions is None:
         positions = (targets != -100).reshape(-1).nonzero().squeeze(1)
-    count = positions.numel()
     fast = fast_path(model, batch)
     if fast is not None:
         body, head = fast
@@ -142,9 +153,7 @@ def causal_lm_loss(model: nn.Module, batch: dict[str, torch.Tensor], label_smoot
     else:
         logits = model(**model_inputs(batch), use_cache=False).logits
         logits = _pick(logits[:, :-1], positions)
-    wanted = targets.reshape(-1).index_select(0, positions)
-    loss = F.cross_entropy(logits.float(), wanted, label_smoothing=label_smoothing, reduction="sum")
-    return loss / max(1, count), count
+    return logits, targets.reshape(-1).index_select(0, positions), positions
 
 
 def _pick(values: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:

@@ -2,44 +2,46 @@
 
 The model is built under torch's ``FakeTensorMode`` (tensors with a shape, a dtype and a device but
 no data), the adapter is attached to it, and one forward pass of its body runs there under
-``torch.autograd.graph.saved_tensors_hooks``: the distinct tensors autograd keeps for the backward
-pass are exactly the activations a real step keeps, block by block, whatever the architecture. A
-fake CPU tensor takes the CPU's attention kernels, which keep O(T) per head as CUDA's do (not the
-O(T^2) attention matrix). What no forward shows is counted by formula:
+``torch.autograd.graph.saved_tensors_hooks`` (and under the run's autocast, whose casts of the weights
+are kept too): the distinct tensors autograd keeps for the backward pass are exactly the activations a
+real step keeps, block by block, whatever the architecture. A fake CPU tensor takes the CPU's attention
+kernels, which keep O(T) per head as CUDA's do (not the O(T^2) attention matrix). A forward that cannot
+run on fake tensors (a float32 mixture of experts: torch's grouped matmul has no float32 fake kernel) is
+counted by a rough per-block formula instead, and the estimate says so (``activations_method``).
+What no forward shows is counted by formula:
 
-- base weights per dtype; ``nf4``/``fp4`` (bitsandbytes 4-bit) keep half a byte a weight plus a
-  float32 absmax per block of 64; ``int8`` (LLM.int8()) a byte plus a float32 scale per output row;
-  ``torchao-int8`` a byte plus a scale per row in the compute dtype. Only the blocks' linear layers
-  are quantized: embeddings, norms and the output head stay in the compute dtype, as transformers'
-  integrations leave them.
+- base weights per dtype, as :mod:`solo_cli.engine.weight_memory` stores them: quantized by
+  ``--quantize``, or as the model's own ``quantization_config`` says (a model that came quantized);
 - the loss: the vocabulary projection and cross-entropy over the positions that carry loss (solo,
   ``engine/loss.py``) or over every position (LoRA through peft and transformers: full logits);
 - the trainable parameters, their gradients and AdamW's two moments, all float32;
 - FSDP (``parallel="fsdp"``): the base sharded over ``world_size`` processes, plus the blocks
-  gathered while they run (the one running and the one prefetched) and the root's parameters.
+  gathered while they run (the one running and the one prefetched) and the root's parameters;
+  ``load``: the whole base, which each process holds while it loads, before it is sharded.
 
-Solo backpropagates only through the blocks at or above the lowest destination of any connection
-(``training/trainer.py``); LoRA through every block. Calibrated against measured CPU peaks (see
-tests/engine/test_memory_estimate.py and the report of issue 20).
+Solo backpropagates only through the blocks above the lowest destination of any connection (the
+destination block itself runs no backward; ``training/trainer.py``); LoRA through every block.
+Calibrated against measured CPU peaks (see tests/engine/test_memory_estimate.py and the report of
+issue 20).
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
 from ..errors import UsageError, param
-from .quantization import QUANTIZE_CHOICES
+from .quantization import QUANTIZE_CHOICES, prequantized
+from .weight_memory import DTYPE_BYTES, is_linear, quantize_packing, stored_packing, weight_bytes
 
 METHODS = ("solo", "lora-qv", "lora-all")
 PARALLEL_MODES = ("ddp", "fsdp")
-DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
 PARTS = ("weights", "gathered", "activations", "sources", "loss", "adapter", "gradients", "optimizer", "workspace")
 QV_NAMES = {"q_proj", "v_proj", "query", "value", "q", "v", "c_attn", "query_key_value", "qkv_proj", "Wqkv"}
-BNB_BLOCK = 64  # bitsandbytes 4-bit: one float32 absmax per 64 weights; narrower layers stay unquantized
 LOSS_COPIES = 3  # float32 (positions x vocab) buffers alive at the loss's peak: log-softmax, its gradient, the logits'
 
 
@@ -52,6 +54,12 @@ class MemoryEstimate:
     method: str = "solo"
     trainable_params: int = 0
     traced: bool = True  # the activations come from a fake forward pass (False: a rough per-block formula)
+    quantize: str = "none"  # how the base's linear weights are stored: a --quantize choice or the model's own method
+    load: int = 0  # the whole base's bytes, which a process holds while it loads, before FSDP shards it
+
+    @property
+    def activations_method(self) -> str:
+        return "traced" if self.traced else "rough"
 
     def to_dict(self) -> dict:
         return {
@@ -60,6 +68,9 @@ class MemoryEstimate:
             "method": self.method,
             "trainable_params": self.trainable_params,
             "traced": self.traced,
+            "activations_method": self.activations_method,
+            "quantize": self.quantize,
+            "load": self.load,
         }
 
 
@@ -78,55 +89,6 @@ def _check(method: str, quantize: str, dtype: str, parallel: str, world_size: in
             problems.append(f"{param(name)} {value}: must be at least 1")
     if problems:
         raise UsageError("; ".join(problems))
-
-
-def linear_bytes(d_in: int, d_out: int, quantize: str, dtype: str) -> int:
-    """Bytes of a ``d_out x d_in`` linear weight stored as ``quantize`` (bias not included)."""
-    n, full = d_in * d_out, d_in * d_out * DTYPE_BYTES[dtype]
-    if quantize in ("nf4", "fp4"):
-        return full if d_in < BNB_BLOCK else n // 2 + 4 * -(-n // BNB_BLOCK)
-    if quantize == "int8":
-        return n + 4 * d_out
-    if quantize == "torchao-int8":
-        return n + DTYPE_BYTES[dtype] * d_out
-    return full
-
-
-def _module_bytes(module: nn.Module, quantize: str, dtype: str, in_block: bool) -> int:
-    """Bytes of ``module``'s own parameters (not its children's)."""
-    total = 0
-    for name, p in module.named_parameters(recurse=False):
-        if name == "weight" and in_block and p.dim() == 2 and _is_linear(module):
-            d_in, d_out = (p.shape[1], p.shape[0]) if isinstance(module, nn.Linear) else (p.shape[0], p.shape[1])
-            total += linear_bytes(d_in, d_out, quantize, dtype)
-        else:
-            total += p.numel() * DTYPE_BYTES[dtype]
-    return total
-
-
-def _is_linear(module: nn.Module) -> bool:
-    return isinstance(module, nn.Linear) or type(module).__name__ == "Conv1D"  # GPT-2's Conv1D is a linear layer
-
-
-def weight_bytes(model: nn.Module, blocks: nn.ModuleList, quantize: str, dtype: str) -> tuple[list[int], int]:
-    """(bytes of each block, bytes of everything else: embeddings, final norm, head), shared tensors once."""
-    in_blocks = {id(m) for block in blocks for m in block.modules()}
-    seen: set[int] = set()
-    per_block, root = [], 0
-    for block in blocks:
-        total = 0
-        for m in block.modules():
-            if any(id(p) in seen for p in m.parameters(recurse=False)):
-                continue
-            seen.update(id(p) for p in m.parameters(recurse=False))
-            total += _module_bytes(m, quantize, dtype, True)
-        per_block.append(total)
-    for m in model.modules():
-        if id(m) in in_blocks or any(id(p) in seen for p in m.parameters(recurse=False)):
-            continue
-        seen.update(id(p) for p in m.parameters(recurse=False))
-        root += _module_bytes(m, quantize, dtype, False)
-    return per_block, root
 
 
 # LoRA's dropout on each adapted layer's input: QLoRA's setting for 7B-13B bases (Dettmers et al. 2023), and
@@ -154,7 +116,7 @@ def lora_targets(blocks: nn.ModuleList, method: str) -> list[tuple[nn.Module, st
     found = []
     for block in blocks:
         for name, module in block.named_modules():
-            if not (name and _is_linear(module)) or (method == "lora-qv" and name.rsplit(".", 1)[-1] not in QV_NAMES):
+            if not (name and is_linear(module)) or (method == "lora-qv" and name.rsplit(".", 1)[-1] not in QV_NAMES):
                 continue
             w = module.weight
             d_in, d_out = (w.shape[1], w.shape[0]) if isinstance(module, nn.Linear) else (w.shape[0], w.shape[1])
@@ -258,7 +220,8 @@ def _activations(trace: _Trace, grad_checkpoint: bool) -> int:
 
 
 def _loss_bytes(method: str, vocab: int, hidden: int, batch_size: int, seq_len: int, dtype: str, loss_fraction: float) -> int:
-    """The loss's peak: logits in the compute dtype and float32 buffers over (positions x vocab).
+    """The loss's peak: logits in the compute dtype (``dtype``: the autocast dtype under autocast) and float32 buffers
+    over (positions x vocab).
 
     Solo projects only the positions that carry loss (engine/loss.py); peft and transformers project every position.
     """
@@ -290,6 +253,54 @@ def _fake_model(config, dtype: str, trust_remote_code: bool):
     return model, mode
 
 
+# torch logs every operator its fake tensors cannot run (a full traceback each, at ERROR), which is how the
+# trace finds an architecture it cannot follow; the estimate then says "rough" instead.
+FAKE_TENSOR_LOGGER = "torch._subclasses.fake_tensor"
+
+
+@contextlib.contextmanager
+def _quiet_fake_tensors():
+    logger = logging.getLogger(FAKE_TENSOR_LOGGER)
+    level = logger.level
+    logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def _traced(model, mode, blocks, method, plan, rank, batch_size, seq_len, hidden, dtype, autocast) -> tuple[_Trace, bool]:
+    """What the forward keeps, traced on fake tensors under the run's autocast (torch's CPU autocast: the fake
+    tensors are CPU ones; it casts the same matmuls as CUDA's), or, where the forward cannot run on fake tensors
+    (MoE layers' grouped matmuls in float32, data-dependent shapes), a rough count per block (False)."""
+    cast = torch.autocast("cpu", dtype=getattr(torch, autocast or "bfloat16"), enabled=autocast is not None)
+    try:
+        with _quiet_fake_tensors(), mode, cast:
+            return _trace(model, blocks, method, plan, rank, batch_size, seq_len, hidden, dtype), True
+    except Exception:
+        return _rough_trace(method, plan, len(blocks), batch_size, seq_len, hidden, autocast or dtype), False
+
+
+FSDP_SHARDS = ("none", "nf4", "fp4")  # weights FSDP shards (training/sharding.py); 8-bit and packed integers it cannot
+
+
+def _base_packing(config, quantize: str, dtype: str, parallel: str):
+    """How the base's linear weights are stored, and what to call it: ``--quantize``'s, or the model's own."""
+    found = prequantized(config)
+    if found is not None and quantize != "none":
+        raise UsageError(
+            f"{param('quantize')} {quantize}: the model is already quantized ({found}) and loads as it is; "
+            f"drop {param('quantize')} (or pass {param('quantize')} none)"
+        )
+    stored = found or quantize
+    if parallel == "fsdp" and stored not in FSDP_SHARDS:
+        raise UsageError(
+            f"{param('parallel')} fsdp: the base's {stored} weights cannot be sharded by FSDP; "
+            f"use an unquantized base or {param('quantize')} nf4 / fp4, or {param('parallel')} ddp"
+        )
+    return (stored_packing(config) if found else quantize_packing(quantize, dtype)), stored
+
+
 def train_memory(
     config,
     *,
@@ -298,6 +309,7 @@ def train_memory(
     rank: int = 3,
     quantize: str = "none",
     dtype: str = "float32",
+    autocast: str | None = None,
     batch_size: int = 8,
     seq_len: int = 256,
     world_size: int = 1,
@@ -311,9 +323,12 @@ def train_memory(
 
     ``method``: ``solo`` (``connections`` at ``rank``), ``lora-qv`` or ``lora-all`` (LoRA at ``rank`` on q and v,
     or on every linear layer of the blocks). ``dtype`` is the base's (compute) dtype, ``quantize`` its linear
-    weights (as ``--quantize``). ``batch_size`` x ``seq_len`` tokens a micro-batch, ``loss_fraction`` of them
-    carrying loss (solo projects only those). ``offload``: FSDP keeps the sharded base in host memory, so only
-    the gathered blocks are on the device. Raises :class:`UsageError` for a bad choice or plan.
+    weights (as ``--quantize``; a config with a ``quantization_config`` is costed as it is stored, and refuses
+    another ``quantize``), ``autocast`` the dtype the training forward runs under (the run's
+    ``Precision.autocast``: a float32 base on a native-bf16 GPU). ``batch_size`` x ``seq_len`` tokens a
+    micro-batch, ``loss_fraction`` of them carrying loss (solo projects only those). ``offload``: FSDP keeps the
+    sharded base in host memory, so only the gathered blocks are on the device. Raises :class:`UsageError` for a
+    bad choice or plan.
     """
     from .blocks import find_blocks
     from .topology import parse_connections
@@ -321,20 +336,19 @@ def train_memory(
     _check(method, quantize, dtype, parallel, world_size, batch_size, seq_len)
     if rank < 1:
         raise UsageError(f"{param('rank')} {rank}: must be at least 1")
+    if autocast not in (None, "bfloat16", "float16"):
+        raise UsageError(f"autocast {autocast!r}: use bfloat16, float16 or None")
+    packing, stored = _base_packing(config, quantize, dtype, parallel)
     model, mode = _fake_model(config, dtype, trust_remote_code)
     _, blocks = find_blocks(model)
     plan = parse_connections(connections, len(blocks)) if method == "solo" else []
-    per_block, root = weight_bytes(model, blocks, quantize, dtype)
+    per_block, root = weight_bytes(model, blocks, packing, dtype)
     hidden = int(getattr(config, "hidden_size", 0) or blocks[0].parameters().__next__().shape[-1])
     if method == "solo":  # A and B per connection (a scheduled gate is a buffer)
         trainable = 2 * hidden * rank * len(plan)
     else:
         trainable = sum(rank * (d_in + d_out) for *_, d_in, d_out in lora_targets(blocks, method))
-    try:
-        with mode:
-            trace, traced = _trace(model, blocks, method, plan, rank, batch_size, seq_len, hidden, dtype), True
-    except Exception:  # an architecture whose forward cannot run on fake tensors: a rough count per block
-        trace, traced = _rough_trace(method, plan, len(blocks), batch_size, seq_len, hidden, dtype), False
+    trace, traced = _traced(model, mode, blocks, method, plan, rank, batch_size, seq_len, hidden, dtype, autocast)
     resident, gathered = _weights(per_block, root, world_size, parallel)
     if offload and parallel == "fsdp":  # the shards live in host memory; the device holds what is gathered
         resident, gathered = 0, gathered + -(-root // world_size)
@@ -343,16 +357,20 @@ def train_memory(
     parts["weights"], parts["gathered"] = resident, gathered
     parts["activations"] = _activations(trace, grad_checkpoint)
     parts["sources"] = trace.sources
-    parts["loss"] = _loss_bytes(method, vocab, hidden, batch_size, seq_len, dtype, loss_fraction)
+    # under autocast the head's matmul also keeps its weight cast to the autocast dtype for the backward pass
+    head_copy = vocab * hidden * DTYPE_BYTES[autocast] if autocast else 0
+    parts["loss"] = _loss_bytes(method, vocab, hidden, batch_size, seq_len, autocast or dtype, loss_fraction) + head_copy
     parts["adapter"] = 4 * trainable
     parts["gradients"] = 4 * trainable * (2 if world_size > 1 and parallel == "ddp" else 1)  # DDP's bucket copy
     parts["optimizer"] = 8 * trainable
     parts["workspace"] = max(trace.per_block, default=0)  # one block's gradients while its backward runs
-    return MemoryEstimate(sum(parts.values()), parts, method, trainable, traced)
+    load = sum(per_block) + root  # the whole base, which every process loads before FSDP shards it
+    return MemoryEstimate(sum(parts.values()), parts, method, trainable, traced, stored, load)
 
 
 def _rough_trace(method, plan, num_blocks, batch_size, seq_len, hidden, dtype) -> _Trace:
-    """Without a trace: about 16 hidden states a recording block (attention and an MLP of 3-4x the width)."""
-    lowest = 0 if method != "solo" else max(0, min(j for _, j in plan))
+    """Without a trace: about 16 hidden states a recording block (attention and an MLP of 3-4x the width). Solo
+    records the blocks above its lowest destination (the destination block itself runs no backward), LoRA every one."""
+    first = 0 if method != "solo" else min(j for _, j in plan) + 1
     state = batch_size * seq_len * hidden * DTYPE_BYTES[dtype]
-    return _Trace([16 * state if k >= lowest else 0 for k in range(num_blocks)], state)
+    return _Trace([16 * state if k >= first else 0 for k in range(num_blocks)], state)

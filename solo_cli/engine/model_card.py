@@ -82,6 +82,8 @@ def render_card(info, *, export: bool = False, metrics: dict | None = None) -> s
         lines.append(
             f"- data: `{data}` ({info.data_format or 'unknown'} rows, chat template {'on' if info.chat_template else 'off'})"
         )
+    if training.get("objective"):  # what the adapter was tuned for: sft, or a preference loss from --init-adapter
+        lines.append(f"- objective: {_objective(training)}")
     for key in ("steps", "tokens", "lr", "batch_size", "seed", "dtype"):
         if training.get(key) is not None:
             lines.append(f"- {key.replace('_', ' ')}: {training[key]}")
@@ -89,6 +91,16 @@ def render_card(info, *, export: bool = False, metrics: dict | None = None) -> s
         lines.append(f"- {metric['name']}: {metric['value']}")
     lines += ["", "## Usage", ""] + (_export_usage() if export else _adapter_usage(info.base_model))
     return "\n".join(lines) + "\n"
+
+
+def _objective(training: dict) -> str:
+    """``dpo (beta 0.1), from `runs/sft/adapter.safetensors```: the objective, its strength and where it started."""
+    text = str(training["objective"])
+    settings = [
+        f"{key.replace('simpo_', '')} {training[key]}" for key in ("beta", "simpo_gamma") if training.get(key) is not None
+    ]
+    text += f" ({', '.join(settings)})" if settings else ""
+    return text + (f", from `{training['init_adapter']}`" if training.get("init_adapter") else "")
 
 
 def _adapter_usage(base: str) -> list[str]:
@@ -115,9 +127,10 @@ def _export_usage() -> list[str]:
         "from transformers import AutoModelForCausalLM, AutoTokenizer",
         "",
         'model = AutoModelForCausalLM.from_pretrained("<this folder>", trust_remote_code=True)',
-        'tokenizer = AutoTokenizer.from_pretrained("<this folder>")',
+        'tokenizer = AutoTokenizer.from_pretrained("<this folder>", trust_remote_code=True)',
         "```",
         "",
-        "Without `trust_remote_code=True`, transformers loads the plain base model; "
-        '`solo generate --model <this folder> "Your prompt"` loads it with its adapter and runs none of its code.',
+        "Without `trust_remote_code=True`, transformers refuses the folder rather than run the base model without "
+        'its connections; `solo generate --model <this folder> "Your prompt"` loads it with its adapter and runs none '
+        "of its code.",
     ]

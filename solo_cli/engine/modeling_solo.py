@@ -12,13 +12,16 @@ source normalisation (``rms``: each position divided by its RMS, because residua
 with depth and carry a few "massive" dimensions; ``none``: as it is) and ``t`` the gate.
 
 An export's ``config.json`` names ``modeling_solo.SoloForCausalLM`` in its ``auto_map``: the base
-model's class with the connections built in. The base class differs from export to export while
+model's class with the connections built in, and ``modeling_solo.SoloConfig``, the base's config
+class under the ``model_type`` ``solo``, which no library ships: a loader that goes by
+``model_type`` (``AutoModelForCausalLM`` or ``pipeline`` without ``trust_remote_code``) refuses
+the folder instead of building the bare base. The base class differs from export to export while
 this file does not, so the export also holds a generated ``solo_base.py`` of one import
 (``from transformers import LlamaForCausalLM as Base``). Asking this module for ``SoloForCausalLM``
-imports ``Base`` from it relatively; transformers copies the files a remote-code module imports
-that way into its module cache beside the module (in a folder named by the hash of all of them,
-so exports with different bases never share a cached module). Inside solo's package there is no
-``solo_base`` and so no ``SoloForCausalLM``.
+or ``SoloConfig`` imports ``Base`` from it relatively; transformers copies the files a remote-code
+module imports that way into its module cache beside the module (in a folder named by the hash of
+all of them, so exports with different bases never share a cached module). Inside solo's package
+there is no ``solo_base`` and so neither class.
 """
 
 import math
@@ -193,11 +196,14 @@ class SoloHooks:
     solo's trainer does, after every micro-batch), never in between: under activation checkpointing
     that wraps a block's ``__call__`` (transformers before 5.2x), the hooks run again during the
     backward pass and must still find the sources of the forward pass being differentiated.
-    While ``enabled`` is False every hook does nothing: the model runs as its base.
+    While ``enabled`` is False every hook does nothing: the model runs as its base. ``scale``
+    (>= 0) multiplies every connection's output: 1 as trained, 0 the base exactly (the hooks do
+    nothing, as when disabled), anything else adds ``scale`` times each connection's delta.
     """
 
     def __init__(self, model: nn.Module, blocks: nn.ModuleList, plan: list) -> None:
         self.enabled = True
+        self.scale = 1.0
         self.sources: dict[int, torch.Tensor] = {}
         incoming: dict[int, list] = {}
         for (src, dst), conn in plan:
@@ -218,16 +224,20 @@ class SoloHooks:
         self.sources.clear()
 
     def _capture_embedding(self, module, args, kwargs):
-        if self.enabled:
+        if self.enabled and self.scale != 0:
             self.sources[-1] = args[0] if args else kwargs["hidden_states"]
 
     def _block_hook(self, index: int, incoming: list, is_source: bool):
         def hook(module, args, output):
-            if not self.enabled:
+            scale = self.scale
+            if not self.enabled or scale == 0:
                 return None
             hidden = _hidden_of(output)
             for src, conn in incoming:
-                hidden = conn(self.sources[src], hidden)
+                if scale == 1:  # as trained: the fused path, base + delta in one operation
+                    hidden = conn(self.sources[src], hidden)
+                else:
+                    hidden = hidden + (scale * conn(self.sources[src])).to(hidden.dtype)
             if is_source:
                 self.sources[index] = hidden
             if index == self._last_dest and not torch.is_grad_enabled():
@@ -244,15 +254,31 @@ class SoloHooks:
 
 
 def _read_base_checkpoint_names(base: type) -> None:
-    """transformers renames old checkpoint keys (GPT-NeoX's embed_out -> lm_head) by class name; the
-    export's class reads the keys its base class reads."""
+    """transformers converts checkpoint keys as it loads them (GPT-NeoX's embed_out -> lm_head, Mixtral's
+    experts fused) by class name, else by ``model_type``; the export's class and ``model_type`` are its
+    own, so it takes the conversion its base class would get."""
     try:
         from transformers.conversion_mapping import get_checkpoint_conversion_mapping, register_checkpoint_conversion_mapping
     except ImportError:
         return
     mapping = get_checkpoint_conversion_mapping(base.__name__)
+    if mapping is None:
+        mapping = get_checkpoint_conversion_mapping(getattr(base.config_class, "model_type", None))
     if mapping is not None:
         register_checkpoint_conversion_mapping("SoloForCausalLM", mapping, overwrite=True)
+
+
+MODEL_TYPE = "solo"  # an export's model_type: no library maps it to a class, so only auto_map loads the folder
+_BUILT: dict = {}  # base class -> (SoloConfig, SoloForCausalLM), made once each
+
+
+def solo_config_class(base_config: type) -> type:
+    """``base_config`` (the base's config class) under the ``model_type`` of an export."""
+
+    class SoloConfig(base_config):
+        model_type = MODEL_TYPE
+
+    return SoloConfig
 
 
 def solo_model_class(base: type) -> type:
@@ -260,10 +286,21 @@ def solo_model_class(base: type) -> type:
 
     ``solo_adapter`` lists the ``connections`` (``[src, dst]``) and their module names (``keys``,
     the same order), ``rank``, ``hidden_size``, ``gated``, ``source_norm`` and ``blocks_path``.
+    Its ``config_class`` is :func:`solo_config_class` of the base's (made once per base: transformers
+    pairs a model class with the config class it loaded); it also runs on a config of the base's class.
     """
+    if base in _BUILT:
+        return _BUILT[base][1]
+    config_class = solo_config_class(base.config_class)
 
     class SoloForCausalLM(base):
-        _keep_in_fp32_modules = ["solo"]  # the connections run in float32 whatever the base dtype, as in solo
+        # The connections load and run in float32 whatever the base dtype, as in solo: _keep_in_fp32_modules
+        # keeps them so under float16 only, the _strict list under bfloat16 too.
+        _keep_in_fp32_modules = [*(getattr(base, "_keep_in_fp32_modules", None) or ()), "solo"]
+        _keep_in_fp32_modules_strict = [*(getattr(base, "_keep_in_fp32_modules_strict", None) or ()), "solo"]
+        # vLLM and SGLang run a transformers class under their own attention only where it says it can; they
+        # would not run the connections' hooks (and would build the base's bare body), so it says it cannot.
+        _supports_attention_backend = False
 
         def __init__(self, config):
             super().__init__(config)
@@ -277,12 +314,14 @@ def solo_model_class(base: type) -> type:
             plan = [((int(i), int(j)), self.solo[key]) for (i, j), key in zip(spec["connections"], spec["keys"])]
             self.solo_hooks = SoloHooks(self, self.get_submodule(spec["blocks_path"]), plan)
 
+    SoloForCausalLM.config_class = config_class
+    _BUILT[base] = (config_class, SoloForCausalLM)
     return SoloForCausalLM
 
 
 def __getattr__(name: str):
-    # Only an export has SoloForCausalLM: its solo_base.py, written by `solo merge --export`, names the base.
-    if name != "SoloForCausalLM":
+    # Only an export has its classes: its solo_base.py, written by `solo merge --export`, names the base.
+    if name not in ("SoloForCausalLM", "SoloConfig"):
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     try:
         from .solo_base import Base
@@ -290,4 +329,5 @@ def __getattr__(name: str):
         raise AttributeError(
             f"{name} exists only in an export folder, beside the solo_base.py that names its base class"
         ) from None
-    return solo_model_class(Base)
+    model_class = solo_model_class(Base)
+    return model_class if name == "SoloForCausalLM" else model_class.config_class

@@ -14,8 +14,10 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTra
 
 from ..errors import RuntimeFailure, UsageError, param
 from ..files.atomic import atomic_dir
+from ..files.outputs import is_export
+from .modeling_solo import MODEL_TYPE as EXPORT_MODEL_TYPE
 from .precision import Precision, resolve_precision
-from .quantization import load_failure, prequantized, quantization_config, refuse_requantizing
+from .quantization import load_failure, one_4bit_kernel, prequantized, quantization_config, refuse_requantizing
 
 BUILTIN_MODELS = {
     "smollm2-135m": {
@@ -126,12 +128,51 @@ def resolve_model_path(name: str) -> tuple[str, bool]:
 
 
 def load_config(name: str, revision: str | None = None, trust_remote_code: bool = False):
-    """The model's config only (no weights), for reports such as ``solo inspect --model``."""
+    """The model's config only (no weights), for reports such as ``solo inspect --model``; an export's is its base's."""
     path, local = resolve_model_path(name)
     try:
-        return AutoConfig.from_pretrained(path, revision=None if local else revision, trust_remote_code=trust_remote_code)
+        found = export_base_config(name, path) if local else None
+        remote = {"revision": None if local else revision, "trust_remote_code": trust_remote_code}
+        return found or AutoConfig.from_pretrained(path, **remote)
     except (OSError, ValueError) as exc:
         raise _load_error(name, exc) from None
+
+
+def config_dtype(config) -> str:
+    """The dtype name a model's config records, which transformers loads it in (float32 when it records none solo loads)."""
+    recorded = getattr(config, "dtype", None) or getattr(config, "torch_dtype", None)
+    name = str(recorded).removeprefix("torch.") if recorded is not None else "float32"
+    return name if name in DTYPES else "float32"
+
+
+def export_base_config(name: str, path: str):
+    """The config solo loads a ``solo merge --export`` folder with: its base's, of the base's class; None for any
+    other folder.
+
+    An export's ``model_type`` is solo's own (``solo``), which transformers maps to no class, so that loaders without
+    ``trust_remote_code`` refuse it rather than build the bare base; its ``solo_adapter`` keeps the base's
+    (``base_model_type``). solo restores that and loads the base natively, then attaches the export's adapter file,
+    running none of the folder's code. An export written by an earlier solo has the base's ``model_type``: it
+    loads as any model folder (None here).
+    """
+    if not is_export(path):
+        return None
+    from transformers.models.auto.configuration_auto import CONFIG_MAPPING
+
+    values = json.loads((Path(path) / "config.json").read_text(encoding="utf-8"))  # is_export read it already
+    if values.get("model_type") != EXPORT_MODEL_TYPE:
+        return None
+    base_type = values["solo_adapter"].get("base_model_type")
+    if not isinstance(base_type, str) or base_type not in CONFIG_MAPPING:
+        raise UsageError(
+            f"{param('model')} {name}: the export's base model_type {base_type!r} is not one this transformers knows; "
+            "upgrade transformers (pip install -U transformers) or load it with the solo version that wrote it"
+        )
+    config_class = CONFIG_MAPPING[base_type]
+    values, _ = config_class.get_config_dict(path)
+    values["model_type"] = base_type
+    values.pop("auto_map", None)  # the base's own class, even under --trust-remote-code (never SoloForCausalLM)
+    return config_class.from_dict(values)
 
 
 def _load_error(name: str, exc: Exception) -> UsageError:
@@ -169,8 +210,11 @@ def load_model(
     path, local = resolve_model_path(name)
     kwargs = {"revision": None if local else revision, "trust_remote_code": trust_remote_code}
     try:
+        export = export_base_config(name, path) if local else None
+        if export is not None:  # an export: its base, natively (the caller attaches the export's adapter file)
+            kwargs["config"] = export
         tokenizer = AutoTokenizer.from_pretrained(path, **kwargs)
-        found = prequantized(AutoConfig.from_pretrained(path, **kwargs))
+        found = prequantized(export or AutoConfig.from_pretrained(path, **kwargs))
         if found is not None:  # it loads as it is; its weights cannot be quantized a second time
             refuse_requantizing(name, found, precision.quantize)
             reason = f"{precision.reason}; the model is already quantized ({found})"
@@ -202,8 +246,10 @@ def _from_pretrained(name: str, path: str, torch_dtype: torch.dtype, quantize: s
     if config is not None:  # passed as None it would drop a pre-quantized model's own quantization_config
         kwargs = kwargs | {"quantization_config": config}
     try:
-        return AutoModelForCausalLM.from_pretrained(
+        model = AutoModelForCausalLM.from_pretrained(
             path, dtype=torch_dtype, use_safetensors=True, device_map={"": device}, **kwargs
         )
     except (ImportError, RuntimeError) as exc:  # a backend missing (gptqmodel, compressed-tensors, ...) or without kernels here
         raise load_failure(name, quantize, exc, came_quantized=config is None) from None
+    one_4bit_kernel(model)  # nf4 / fp4 compute the same in every mode, on every CPU (and shard under FSDP)
+    return model

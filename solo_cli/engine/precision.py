@@ -9,10 +9,19 @@ on a 2-core AVX512-BF16 Xeon took 4.45 s with bf16 weights, 4.72 s under autocas
 - CUDA with native bf16 (Ampere and newer): bfloat16.
 - A CPU: bfloat16 only if it has native bf16 arithmetic (AMX-BF16 or AVX512-BF16, from
   ``/proc/cpuinfo`` and torch's CPU capability; ``bf16`` on Arm) *and* a short calibration (one
-  representative matmul in float32 and in bfloat16, a few tens of ms, once per process) shows
+  representative matmul in float32 and in bfloat16, :mod:`solo_cli.engine.calibration`) shows
   bf16 at least :data:`MIN_SPEEDUP` times as fast. Without AMX, oneDNN's AVX512-BF16 kernels are
-  often slower than MKL's float32 ones; the calibration catches that.
+  often slower than MKL's float32 ones; the calibration catches that. It runs once per machine
+  (CPU model, flags, torch version) and is kept in solo's cache folder, so ``auto`` makes the
+  same choice on every run there.
 - MPS and anything else: float32.
+
+What bf16 (or float16, or bf16 autocast) gives up is said at the start of every such run
+(:meth:`Precision.exactness`): the adapter, its gradients and optimizer state stay float32 and a
+run repeats and resumes as exactly as in float32, but the base's own arithmetic rounds each result
+to about 3 significant digits (float16: 4), so anything that changes the shapes it computes on
+(splitting a batch over processes, the prompts batched together for generation) changes the
+rounding, far beyond float32's.
 
 The same :class:`Precision` also says how training computes with that base, so that one decision
 holds everywhere (model loading, the trainer, config.json): a float16 base trains with a
@@ -32,9 +41,8 @@ compute dtype.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import os
-import time
+import platform
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,13 +50,14 @@ from pathlib import Path
 import torch
 
 from ..errors import UsageError
+from . import calibration
+from .calibration import Measurement
 from .quantization import BACKENDS, check_backend
 
 DTYPE_CHOICES = ("auto", "float32", "bfloat16", "float16")
 PIN_VARIABLE = "SOLO_AUTO_DTYPE"
 MIN_SPEEDUP = 1.2  # bf16 must beat float32 by this much: a tie is not worth bf16's rounding
 NATIVE_BF16_FLAGS = ("amx_bf16", "avx512_bf16", "bf16")  # x86 (AMX, AVX512) and Arm (FEAT_BF16) cpuinfo flags
-CALIBRATION_SHAPE = (1024, 576, 1536)  # (tokens, d_model, d_ff): one MLP projection of the built-in model
 
 
 @dataclass(frozen=True)
@@ -78,6 +87,19 @@ class Precision:
             "quantize": self.quantize,
         }
 
+    def exactness(self) -> str | None:
+        """What this precision does not guarantee that float32 does, in one line (None: float32 keeps every guarantee)."""
+        half = self.autocast or (self.dtype if self.dtype != "float32" else None)
+        if half is None:
+            return None
+        remedy = "" if self.autocast else "; --dtype float32 keeps both"  # a float32 base on such a GPU autocasts anyway
+        return (
+            f"exactness in {half}: the adapter and its optimizer state stay float32, and a rerun or --resume repeats "
+            f"the run as in float32, but the base rounds to {half}: N processes and 1 give adapters equal only to that "
+            f"rounding, and a prompt's greedy text can change with the prompts batched beside it{remedy} "
+            "(README: Exactness)"
+        )
+
 
 @dataclass(frozen=True)
 class Agreement:
@@ -96,6 +118,7 @@ class Hardware:
     cuda_bf16: bool = False  # the GPU runs bf16 natively (not emulated)
     cpu_flags: frozenset[str] = frozenset()
     cpu_capability: str = ""  # torch.backends.cpu.get_cpu_capability(): AVX512, AVX2, ...
+    cpu_model: str = ""  # /proc/cpuinfo's model name: with the flags, what a kept calibration belongs to
 
     def native_cpu_bf16(self) -> str | None:
         """The flag that says this CPU does bf16 arithmetic natively, or None."""
@@ -105,8 +128,9 @@ class Hardware:
         return "amx" if "AMX" in self.cpu_capability.upper() else None
 
 
-def choose(hardware: Hardware, speedup: Callable[[], float]) -> Precision:
-    """``auto`` on ``hardware``; ``speedup()`` (bf16 over float32 throughput) is called only on a CPU with native bf16."""
+def choose(hardware: Hardware, measured: Callable[[], Measurement]) -> Precision:
+    """``auto`` on ``hardware``; ``measured()`` (bf16 against float32, :mod:`solo_cli.engine.calibration`) is called
+    only on a CPU with native bf16."""
     kind = hardware.device_type
     if kind == "cuda":
         if hardware.cuda_bf16:
@@ -117,23 +141,36 @@ def choose(hardware: Hardware, speedup: Callable[[], float]) -> Precision:
     flag = hardware.native_cpu_bf16()
     if flag is None:
         return Precision("float32", "float32: this CPU has no native bf16 (no AMX or AVX512-BF16)")
-    ratio = speedup()
-    if ratio >= MIN_SPEEDUP:
-        return Precision("bfloat16", f"bfloat16: bf16 measured {ratio:.2f}x of float32 on this CPU ({flag})")
-    return Precision("float32", f"float32: bf16 measured {ratio:.2f}x of float32 on this CPU ({flag})")
+    measurement = measured()
+    if measurement.speedup >= MIN_SPEEDUP:
+        return Precision("bfloat16", f"bfloat16 on this CPU ({flag}): {measurement.describe()}")
+    return Precision("float32", f"float32 (bf16 needs {MIN_SPEEDUP}x) on this CPU ({flag}): {measurement.describe()}")
+
+
+def _cpuinfo(cpuinfo: Path) -> dict[str, str]:
+    """The first processor's ``key: value`` lines of ``/proc/cpuinfo``; empty where unreadable."""
+    try:
+        text = cpuinfo.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return {}
+    fields: dict[str, str] = {}
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        fields.setdefault(key.strip(), value.strip())
+    return fields
 
 
 def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> frozenset[str]:
     """The CPU's feature flags from ``/proc/cpuinfo`` (x86 ``flags``, Arm ``Features``); empty where unreadable."""
-    try:
-        text = cpuinfo.read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return frozenset()
-    for line in text.splitlines():
-        key, _, value = line.partition(":")
-        if key.strip() in ("flags", "Features"):
-            return frozenset(value.split())
-    return frozenset()
+    fields = _cpuinfo(cpuinfo)
+    return frozenset((fields.get("flags") or fields.get("Features") or "").split())
+
+
+def cpu_model(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
+    """The CPU's model name (x86 ``model name``, Arm ``Model`` or its part number), else what Python knows."""
+    fields = _cpuinfo(cpuinfo)
+    arm = " ".join(fields[k] for k in ("CPU implementer", "CPU part") if k in fields)
+    return fields.get("model name") or fields.get("Model") or arm or platform.processor() or platform.machine()
 
 
 def _cuda_bf16(device: torch.device) -> bool:
@@ -152,35 +189,13 @@ def detect(device: str | torch.device) -> Hardware:
         return Hardware("cuda", cuda_bf16=_cuda_bf16(device))
     if device.type != "cpu":
         return Hardware(device.type)
-    return Hardware("cpu", cpu_flags=cpu_flags(), cpu_capability=torch.backends.cpu.get_cpu_capability())
+    capability = torch.backends.cpu.get_cpu_capability()
+    return Hardware("cpu", cpu_flags=cpu_flags(), cpu_capability=capability, cpu_model=cpu_model())
 
 
-def _best_seconds(a: torch.Tensor, b: torch.Tensor, repeats: int) -> float:
-    a @ b  # warm-up: the first call picks and prepares the kernel
-    best = float("inf")
-    for _ in range(repeats):
-        tick = time.perf_counter()
-        a @ b
-        best = min(best, time.perf_counter() - tick)
-    return best
-
-
-@functools.cache
-def calibrate_cpu(repeats: int = 5) -> float:
-    """bf16 over float32 throughput of one representative matmul on this CPU (cached per process).
-
-    The two are timed in turns, ``repeats`` times each after a warm-up, and the best of each is
-    compared, so contention that comes and goes does not favour either; about 0.1-0.2 s on 2 cores.
-    """
-    m, k, n = CALIBRATION_SHAPE
-    generator = torch.Generator().manual_seed(0)
-    a, b = torch.randn(m, k, generator=generator), torch.randn(k, n, generator=generator)
-    a16, b16 = a.bfloat16(), b.bfloat16()
-    fp32 = bf16 = float("inf")
-    for _ in range(repeats):
-        fp32 = min(fp32, _best_seconds(a, b, 1))
-        bf16 = min(bf16, _best_seconds(a16, b16, 1))
-    return fp32 / bf16
+def measure_cpu(hardware: Hardware) -> Measurement:
+    """bf16 against float32 on this CPU: kept from an earlier run on this machine, or measured now and kept."""
+    return calibration.measure(hardware.cpu_model, hardware.cpu_flags)
 
 
 def _load_dtype(name: str, device: torch.device, hardware: Hardware | None, agreement: Agreement | None) -> Precision:
@@ -192,9 +207,13 @@ def _load_dtype(name: str, device: torch.device, hardware: Hardware | None, agre
         if pinned not in DTYPE_CHOICES[1:]:
             raise UsageError(f"{PIN_VARIABLE}={pinned}: use float32, bfloat16 or float16, or unset it")
         return Precision(pinned, f"{pinned}: {PIN_VARIABLE} pins auto")  # pinned: every process agrees already
-    if agreement is None:
-        return choose(hardware or detect(device), calibrate_cpu)
-    mine = choose(hardware or detect(device), calibrate_cpu) if agreement.first else None
+    if agreement is None or agreement.first:
+        found = hardware or detect(device)
+        mine = choose(found, lambda: measure_cpu(found))
+        if agreement is None:
+            return mine
+    else:
+        mine = None
     index = agreement.total(float(DTYPE_CHOICES.index(mine.dtype)) if mine else 0.0)
     chosen = DTYPE_CHOICES[round(index)]
     return mine or Precision(chosen, f"{chosen}: as the first process chose for auto")

@@ -6,8 +6,9 @@ the block outputs the connections are added to come out of a quantized layer in 
 (the run's :class:`~solo_cli.engine.precision.Precision` dtype), so nothing else changes.
 
 - ``nf4`` / ``fp4``: bitsandbytes 4-bit (QLoRA's NormalFloat, or plain 4-bit float), computing in
-  the run's dtype. bitsandbytes packs weights in blocks of 64: a layer narrower than that stays
-  full precision.
+  the run's dtype, one way in every mode and on every CPU (:func:`one_4bit_kernel`). bitsandbytes packs
+  weights in blocks of 64: a layer narrower than that stays full precision. Their parameters count their
+  weights, not their packed bytes (:func:`count_params`).
 - ``int8``: bitsandbytes LLM.int8() (8-bit weights, outlier columns in float16).
 - ``torchao-int8``: torchao int8 weight-only (``Int8WeightOnlyConfig``).
 
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import importlib.util
+import math
 import warnings
 from dataclasses import dataclass
 
@@ -113,6 +115,39 @@ def prequantized(config) -> str | None:
             return str(quant.get("bnb_4bit_quant_type") or "fp4")
         return "int8"
     return method
+
+
+def logical_numel(tensor) -> int:
+    """How many weights ``tensor`` stands for. A bitsandbytes 4-bit weight (``Params4bit``) stores two in a byte, so
+    its ``numel()`` counts the packed storage; its quantization state keeps the weight's shape (peft counts it so)."""
+    shape = getattr(getattr(tensor, "quant_state", None), "shape", None)
+    if shape is not None:
+        return math.prod(shape)
+    if type(tensor).__name__ == "Params4bit":  # not quantized yet, or its state lost: two a byte of storage
+        return tensor.numel() * 2 * tensor.element_size()
+    return tensor.numel()
+
+
+def count_params(module) -> int:
+    """``module``'s parameters as the model defines them (a 4-bit weight counts its weights, not its bytes)."""
+    return sum(logical_numel(p) for p in module.parameters())
+
+
+def one_4bit_kernel(model) -> int:
+    """Make every bitsandbytes 4-bit layer of ``model`` compute one way, whatever the mode; returns how many it set.
+
+    On a CPU with AVX512-BF16, bitsandbytes (0.50) repacks a ``Linear4bit``'s weight into a CPU layout the
+    first time it runs in eval mode on an input that needs no gradient, and from then on multiplies in
+    bfloat16 with another kernel. Solo's base is always in eval mode, and a block below the lowest
+    destination (or validation, or generation) sees such inputs, so the numbers would depend on which
+    forward ran first, on the CPU, and on ``--parallel`` (FSDP would shard the repacked bytes, which
+    bitsandbytes then cannot read back: ``fix_4bit_weight_quant_state_from_module`` asserts). With the
+    layer's own switch off, every forward dequantizes and multiplies in the compute dtype, on every CPU.
+    """
+    layers = [m for m in model.modules() if hasattr(m, "support_avx512bf16_for_cpu")]
+    for layer in layers:
+        layer.support_avx512bf16_for_cpu = False
+    return len(layers)
 
 
 def refuse_requantizing(name: str, found: str, quantize: str) -> None:

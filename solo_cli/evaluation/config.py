@@ -22,7 +22,8 @@ class EvalConfig:
     ``data`` is any source :class:`~solo_cli.data.spec.DataSpec` takes (a JSONL, JSON, CSV or Parquet
     file; a folder of splits or a ``save_to_disk`` folder, whose test split is read, else its
     validation split, or ``data_split``; a Hub dataset id). ``generate=False`` gives
-    the loss only; ``chat=None`` uses the chat template if the adapter was trained with one.
+    the loss only; ``chat=None`` uses the chat template if the adapter was trained with one. ``limit``
+    keeps the rows of the first N prompts (of text rows, the first N rows) for the loss and generation alike.
     ``output`` receives the predictions (JSONL) and, beside it, the metrics; it needs generation, so it
     is refused with ``predictions``, with ``generate=False`` and on text rows (they have no prompts).
     """
@@ -42,6 +43,8 @@ class EvalConfig:
     prompt_column: str | None = None
     completion_column: str | None = None
     messages_column: str | None = None
+    chosen_column: str | None = None  # preference pairs: scored for pair accuracy, nothing generated
+    rejected_column: str | None = None
 
     def data_spec(self) -> DataSpec:
         """``data`` with its split, config and column fields, as the data layer reads it."""

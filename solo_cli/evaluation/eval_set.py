@@ -7,6 +7,7 @@ Torch-free: ``solo eval --predictions`` reads and scores without importing torch
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +33,34 @@ def _prompt_key(prompt) -> str:
     return prompt if isinstance(prompt, str) else json.dumps(prompt, sort_keys=True)
 
 
+def _prompt_of(row: dict, fmt: str):
+    return row["messages"][:-1] if fmt == "chat" else row.get("prompt")
+
+
+def first_prompts(rows: RowSet, limit: int | None) -> RowSet:
+    """The rows of the first ``limit`` prompts (of text rows, the first ``limit`` rows): what every part of eval scores.
+
+    A prompt's rows are all kept (E2E has one row per reference); ``rows`` itself when nothing is left out.
+    """
+    if not limit or len(rows) <= limit:
+        return rows
+    if rows.fmt == "text":
+        keep = list(range(limit))
+    else:
+        seen: set = set()
+        keep = []
+        for n, row in enumerate(rows.rows()):
+            prompt = _prompt_of(row, rows.fmt)
+            key = (n,) if prompt is None else _prompt_key(prompt)  # a row without a prompt counts alone
+            if key in seen or len(seen) < limit:
+                seen.add(key)
+                keep.append(n)
+    if len(keep) == len(rows):
+        return rows
+    digest = f"{rows.rows_digest} first {limit} prompts" if rows.rows_digest else ""  # encoded apart in the cache
+    return dataclasses.replace(rows, dataset=rows.dataset.select(keep), rows_digest=digest)
+
+
 def eval_set(rows: list[dict], fmt: str, where: list[str] | None = None) -> EvalSet:
     """Group rows by prompt (E2E has one row per reference) into prompts with reference lists.
 
@@ -43,11 +72,11 @@ def eval_set(rows: list[dict], fmt: str, where: list[str] | None = None) -> Eval
     grouped: dict[str, tuple] = {}
     first: dict[str, str] = {}
     for row, label in zip(rows, where):
+        prompt = _prompt_of(row, fmt)
         if fmt == "chat":
-            messages = row["messages"]
-            prompt, refs = messages[:-1], [messages[-1]["content"]] if messages[-1]["role"] == "assistant" else []
+            last = row["messages"][-1]
+            refs = [last["content"]] if last["role"] == "assistant" else []
         else:
-            prompt = row["prompt"]
             refs = list(row.get("references") or []) + ([row["completion"]] if "completion" in row else [])
         key = _prompt_key(prompt)
         entry = grouped.setdefault(key, (prompt, []))

@@ -11,7 +11,9 @@ import math
 from ..data.columns import RowSet
 from ..data.encode import context_length
 from ..data.encoded import encode_rowset
+from ..data.pairs import collate_pairs
 from ..engine.loss import evaluate_loss
+from ..engine.preference import reply_logps
 from ..inference.generation import generate
 from ..inference.generation_settings import GenerationSettings
 from .config import check_max_seq_length
@@ -41,6 +43,37 @@ def loss_and_perplexity(
         return None
     loss = evaluate_loss(model, encoded.examples, batch_size, tokenizer.pad_token_id, device)
     return {"loss": loss, "perplexity": math.exp(min(loss, 50.0)), "loss_tokens": encoded.stats["trained_tokens"]}
+
+
+def pair_preferences(
+    model, tokenizer, rows: RowSet, *, chat_template: bool | None, max_seq_length: int, batch_size: int, device
+) -> dict | None:
+    """How often ``model`` prefers each pair's chosen reply (``pair_accuracy``: a higher log-probability than the
+    rejected one's) and by how much on average (``pair_margin``: chosen minus rejected, in nats); None if no pair fits.
+
+    Pairs are encoded as training encodes them (each reply scored on its own tokens), cut to
+    ``min(max_seq_length, the model's context)``. Ties count as not preferred.
+    """
+    import torch
+
+    check_max_seq_length(max_seq_length)
+    encoded = encode_rowset(
+        rows, tokenizer, chat_template=chat_template, train_on_prompt=False, max_len=max_seq_length, context=context_length(model)
+    )
+    pairs = encoded.examples
+    if not pairs:
+        return None
+    was_training, margins = model.training, []
+    model.eval()
+    with torch.no_grad():
+        for start in range(0, len(pairs), batch_size):
+            batch = collate_pairs(pairs[start : start + batch_size], tokenizer.pad_token_id)
+            logps, _ = reply_logps(model, {k: v.to(device) for k, v in batch.items()})
+            chosen, rejected = logps.float().cpu().chunk(2)
+            margins.append(chosen - rejected)
+    model.train(was_training)
+    margin = torch.cat(margins)
+    return {"pairs": len(margin), "pair_accuracy": float((margin > 0).float().mean()), "pair_margin": float(margin.mean())}
 
 
 def predict(

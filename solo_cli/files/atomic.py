@@ -1,6 +1,7 @@
 """Atomic file writes: write to a temporary file in the same folder, then rename over the target.
 
-A crash or a full disk midway leaves the previous file untouched and no half-written file.
+A crash or a full disk midway leaves the previous file untouched and no half-written file. What is
+renamed into place has the permissions the umask gives a new file, as any other tool's output.
 :func:`write_texts` and :func:`check_writable` also turn write errors into one-line errors.
 """
 
@@ -29,14 +30,39 @@ def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     os.close(fd)
     tmp_path = Path(tmp)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp_path, 0o666 & ~umask)  # mkstemp makes 0600; give the file the usual permissions
     try:
         yield tmp_path
+        follow_umask(tmp_path)  # after the writer: one may replace the file (safetensors writes a new 0600 one)
         os.replace(tmp_path, target)
     finally:
         tmp_path.unlink(missing_ok=True)
+
+
+def _umask() -> int:
+    """The process's umask, read where Linux shows it: setting it to read it would, for a moment, apply to the files
+    other threads create (a TensorBoard writer during a checkpoint)."""
+    try:
+        status = Path("/proc/self/status").read_text(encoding="ascii", errors="replace")
+        return int(next(line.split()[1] for line in status.splitlines() if line.startswith("Umask:")), 8)
+    except (OSError, StopIteration, IndexError, ValueError):
+        umask = os.umask(0o077)  # elsewhere: set and put back at once (0o077 is the safe value in between)
+        os.umask(umask)
+        return umask
+
+
+def follow_umask(path: Path) -> None:
+    """Give ``path`` (a file, or a folder and everything in it) the permissions a new file gets under the umask.
+
+    ``mkstemp``, ``mkdtemp`` and safetensors create owner-only files (0600, folders 0700), and a rename keeps
+    them: an adapter would be unreadable to a teammate, a container running as another user or a server,
+    while solo's JSON files beside it were 0644. Executable files keep their execute bits, as the umask allows.
+    """
+    umask = _umask()
+    for item in [path, *(path.rglob("*") if path.is_dir() and not path.is_symlink() else ())]:
+        if item.is_symlink():
+            continue
+        executable = item.is_dir() or item.stat().st_mode & 0o111
+        os.chmod(item, (0o777 if executable else 0o666) & ~umask)
 
 
 def write_atomic(target: str | os.PathLike, writer: Callable[[Path], None]) -> None:
@@ -72,6 +98,7 @@ def atomic_dir(target: str | os.PathLike) -> Iterator[Path]:
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=STAGING_SUFFIX, dir=target.parent))
     try:
         yield staging
+        follow_umask(staging)
         if not (target.exists() or target.is_symlink()):
             os.replace(staging, target)
             return

@@ -23,7 +23,7 @@ from .atomic import is_stream
 ADAPTER_FILENAME = "adapter.safetensors"  # what solo names an adapter file in a folder
 ADAPTER_FORMAT = "solo-adapter"  # the ``format`` an adapter's safetensors header records
 # What `solo train` writes into a run folder (besides its lock, .solo.lock).
-RUN_FILES = (ADAPTER_FILENAME, "metrics.jsonl", "config.json", "loss.png", "README.md")
+RUN_FILES = (ADAPTER_FILENAME, "metrics.jsonl", "config.json", "loss.png", "README.md", "third_party.log")
 RUN_FOLDERS = ("checkpoints", "best", "tensorboard")
 _EVENTS = re.compile(r"^events\.out\.tfevents\.")  # TensorBoard's event files (--report-to tensorboard)
 _STEP = re.compile(r"^step-\d+$")

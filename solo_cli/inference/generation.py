@@ -11,17 +11,22 @@ from collections.abc import Callable
 import torch
 from transformers import TextStreamer
 
+from ..data.chat_template import render_chat
 from ..data.encode import context_length
 from ..errors import UsageError, param
 from .generation_settings import SEED_MAX, GenerationSettings  # noqa: F401 (importable from here as before)
 
 
-def build_prompt(tokenizer, prompt: str | list[dict], chat: bool) -> str:
-    """The text the model continues: the chat template with a generation prompt, or the prompt as is."""
+def build_prompt(tokenizer, prompt: str | list[dict], chat: bool, where: str | None = None) -> str:
+    """The text the model continues: the chat template with a generation prompt, or the prompt as is.
+
+    A template that refuses the conversation raises one :class:`~solo_cli.data.chat_template.TemplateRefused`
+    line quoting it, naming the prompt by ``where`` (``rows.jsonl:7``).
+    """
     if isinstance(prompt, list):
-        return tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
+        return render_chat(tokenizer, prompt, add_generation_prompt=True, where=where)
     if chat:
-        return tokenizer.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True)
+        return render_chat(tokenizer, [{"role": "user", "content": prompt}], add_generation_prompt=True, where=where)
     return prompt
 
 
@@ -151,7 +156,7 @@ def generate(
     config = _generation_config(model, tokenizer, settings)
     labels = where if where is not None else [f"prompt #{n}" for n in range(1, len(prompts) + 1)]
     check_chat_template(tokenizer, prompts, chat, labels)
-    texts = [build_prompt(tokenizer, p, chat) for p in prompts]
+    texts = [build_prompt(tokenizer, p, chat, label) for p, label in zip(prompts, labels)]
     add_special = not (chat or any(isinstance(p, list) for p in prompts))
     check_context(model, tokenizer, texts, settings, add_special=add_special, where=labels)
     outputs: list[str] = []

@@ -11,12 +11,13 @@ from ..data.spec import DataSpec
 from ..errors import UsageError
 
 
-def read_inputs(spec: DataSpec) -> tuple[list[dict], list[str]]:
-    """``spec``'s rows (its test split, else valid, else train) and how messages name each (``rows.jsonl:7``)."""
+def read_inputs(spec: DataSpec) -> tuple[list[dict], list[str], str | None]:
+    """``spec``'s rows (its test split, else valid, else train), how messages name each (``rows.jsonl:7``), and the
+    line that says which of its keys or columns were ignored (None if none were)."""
     rows = load_split(spec, ("test", "valid", "train"), name="input")
     if rows.fmt == "text":
         raise UsageError(f'{spec.data}: rows need a "prompt" (or "messages") to generate from, not "text"')
-    return list(rows.rows()), rows.labels()
+    return list(rows.rows()), rows.labels(), rows.note
 
 
 def prompt_of(row: dict):

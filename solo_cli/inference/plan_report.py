@@ -13,6 +13,7 @@ from torch import nn
 
 from ..engine.adapter_config import TRAINABLE_GATES
 from ..engine.blocks import find_blocks, fingerprint
+from ..engine.quantization import count_params
 from ..engine.topology import format_connections, parse_connections
 from ..errors import UsageError, param
 
@@ -55,6 +56,7 @@ class MemorySettings:
 
     quantize: str = "none"
     dtype: str = "float32"  # resolved: float32, bfloat16 or float16
+    autocast: str | None = None  # what the training forward runs under (a float32 base on a native-bf16 GPU: bfloat16)
     batch_size: int = 8
     max_seq_length: int = 256
     world_size: int = 1
@@ -64,12 +66,18 @@ class MemorySettings:
 
 def memory_report(config, spec: str, rank: int, settings: MemorySettings, trust_remote_code: bool = False) -> dict:
     """Training memory per process, in bytes: ``solo`` (the plan), ``lora`` (LoRA r=8 on every linear layer of the
-    blocks, the QLoRA setting) and ``lora_qv`` (LoRA r=8 on q and v), with each one's parts and the settings."""
+    blocks, the QLoRA setting) and ``lora_qv`` (LoRA r=8 on q and v), with each one's parts and the settings.
+
+    ``activations_method`` says, for each, whether its activations were traced or are a rough count (an
+    architecture whose forward cannot run on fake tensors); ``load`` is the whole base, which each process holds
+    while it loads, before ``--parallel fsdp`` shards it; ``settings.quantize`` is how the base's weights are
+    stored (for a model that came quantized, its own method)."""
     from ..engine.memory_estimate import train_memory
 
     common = {
         "quantize": settings.quantize,
         "dtype": settings.dtype,
+        "autocast": settings.autocast,
         "batch_size": settings.batch_size,
         "seq_len": settings.max_seq_length,
         "world_size": settings.world_size,
@@ -84,7 +92,9 @@ def memory_report(config, spec: str, rank: int, settings: MemorySettings, trust_
     }
     report: dict = {name: est.total for name, est in runs.items()}
     report["parts"] = {name: est.parts for name, est in runs.items()}
-    report["settings"] = asdict(settings) | {"lora_rank": LORA_MEMORY_RANK}
+    report["activations_method"] = {name: est.activations_method for name, est in runs.items()}
+    report["load"] = runs["solo"].load
+    report["settings"] = asdict(settings) | {"quantize": runs["solo"].quantize, "lora_rank": LORA_MEMORY_RANK}
     return report
 
 
@@ -131,8 +141,8 @@ def plan_report(
         "fingerprint": fp.to_dict(),
         "blocks_path": path,
         "block_class": type(blocks[0]).__name__,
-        "block_params": sum(p.numel() for p in blocks[0].parameters()),
-        "total_params": sum(p.numel() for p in model.parameters()),
+        "block_params": count_params(blocks[0]),
+        "total_params": count_params(model),
         "plan": {
             "connections": format_connections(connections),
             "count": len(connections),

@@ -4,7 +4,8 @@ A connection's linear map is ``M = t B A`` (d x d, rank <= r). Connections prese
 inputs become the weighted sum of their maps, re-factored to the output rank by a truncated SVD
 (computed on the r-sized core of the stacked factors, never on a d x d matrix). A connection
 present in one input keeps its factors, ``B`` scaled by the input's weight, so ``--weights 1,0``
-reproduces the first adapter exactly.
+reproduces the first adapter exactly. The default output rank is the one that makes every merged map
+exact (:func:`rank_limit`); a lower ``rank`` is a deliberate, lossy choice whose error is reported.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ class MergeResult:
     adapter: SoloAdapter
     info: AdapterInfo
     errors: dict[str, float] = field(default_factory=dict)  # relative Frobenius error per re-factored connection
+    exact_rank: int = 0  # the rank at which every merged map is exact; a lower rank loses what errors says
 
 
 def parse_weights(text: str | None, count: int) -> list[float]:
@@ -69,9 +71,11 @@ def refactor(factors: list[tuple[torch.Tensor, torch.Tensor]], rank: int) -> tup
 def merge_adapters(paths: list[str | Path], weights: list[float], rank: int | None = None) -> MergeResult:
     """Merge adapters trained on the same base (refused otherwise, naming both).
 
-    ``rank`` defaults to the largest input rank; a larger one than the merge can fill (see
-    :func:`rank_limit`) is refused before the merged adapter is allocated, and so are ``weights``
-    whose weighted maps overflow float32.
+    ``rank`` defaults to the rank that makes the merge exact (:func:`rank_limit`: the sum of the ranks
+    sharing a connection, at most the hidden size); a lower one re-factors each shared map to it, with
+    the relative error in ``errors``. A larger one is refused before the merged adapter is allocated,
+    and so are ``weights`` whose weighted maps overflow float32. The header's ``training`` carries the
+    inputs' base ``quantize`` and ``dtype`` where they agree, else ``"mixed"``.
     """
     if len(paths) < 1:
         raise UsageError("give at least one adapter to merge")
@@ -79,9 +83,10 @@ def merge_adapters(paths: list[str | Path], weights: list[float], rank: int | No
     infos = [info for _, info in loaded]
     _check_same_base(paths, infos)
     plan = _merged_plan(weights, infos)
+    exact = rank_limit(weights, infos, plan)[0]
     if rank is not None:
         _check_rank(rank, weights, infos, plan)
-    rank = rank or max(info.config.rank for info in infos)
+    rank = rank or exact
     first = loaded[0][1]
     out = SoloAdapter(
         AdapterConfig(
@@ -111,6 +116,7 @@ def merge_adapters(paths: list[str | Path], weights: list[float], rank: int | No
         "weights": weights,
         "rank": rank,
         "reconstruction_error": errors,
+        **_common_base(weights, infos),
     }
     info = AdapterInfo(
         config=out.config,
@@ -121,7 +127,21 @@ def merge_adapters(paths: list[str | Path], weights: list[float], rank: int | No
         chat_template=first.chat_template,
         training=training,
     )
-    return MergeResult(out, info, errors)
+    return MergeResult(out, info, errors, exact)
+
+
+def _common_base(weights: list[float], infos: list[AdapterInfo]) -> dict[str, str]:
+    """The base's quantization and dtype the contributing inputs were trained over: their common value, or "mixed".
+
+    An input that does not record one (an adapter of an older solo) says nothing about it.
+    """
+    common = {}
+    for key in ("quantize", "dtype"):
+        given = [info.training.get(key) for w, info in zip(weights, infos) if w != 0.0]
+        values = {v for v in given if isinstance(v, str)}
+        if values:
+            common[key] = values.pop() if len(values) == 1 else "mixed"
+    return common
 
 
 def rank_limit(weights: list[float], infos: list[AdapterInfo], plan: list[tuple[int, int]]) -> tuple[int, str]:

@@ -8,11 +8,21 @@ so plain transformers loads the folder as one model. The code is solo's own
 connection and its hooks), plus a generated ``solo_base.py`` of one import that names the base
 class its ``SoloForCausalLM`` subclasses (the config's ``auto_map``). `solo` loads the folder
 without running that code.
+
+No loader may run the folder without its connections and say nothing. The config's
+``architectures`` names ``SoloForCausalLM`` and its ``model_type`` is ``solo``, neither of which any
+library ships: loaders that pick the class by that name (``transformers serve``, vLLM, llama.cpp's
+and Ollama's converters) or by ``model_type`` (``AutoModelForCausalLM`` and ``pipeline`` without
+``trust_remote_code``) refuse the folder instead of running the bare base, as they did while it
+named the base's. ``AutoModelForCausalLM`` with ``trust_remote_code=True`` reads ``auto_map``
+(``SoloConfig``, ``SoloForCausalLM``); solo reads the base's ``model_type`` from ``solo_adapter``
+(:func:`solo_cli.engine.models.export_base_config`) and attaches the adapter itself.
 """
 
 from __future__ import annotations
 
 import copy
+import json
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,14 +37,17 @@ from ..engine.adapter_config import connection_key
 from ..engine.adapter_file import ADAPTER_FILENAME, read_info, resolve_adapter_path
 from ..engine.blocks import find_blocks
 from ..engine.model_card import render_card
-from ..engine.models import DTYPES, load_config, resolve_dtype
+from ..engine.models import config_dtype, load_config, resolve_dtype
+from ..engine.quantization import one_4bit_kernel
 from ..errors import RuntimeFailure, UsageError, param
 from ..files.atomic import atomic_dir, check_writable, write_error
 from ..files.outputs import check_export_target
-from ..inference.load import InferenceModel, load_for_inference
+from ..inference.load import InferenceModel, export_precision, load_for_inference
 
 MARKER = "solo_adapter"  # the config key that makes a folder a solo export
 MODELING_FILE = "modeling_solo.py"
+EXPORT_CLASS = "SoloForCausalLM"  # the export's model class, in modeling_solo.py: never a transformers class name
+EXPORT_CONFIG = "SoloConfig"  # its config class, of model_type solo (modeling_solo.MODEL_TYPE): never a transformers one
 # Largest logit difference allowed between the reloaded export and base + adapter, relative to the
 # largest logit: float precision for float32 bases, a few roundings for half-precision ones.
 TOLERANCE = {torch.float32: 1e-4, torch.bfloat16: 2e-2, torch.float16: 4e-3}
@@ -51,14 +64,13 @@ class ExportResult:
     path: Path
     max_abs_diff: float
     greedy_equal: bool
+    dtype: str = "float32"  # what the check compared in: the export's own dtype, which transformers loads it in
+    auto_dtype: str = "float32"  # what `solo generate --dtype auto` computes in: the export's dtype (export_precision)
 
 
 def stored_dtype(model: str, revision: str | None, trust_remote_code: bool) -> str:
     """The dtype name a model's config records (float32 when it records none solo loads)."""
-    config = load_config(model, revision, trust_remote_code)
-    recorded = getattr(config, "dtype", None) or getattr(config, "torch_dtype", None)
-    name = str(recorded).removeprefix("torch.") if recorded is not None else "float32"
-    return name if name in DTYPES else "float32"
+    return config_dtype(load_config(model, revision, trust_remote_code))
 
 
 def _check_inputs(tokenizer, vocab: int) -> list[torch.Tensor]:
@@ -115,7 +127,9 @@ def export_model(
         raise write_error(exc, output, "--export") from None
     finally:
         target.handle.detach()
-    return ExportResult(output, diff, greedy_equal)
+    here = "cuda" if torch.cuda.is_available() else "cpu"  # where `solo generate --device auto` runs
+    checked = str(resolve_dtype(dtype)).removeprefix("torch.")  # bf16 -> bfloat16: the name --dtype takes
+    return ExportResult(output, diff, greedy_equal, checked, export_precision(str(output), here).dtype)
 
 
 def _base_class_name(base) -> str:
@@ -136,9 +150,11 @@ def _export_config(target: InferenceModel):
     base, plan = target.loaded.model, target.info.config
     blocks_path, _ = find_blocks(base)
     config = copy.deepcopy(base.config)
-    config.architectures = ["SoloForCausalLM"]
-    config.auto_map = {"AutoModelForCausalLM": f"{MODELING_FILE[:-3]}.SoloForCausalLM"}
+    config.architectures = [EXPORT_CLASS]
+    module = MODELING_FILE[:-3]
+    config.auto_map = {"AutoConfig": f"{module}.{EXPORT_CONFIG}", "AutoModelForCausalLM": f"{module}.{EXPORT_CLASS}"}
     spec = {
+        "base_model_type": base.config.model_type,  # config.json's model_type is solo's own: what solo loads it as
         "connections": [list(c) for c in plan.connections],
         "keys": [connection_key(i, j) for i, j in plan.connections],  # the module names: solo.<key>.A, .B, .gate
         "rank": plan.rank,
@@ -168,15 +184,29 @@ def _write_weights(staging: Path, target: InferenceModel, config) -> None:
     base = target.loaded.model
     original = base.config
     base.config = config
+    # A model that came quantized keeps its tensors as loaded: transformers cannot undo what loading them did
+    # (bitsandbytes' 4-bit deserialisation has no reverse), and loading them again needs no conversion.
+    came_quantized = getattr(base, "hf_quantizer", None) is not None
     try:
-        base.save_pretrained(staging, max_shard_size="1000GB")
+        base.save_pretrained(staging, max_shard_size="1000GB", save_original_format=not came_quantized)
     finally:
         base.config = original
+    # save_pretrained names the saving class in `architectures` (the base's): name the export's class again
+    config.architectures = [EXPORT_CLASS]
+    config.save_pretrained(staging)
+    _set_model_type(staging / "config.json")
     weights_file = staging / "model.safetensors"
     tensors = load_file(str(weights_file))
     for key, value in target.handle.adapter.connections.state_dict().items():
         tensors[f"solo.{key}"] = value.detach().float().contiguous()
     save_file(tensors, str(weights_file), metadata={"format": "pt"})
+
+
+def _set_model_type(path: Path) -> None:
+    """config.json under the export's ``model_type``, which no library maps to a class (the base's class writes its own)."""
+    values = json.loads(path.read_text(encoding="utf-8"))
+    values["model_type"] = modeling_solo.MODEL_TYPE
+    path.write_text(json.dumps(values, indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
 
 def _check_export(staging: Path, target: InferenceModel, dtype: torch.dtype) -> tuple[float, bool]:
@@ -186,6 +216,7 @@ def _check_export(staging: Path, target: InferenceModel, dtype: torch.dtype) -> 
 
     base, tokenizer = target.loaded.model, target.loaded.tokenizer
     exported = AutoModelForCausalLM.from_pretrained(staging, trust_remote_code=True, dtype=dtype).eval()
+    one_4bit_kernel(exported)  # over a 4-bit base: both sides compute one way, on every CPU (solo's base does)
     diff = 0.0
     with torch.no_grad():
         inputs = _check_inputs(tokenizer, target.info.fingerprint.vocab_size)

@@ -2,7 +2,7 @@
 
 ``checkpoints/step-N/`` holds ``adapter.safetensors`` (a normal adapter file),
 ``optimizer.safetensors`` (AdamW's moment tensors and the CPU and CUDA RNG states) and
-``trainer_state.json`` (step, position in the data order, best validation loss, the scheduler's,
+``trainer_state.json`` (step, position in the data order, best validation loss, seconds trained, the scheduler's,
 optimizer's and float16 grad scaler's scalar state, and ``config``: the run's resolved settings,
 shape and base as its config.json has them, so that a checkpoint alone says which run it
 continues). The folder is written under a temporary name and renamed, so a crash never leaves a
@@ -99,6 +99,7 @@ def save_checkpoint(folder: Path, trainer: Trainer, state: TrainState, info: Ada
                 "best_valid_loss": state.best_valid_loss,
                 "last_loss": state.last_loss,
                 "tokens": state.tokens,
+                "elapsed": state.elapsed,  # so that a resumed run's time counts the whole run
                 "scheduler": {k: v for k, v in trainer.scheduler.state_dict().items() if k != "lr_lambdas"},
                 "optimizer_groups": groups,
                 "optimizer_scalars": scalars,
@@ -190,6 +191,7 @@ _STATE_KEYS = {
     "best_valid_loss": ((*_NUMBER, type(None)), False),
     "last_loss": ((*_NUMBER, type(None)), False),
     "tokens": ((int,), False),
+    "elapsed": (_NUMBER, True),
     "scheduler": ((dict,), False),
     "optimizer_groups": ((list,), False),
     "optimizer_scalars": ((dict,), False),
@@ -213,6 +215,8 @@ def _state_problems(payload) -> list[str]:
         problems.append("has neither data_steps nor micro_batches" if "data_steps" not in payload else "has both positions")
     if not problems and (payload["step"] < 0 or not all(isinstance(n, str) for n in payload["param_order"])):
         problems.append("holds a negative step or a parameter name that is not a string")
+    if not problems and not 0 <= payload.get("elapsed", 0) < math.inf:
+        problems.append("elapsed is not a number of seconds")
     return problems
 
 
@@ -344,4 +348,5 @@ def load_checkpoint(
         best_valid_loss=payload["best_valid_loss"],
         last_loss=payload["last_loss"],
         tokens=payload["tokens"],
+        elapsed=float(payload.get("elapsed", 0.0)),
     )

@@ -15,7 +15,7 @@ changes only at an epoch's end). On CUDA with fixed shapes (``--packing``), the 
 
 ``auto`` compiles only when the run is long enough to repay the compile: at least :data:`MARGIN`
 times the break-even measured for the device kind (:data:`BREAK_EVEN_STEPS`); a device kind with no
-measurement, or no compiler for torch's inductor, runs eagerly. The choice and its reason are shown
+measurement, or no compiler for torch's inductor, runs eagerly (``on`` without that compiler is refused in one line). The choice and its reason are shown
 when training starts. It is not the default: the break-evens were measured with the earlier dynamic
 compile (one sample each), before bucket padding, whose extra tokens ``bench/compile.py`` now counts.
 """
@@ -33,6 +33,7 @@ import torch
 import torch.nn.functional as F
 
 from ..engine.blocks import find_blocks
+from ..errors import UsageError, param
 
 # Optimizer steps after which compiling has paid for itself, by device kind (one measurement each):
 # cuda: solo train on E2E at batch 32 on an H200 ran 1.24x faster after a 22 s longer start, some
@@ -118,16 +119,37 @@ def compiler_ready(kind: str) -> bool:
     return False
 
 
+def missing_compiler(kind: str, ready: bool | None = None) -> str | None:
+    """What torch's inductor needs on a ``kind`` of device and does not find here, or None. ``ready``: whether it
+    is found (None: :func:`compiler_ready`). Only CPUs and CUDA have known needs; other kinds are left to torch."""
+    if kind not in ("cpu", "cuda") or (compiler_ready(kind) if ready is None else ready):
+        return None
+    return "triton (pip install triton)" if kind == "cuda" else "a C++ compiler (g++ or clang++, or one named by $CXX)"
+
+
+def refuse_missing_compiler(setting: str, device, ready: bool | None = None) -> None:
+    """``--compile on`` where torch's inductor lacks its compiler: one line (the first compiled step would fail deep
+    inside torch). `solo train` asks before anything is written; ``auto`` stays eager instead."""
+    kind = torch.device(device).type
+    if setting == "on" and (missing := missing_compiler(kind, ready)):
+        raise UsageError(
+            f"{param('compile')} on: torch.compile on {kind} needs {missing}, which is not found here; "
+            f"install it, or train with {param('compile')} off"
+        )
+
+
 def decide_compile(
     setting: str, device, steps: int, *, max_seq_length: int, packing: bool = False, ready: bool | None = None
 ) -> CompilePlan:
     """What ``--compile`` (off, on or auto) becomes for a run of ``steps`` optimizer steps on ``device``.
 
-    ``ready`` says whether the compiler can run here (None: :func:`compiler_ready`, looked up only for auto).
+    ``ready`` says whether the compiler can run here (None: :func:`compiler_ready`). ``on`` without it is
+    refused in one line (the first compiled step would fail deep inside torch); ``auto`` then stays eager.
     """
     kind = torch.device(device).type
     if setting == "off":
         return EAGER
+    refuse_missing_compiler(setting, device, ready)
     if setting == "auto":
         break_even = BREAK_EVEN_STEPS.get(kind)
         if kind in NEVER_PAYS:
@@ -138,9 +160,8 @@ def decide_compile(
             return CompilePlan(
                 False, f"auto: eager ({steps:,} steps; compiling repays itself after ~{break_even:,} steps on {kind})"
             )
-        if not (compiler_ready(kind) if ready is None else ready):
-            needs = "triton" if kind == "cuda" else "a C++ compiler"
-            return CompilePlan(False, f"auto: eager (compiling on {kind} needs {needs}, not found)")
+        if missing := missing_compiler(kind, ready):
+            return CompilePlan(False, f"auto: eager (compiling on {kind} needs {missing}, not found)")
     buckets = bucket_widths(max_seq_length, packing=packing)
     graphs = kind == "cuda" and packing  # packed rows are all max_seq_length wide: fixed shapes
     why = (
@@ -178,7 +199,7 @@ def compiled_blocks(model, plan: CompilePlan | bool):
     # static shapes per bucket; dynamic without buckets, as batches change width from step to step
     dynamic = not plan.buckets
     # one graph per bucket and micro-batch size (smaller at an epoch's end), never eager for want of room
-    limit = max(torch._dynamo.config.recompile_limit, 4 * len(plan.buckets))
+    limit = max(torch._dynamo.config.recompile_limit, 4 * len(plan.buckets))  # torch >= 2.7 (pyproject's floor)
     for block in blocks:
         block.forward = _training_only(block.forward, torch.compile(block.forward, dynamic=dynamic, mode=mode))
     try:

@@ -29,6 +29,7 @@ from ..engine.adapter_config import SOURCE_NORMS, TRAINABLE_GATES
 from ..engine.quantization import QUANTIZE_CHOICES  # torch-free, as this module must be
 from ..errors import UsageError, param
 from ..inference.generation_settings import SEED_MAX  # torch-free, as this module must be
+from .objective_options import OBJECTIVES, objective_problems, resolved_beta, resolved_gamma
 from .trackers import REPORT_TO, check_report_to
 
 LR_SCHEDULES = ("linear", "cosine", "constant")
@@ -88,6 +89,8 @@ class TrainConfig:
     prompt_column: str | None = option(None, "Column of --data holding the prompts (default prompt).")
     completion_column: str | None = option(None, "Column of --data holding the completions (default completion).")
     messages_column: str | None = option(None, "Column of --data holding chat messages (default messages).")
+    chosen_column: str | None = option(None, "Column of --data holding the preferred replies (default chosen).")
+    rejected_column: str | None = option(None, "Column of --data holding the rejected replies (default rejected).")
     num_proc: int | None = option(None, "Processes that read and tokenize --data (default 1).")
     output: str = option("runs/solo", "Run folder (default runs/solo).", flags=("--output", "-o"))
     # adapter
@@ -181,6 +184,23 @@ class TrainConfig:
         "that cannot keep examples apart.",
         flags=("--packing/--no-packing",),
     )
+    # preference tuning (docs/preference.md)
+    objective: str = option(
+        "sft",
+        "sft (next-token loss on the completions), or on prompt/chosen/rejected rows dpo, orpo or simpo (preference tuning).",
+        choices=OBJECTIVES,
+    )
+    beta: float | None = option(  # None: DEFAULT_BETA of the objective
+        None, "DPO's and SimPO's beta, ORPO's lambda (default 0.1 for dpo and orpo, 2.0 for simpo)."
+    )
+    simpo_gamma: float | None = option(  # None: SIMPO_GAMMA_BETA_RATIO x beta
+        None, "SimPO's target reward margin gamma (default --beta x 0.5, the SimPO paper's gamma/beta ratio)."
+    )
+    init_adapter: str | None = option(
+        None,
+        "Start from this trained adapter (adapter.safetensors or its run folder), its connections, rank and gate, "
+        "instead of a fresh one; with --objective dpo it is also the reference.",
+    )
 
     def __post_init__(self) -> None:
         for f in fields(self):  # legacy values (compile=True from an older config) as the option takes them now
@@ -242,9 +262,18 @@ class TrainConfig:
                 f"{param('resume')} and {param('overwrite')} contradict each other: "
                 "resume continues the run, overwrite replaces it"
             )
+        problems += objective_problems(self)
         if problems:
             raise UsageError("; ".join(problems))
         return self
+
+    def resolved_beta(self) -> float | None:
+        """``--beta``, else the objective's default (None for sft, which has none)."""
+        return resolved_beta(self)
+
+    def resolved_gamma(self) -> float | None:
+        """SimPO's margin: ``--simpo-gamma``, else ``--beta`` x 0.5 (None for the other objectives)."""
+        return resolved_gamma(self)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -256,6 +285,12 @@ class TrainConfig:
             return self.homotopy_steps
         fraction = 0.1 if self.homotopy_fraction is None else self.homotopy_fraction
         return max(1, math.floor(steps * fraction + 1e-9))  # 1e-9: 90 x 0.7 is 62.99999... in floating point
+
+    def intervals(self, steps: int) -> tuple[int, int]:
+        """``(eval_every, save_every)`` in a run of ``steps``: --eval-every, else 5 times per run; --save-every, else
+        --eval-every."""
+        eval_every = self.eval_every or max(1, steps // 5)
+        return eval_every, self.save_every or eval_every
 
     def data_spec(self) -> DataSpec:
         """``data`` with its split, config and column fields, as the data layer reads it (checked there)."""

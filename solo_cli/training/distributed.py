@@ -10,6 +10,7 @@ the token-weighted mean over the whole global batch. gloo on CPU, nccl on CUDA. 
 
 from __future__ import annotations
 
+import inspect
 import os
 from dataclasses import dataclass
 from datetime import timedelta
@@ -120,7 +121,16 @@ def wrap(model: nn.Module, adapter: nn.Module, loss_fn, ctx: DistContext, device
     group = dist.new_group(backend=dist.get_backend()) if root is not None else None
     module = LossModule(model, adapter, loss_fn, root)
     ids = [device.index or 0] if device.type == "cuda" else None
-    return DistributedDataParallel(module, device_ids=ids, broadcast_buffers=False, process_group=group)
+    return DistributedDataParallel(module, device_ids=ids, process_group=group, **_no_buffer_syncs(DistributedDataParallel))
+
+
+def _no_buffer_syncs(ddp: type) -> dict:
+    """DDP's keyword for not broadcasting buffers before each forward: every rank sets the schedule gate (the
+    adapter's one buffer) itself. ``forward_sync_buffers`` where torch has it (it deprecates ``broadcast_buffers``,
+    with a FutureWarning on every rank); ``broadcast_buffers`` in the torch releases before it."""
+    if "forward_sync_buffers" in inspect.signature(ddp.__init__).parameters:
+        return {"forward_sync_buffers": False}
+    return {"broadcast_buffers": False}
 
 
 def on_model(loss):

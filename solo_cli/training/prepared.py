@@ -7,14 +7,14 @@ written yet; the run's shape (:class:`~solo_cli.training.shape.RunShape`) and it
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from transformers import set_seed
 
 from ..data.encode import EncodedData, context_length
 from ..data.sources import check_location
-from ..engine.adapter import AdapterConfig, SoloAdapter
+from ..engine.adapter import SoloAdapter
 from ..engine.blocks import arch_fingerprint
 from ..engine.fingerprint import ArchFingerprint
 from ..engine.models import LoadedModel, load_model
@@ -26,6 +26,7 @@ from . import distributed
 from .config import TrainConfig
 from .distributed import DistContext
 from .fits import check_fits
+from .init_adapter import init_info, init_sha256, run_adapter
 from .sampler import epoch_units, total_steps
 from .shape import RunShape
 from .sharding import check_shardable, check_sharding, load_device
@@ -63,6 +64,7 @@ class PreparedRun:
     data_sha256: dict | None = None  # what identifies the training and validation rows (config.json, --resume)
     shape: RunShape | None = None  # processes, batches, steps and ramp (config.json, --resume)
     base: dict | None = None  # base_commit / weights_digest of the base's weights (config.json, --resume)
+    notes: list[str] = field(default_factory=list)  # one line each, for the CLI to show (keys the data reader ignored)
 
 
 def run_precision(cfg: TrainConfig, ctx: DistContext, device: torch.device) -> Precision:
@@ -85,6 +87,7 @@ def prepare(cfg: TrainConfig, loaded: LoadedModel | None = None, ctx: DistContex
     check_sharding(cfg.parallel, cfg.fsdp_offload, cfg.quantize, ctx, device)  # --parallel fsdp: before anything loads
     distributed.init(ctx, device)
     # a model given already loaded keeps the precision it was loaded with: that is what its weights are
+    init = init_info(cfg)[0] if cfg.init_adapter else None  # a bad --init-adapter is refused before the model loads
     if loaded is None:
         precision = run_precision(cfg, ctx, device)
         check_fits(cfg, precision, device, ctx)  # from the config alone: a run that cannot fit is refused before loading
@@ -101,10 +104,10 @@ def prepare(cfg: TrainConfig, loaded: LoadedModel | None = None, ctx: DistContex
         valid.examples = valid.examples[: cfg.max_eval_rows]
     units = epoch_units(cfg, train.examples)
     steps = total_steps(cfg, units, ctx.world_size)
-    homotopy = cfg.ramp_steps(steps)
     set_seed(cfg.seed)
-    adapter = SoloAdapter(AdapterConfig(connections, cfg.rank, cfg.gate, homotopy, fp.hidden_size, source_norm=cfg.source_norm))
+    adapter = run_adapter(cfg, fp, connections, steps)  # fresh, or --init-adapter's (its gate stays at 1: no ramp)
+    homotopy = adapter.config.homotopy_steps
     packed_rows = units if cfg.packing else 0
     shape = RunShape(ctx.world_size, cfg.batch_size, cfg.grad_accum, len(train.examples), steps, homotopy, packed_rows)
-    base = base_identity(loaded.model, loaded.path)
-    return PreparedRun(cfg, loaded, fp, adapter, train, valid, steps, device, ctx, data.data_sha256, shape, base)
+    base = base_identity(loaded.model, loaded.path) | ({"init_adapter_sha256": init_sha256(init)} if init else {})
+    return PreparedRun(cfg, loaded, fp, adapter, train, valid, steps, device, ctx, data.data_sha256, shape, base, data.notes)

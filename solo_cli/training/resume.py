@@ -11,7 +11,8 @@ import dataclasses
 from pathlib import Path
 
 from ..data.sources import load_source
-from ..errors import UsageError, param
+from ..engine.adapter_header import read_info
+from ..errors import SoloError, UsageError, param
 from .checkpoint import read_state
 from .config import TrainConfig
 from .run_folder import RunFolder
@@ -43,7 +44,7 @@ RESUME_MAY_CHANGE = frozenset(
 
 _COMPARED_RESOLVED = ("connections", "homotopy_steps")  # compared once resolved on the model, by load_checkpoint
 # What a run's config.json meant by a setting it does not record: the run predates the option.
-_BEFORE_RECORDED = {"group_by_length": False, "packing": False}
+_BEFORE_RECORDED = {"group_by_length": False, "packing": False, "objective": "sft"}
 
 
 def data_sha256(cfg: TrainConfig) -> dict[str, str | None]:
@@ -96,7 +97,7 @@ def _setting_differences(cfg: TrainConfig, recorded: dict, dtype: str | None = N
         if f.name == "dtype":  # what the run computed in, whatever was asked: auto is resolved on this hardware
             old = recorded.get("dtype_resolved", old) if old == "auto" else old
             new = dtype or new
-        same = _same_path(old, new) if f.name in ("model", "data") else old == new
+        same = _same_path(old, new) if f.name in ("model", "data", "init_adapter") else old == new
         if not same:
             differences.append(f"{param(f.name)} {_shown(old)} -> {_shown(new)}")
     return differences
@@ -126,14 +127,49 @@ def check_resume(cfg: TrainConfig, out: Path, checkpoint: Path, dtype: str | Non
     the checkpoint itself when it is loaded (:func:`solo_cli.training.checkpoint.load_checkpoint`),
     and the run's shape and base weights by :func:`check_run`.
     """
-    recorded = recorded_config(out, checkpoint)
+    _refuse_other_settings(cfg, recorded_config(out, checkpoint), checkpoint, dtype)
+
+
+def _refuse_other_settings(cfg: TrainConfig, recorded: dict, what: Path, dtype: str | None) -> None:
     found = _setting_differences(cfg, recorded, dtype) + _data_differences(cfg, recorded)
     if found:
         raise UsageError(
-            f"{param('resume')} {cfg.resume}: {checkpoint} belongs to a run started with other settings: "
+            f"{param('resume')} {cfg.resume}: {what} belongs to a run started with other settings: "
             f"{', '.join(found)}; resume with the run's flags (its config.json), or start a new run in another "
             f"{param('output')}"
         )
+
+
+class RunComplete(SoloError):
+    """``--resume auto`` of a run that has finished: nothing to resume, nothing touched (exit 0)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, exit_code=0)
+
+
+def refuse_finished(cfg: TrainConfig, out: Path, dtype: str | None = None) -> None:
+    """Raise :class:`RunComplete` when the run in ``out`` has finished and ``cfg`` is its settings (``--resume auto``).
+
+    A run has finished once it wrote its final adapter, whose header counts the steps its config.json
+    says the run has (an interrupted run has only checkpoints): resuming would train its last steps
+    again. Settings other than the run's are refused as :func:`check_resume` refuses them. Only reads.
+    """
+    folder = RunFolder(out, writes=False)
+    recorded = folder.read_config()
+    if recorded is None or not folder.adapter.is_file():
+        return
+    try:
+        steps = read_info(folder.adapter).training.get("steps")
+    except SoloError:  # a damaged final adapter: not a finished run to keep
+        return
+    total = recorded.get("total_steps")
+    if not all(isinstance(n, int) and not isinstance(n, bool) for n in (steps, total)) or steps < total:
+        return
+    _refuse_other_settings(cfg, recorded, folder.config, dtype)
+    raise RunComplete(
+        f"{out}: the run is complete ({steps} of {steps} steps, adapter {folder.adapter}); nothing to resume and "
+        f"nothing was changed (to train it again, pass {param('overwrite')} instead of {param('resume')} auto)"
+    )
 
 
 def check_run(checkpoint: Path, out: Path, shape: RunShape, base: dict, model: str) -> None:

@@ -21,6 +21,7 @@ from ..engine.adapter import SoloAdapter, attach
 from ..engine.adapter_file import AdapterInfo
 from ..engine.loss import evaluate_loss
 from ..engine.precision import resolve_precision
+from ..engine.quantization import count_params
 from ..engine.topology import format_connections
 from ..errors import UsageError, param
 from ..files import lock
@@ -30,8 +31,10 @@ from .checkpoint import clean_staging, find_checkpoint, load_checkpoint, prune_c
 from .compiled import compiled_blocks, decide_compile
 from .config import TrainConfig
 from .memory import activation_checkpointing
+from .objective import objective_summary
 from .prepared import PreparedRun, prepare, resolve_device  # noqa: F401 (prepare: re-exported, as before)
-from .resume import check_resume, check_run, data_sha256
+from .reference import attach_references
+from .resume import check_resume, check_run, data_sha256, refuse_finished
 from .run_folder import RunFolder
 from .sharding import sharded_valid_loss
 from .trackers import TENSORBOARD_DIR, NoTracker, open_tracker, tracked_values
@@ -41,7 +44,7 @@ from .trainer import Callback, Interrupted, Trainer, TrainState
 def param_summary(model, adapter: SoloAdapter) -> dict:
     """Trainable (adapter) and total parameter counts, as PEFT's print_trainable_parameters has them."""
     trainable = adapter.num_parameters()
-    total = sum(p.numel() for p in model.parameters()) + trainable
+    total = count_params(model) + trainable  # a 4-bit weight counts its weights, not its packed bytes
     return {"trainable": trainable, "total": total, "percent": 100.0 * trainable / total}
 
 
@@ -55,7 +58,7 @@ def check_output(cfg: TrainConfig, *, replace: bool = True) -> Path:
     one above it); ``--resume PATH`` of another run's checkpoint replaces it too, so it needs
     ``--overwrite``. A folder whose solo output names hold files solo did not write is refused
     either way. Staging folders left by a killed save are tidied. Under a distributed launcher only
-    rank 0 touches the folder.
+    rank 0 touches the folder; ``--resume auto`` of a finished run raises ``RunComplete`` and touches nothing.
 
     ``replace=False`` leaves the run that ``--overwrite`` replaces in place: call :func:`replace_output`
     once the new run's model and data have loaded (:func:`prepare`), so that a bad row or a mistyped
@@ -63,6 +66,8 @@ def check_output(cfg: TrainConfig, *, replace: bool = True) -> Path:
     """
     out, output = Path(cfg.output), param("output")
     if not distributed.from_env().is_main:
+        if cfg.resume == "auto" and out.is_dir():  # as rank 0 finds it (under the lock), so that every process ends
+            refuse_finished(cfg, out, resolve_precision(cfg.dtype, resolve_device(cfg.device)).dtype)
         return out
     if out.exists() and not out.is_dir():
         raise UsageError(f"{output} {out}: exists and is not a folder ({describe(out)}); choose another path")
@@ -116,12 +121,14 @@ def _take_folder(cfg: TrainConfig, out: Path) -> None:
                 f"pass {param('overwrite')} or choose another folder"
             )
         refuse_current_folder(out, output)
+    dtype = resolve_precision(cfg.dtype, resolve_device(cfg.device)).dtype if cfg.resume is not None else None
+    if cfg.resume == "auto":
+        refuse_finished(cfg, out, dtype)  # holding the lock, before anything in the folder is tidied
     if present:
         clean_staging(out)
     if cfg.report_to == "tensorboard":
         _probe_tensorboard(out)
     if cfg.resume is not None:
-        dtype = resolve_precision(cfg.dtype, resolve_device(cfg.device)).dtype
         # another run's checkpoint is compared with its own run, never with the run it replaces here
         check_resume(cfg, Path(cfg.resume) if elsewhere else out, find_checkpoint(out, cfg.resume), dtype)
 
@@ -206,6 +213,7 @@ def _info(run: PreparedRun, state: TrainState, started: float) -> AdapterInfo:
         "quantize": run.loaded.precision.quantize,  # the base's quantization as trained (none, nf4, ..., gptq)
         "data": str(cfg.data),
         "train_on_prompt": cfg.train_on_prompt,
+        **objective_summary(cfg),  # objective, beta, init_adapter: what the model card says the adapter was tuned for
         "seconds": round(time.perf_counter() - started, 2),
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
@@ -279,6 +287,7 @@ class _Execution:
         if run.shape is not None:
             check_run(checkpoint, self.folder.root, run.shape, run.base or {}, cfg.model)
         state = load_checkpoint(checkpoint, self.trainer, run.arch_fingerprint, run.shape)
+        self.started -= state.elapsed  # the run's time counts the steps trained before the resume
         self.folder.truncate_metrics(state.step)
         self.callback("resume", {"step": state.step, "path": str(checkpoint)})
         return state
@@ -294,18 +303,23 @@ class _Execution:
         if not run.valid:
             return
         mine = run.valid.examples[ctx.rank :: ctx.world_size]  # each process scores its share; reduce sums them
-        pad_id = run.loaded.tokenizer.pad_token_id
-        if self.trainer.sharded:  # FSDP: every process runs as many forwards, through the root
-            loss = sharded_valid_loss(self.trainer.on_model, run.valid.examples, run.cfg.batch_size, pad_id, run.device, ctx)
+        pad_id, trainer, metrics = run.loaded.tokenizer.pad_token_id, self.trainer, {}
+        if trainer.objective.pairs:  # the preference loss and its metrics, as valid_loss and valid_rewards/... (objective.py)
+            values = trainer.objective.validate(
+                trainer.on_model, run.valid.examples, run.cfg.batch_size, pad_id, run.device, ctx, trainer.autocast_context()
+            )
+            loss, metrics = values.pop("loss"), {f"valid_{k}": v for k, v in values.items()}
+        elif trainer.sharded:  # FSDP: every process runs as many forwards, through the root
+            loss = sharded_valid_loss(trainer.on_model, run.valid.examples, run.cfg.batch_size, pad_id, run.device, ctx)
         else:
             loss = evaluate_loss(run.loaded.model, mine, run.cfg.batch_size, pad_id, run.device, lambda v: ctx.sum(v, run.device))
-        self.folder.log({"step": state.step, "valid_loss": round(loss, 6)})
-        self.tracker.log(tracked_values({"valid_loss": loss}), state.step)
+        self.folder.log({"step": state.step, "valid_loss": round(loss, 6)} | {k: round(v, 6) for k, v in metrics.items()})
+        self.tracker.log(tracked_values({"valid_loss": loss} | metrics), state.step)
         improved = state.best_valid_loss is None or loss < state.best_valid_loss
         if improved:
             state.best_valid_loss = loss
             self.folder.save_best(run.adapter, _info(run, state, self.started))
-        self.callback("eval", {"step": state.step, "valid_loss": loss, "best": improved})
+        self.callback("eval", {"step": state.step, "valid_loss": loss, "best": improved} | metrics)
 
     def checkpoint(self, state: TrainState) -> Path:
         """The trainer's ``on_save``: write checkpoints/step-N and keep only the newest ``keep_checkpoints``."""
@@ -326,6 +340,7 @@ class _Execution:
         plan = decide_compile(cfg.compile, run.device, left, max_seq_length=width, packing=cfg.packing)
         self.trainer.compiling = plan
         with activation_checkpointing(model, cfg.grad_checkpoint), compiled_blocks(model, plan):
+            attach_references(run, self.trainer)  # --objective dpo: the start model's log-probs, once (reference.py)
             handle = attach(model, run.adapter)
             run.adapter.to(run.device)  # a base offloaded to the CPU (--fsdp-offload) says its device is the CPU
             try:
@@ -347,6 +362,7 @@ class _Execution:
             "connections": format_connections(run.adapter.config.connections),
             "start_step": state.step,
             "dtype_reason": run.loaded.precision.reason,  # shown once: which dtype --dtype became, and why
+            "dtype_exactness": run.loaded.precision.exactness(),  # what bf16/float16 gives up (None in float32)
         }
 
     def finish(self, state: TrainState) -> TrainResult:

@@ -4,8 +4,9 @@
 validation data), ``checkpoints/step-N/`` (see checkpoint.py), ``metrics.jsonl`` (one line per
 logged step or evaluation), ``config.json`` (the resolved settings), ``loss.png``, ``README.md`` (the
 final adapter's model card, written when the run finishes, unless a README.md solo did not write is
-there by then: solo never replaces a card it did not write) and, with ``--report-to tensorboard``,
-``tensorboard/`` (event files; see trackers.py).
+there by then: solo never replaces a card it did not write), ``third_party.log`` (what other packages warned
+or logged during the run, kept off solo's terminal) and, with ``--report-to tensorboard``, ``tensorboard/``
+(event files; see trackers.py).
 
 Under a distributed launcher every process knows the paths but only rank 0 writes: a folder made
 with ``writes=False`` writes nothing. A write that fails (a full disk, a folder made read-only) raises
@@ -32,6 +33,7 @@ CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.jsonl"
 PLOT_FILE = "loss.png"
 CARD_FILE = "README.md"
+THIRD_PARTY_LOG = "third_party.log"  # other packages' warnings and log lines (solo_cli/cli/third_party.py)
 BEST_DIR = "best"
 CHECKPOINTS_DIR = "checkpoints"
 
@@ -94,6 +96,10 @@ class RunFolder:
     def card(self) -> Path:
         return self.root / CARD_FILE
 
+    @property
+    def third_party_log(self) -> Path:
+        return self.root / THIRD_PARTY_LOG
+
     @classmethod
     def of_checkpoint(cls, checkpoint: Path) -> RunFolder | None:
         """The run a checkpoint folder belongs to, if it sits in a run's ``checkpoints/``."""
@@ -118,6 +124,18 @@ class RunFolder:
         if self.writes:
             with _writing(self.metrics), self.metrics.open("a", encoding="utf-8") as handle:
                 handle.write(json.dumps(line) + "\n")
+
+    def append_third_party(self, text: str) -> bool:
+        """Append other packages' warnings and log lines to third_party.log (a resumed run adds to it); whether
+        they were taken. Not before the run has begun (config.json is written): a run refused before then leaves
+        no file behind."""
+        if not self.writes:
+            return True  # rank 0 keeps the log
+        if not self.config.is_file():
+            return False
+        with _writing(self.third_party_log), self.third_party_log.open("a", encoding="utf-8") as handle:
+            handle.write(text)
+        return True
 
     def truncate_metrics(self, step: int) -> None:
         """Drop metric lines logged after ``step`` (on resume: they belong to the part of the run being redone).

@@ -89,6 +89,9 @@ def base_differences(recorded: dict, base: dict, model: str) -> list[str]:
     old, new = recorded.get("weights_digest"), base.get("weights_digest")
     if old and new and old != new:
         found.append(f"the weights of {param('model')} {model} changed (sha256 {old[:12]} -> {new[:12]})")
+    old, new = recorded.get("init_adapter_sha256"), base.get("init_adapter_sha256")
+    if old and new and old != new:  # the adapter the run started from (and DPO's reference)
+        found.append(f"the {param('init_adapter')} file changed (sha256 {old[:12]} -> {new[:12]})")
     return found
 
 

@@ -56,14 +56,37 @@ def check_sharding(parallel: str, offload: bool, quantize: str, ctx: DistContext
         )
     if offload and quantize != "none":
         raise UsageError(f"{param('fsdp_offload')} with {param('quantize')} {quantize} is not supported; use one or the other")
+    if quantize in ("nf4", "fp4"):
+        refuse_old_torch_for_4bit(flag)
+
+
+def refuse_old_torch_for_4bit(flag: str, version: str = torch.__version__) -> None:
+    """FSDP2 before torch 2.12 makes each shard a parameter that asks for a gradient, which an integer tensor (a 4-bit
+    weight's packed bytes) cannot: it failed deep inside ``fully_shard`` (measured on torch 2.7 and 2.11)."""
+    if torch.torch_version.TorchVersion(version) < (2, 12):
+        raise UsageError(
+            f"{flag}: sharding a 4-bit base needs torch 2.12 or newer (FSDP cannot shard integer weights before it), "
+            f"and this is torch {version}; upgrade torch, or use {param('parallel')} ddp"
+        )
 
 
 def check_shardable(model: nn.Module) -> None:
-    """Refuse a base whose weights FSDP cannot shard (8-bit and torchao bases, also ones loaded already quantized)."""
-    kinds = sorted({type(p).__name__ for p in model.parameters()} - set(SHARDABLE))
+    """Refuse a base whose weights FSDP cannot shard: 8-bit and torchao weights, and the integer tensors in which GPTQ,
+    AWQ and compressed-tensors keep theirs (``qweight``, ``weight_packed``): FSDP shards floating-point parameters
+    and leaves buffers whole on every process, so such a base would be neither sharded nor smaller."""
+    kinds = {type(p).__name__ for p in model.parameters()} - set(SHARDABLE)
+    if any(type(p).__name__ == "Params4bit" for p in model.parameters()):  # a base that came in 4 bits
+        refuse_old_torch_for_4bit(f"{param('parallel')} fsdp")
+    try:
+        _, scope = find_blocks(model)
+    except UsageError:
+        scope = model
+    plain = [(n, p) for n, p in scope.named_parameters() if type(p).__name__ == "Parameter"]  # Params4bit: uint8, shards
+    packed = [(n, t) for n, t in (*plain, *scope.named_buffers()) if not t.is_floating_point() and t.dtype != torch.bool]
+    kinds |= {f"{n.rsplit('.', 1)[-1]} ({str(t.dtype).removeprefix('torch.')})" for n, t in packed}
     if kinds:
         raise UsageError(
-            f"{param('parallel')} fsdp: the base's {', '.join(kinds)} weights cannot be sharded by FSDP; "
+            f"{param('parallel')} fsdp: the base's {', '.join(sorted(kinds))} weights cannot be sharded by FSDP; "
             f"use an unquantized base or {param('quantize')} nf4 / fp4, or {param('parallel')} ddp"
         )
 

@@ -102,7 +102,21 @@ _NAMES = {
 }
 
 
+_PREFERENCE = ("rewards/", "logps/")  # a preference objective's metrics, TRL's names (training/objective.py)
+
+
+def _tracked_name(key: str) -> str | None:
+    if key in _NAMES:
+        return _NAMES[key]
+    if key.startswith(_PREFERENCE):
+        return f"train/{key}"
+    if key.startswith("valid_") and key.removeprefix("valid_").startswith(_PREFERENCE):
+        return f"eval/{key.removeprefix('valid_')}"
+    return None
+
+
 def tracked_values(record: dict) -> dict[str, float]:
-    """A metrics.jsonl record as tracker scalars: train/loss, train/lr, train/gate, train/tokens_per_s, eval/loss."""
-    names = _NAMES
-    return {names[k]: float(v) for k, v in record.items() if k in names and isinstance(v, (int, float))}
+    """A metrics.jsonl record as tracker scalars: train/loss, train/lr, train/gate, train/tokens_per_s, eval/loss, and
+    a preference objective's train/rewards/chosen ... eval/logps/rejected."""
+    named = ((_tracked_name(k), v) for k, v in record.items() if isinstance(v, (int, float)))
+    return {name: float(v) for name, v in named if name is not None}

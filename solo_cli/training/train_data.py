@@ -8,11 +8,12 @@ the others wait at a barrier; they then read what it cached.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ..data.columns import RowSet
 from ..data.encode import EncodedData
 from ..data.encoded import encode_rowset
+from ..data.formats import FORMATS
 from ..data.sources import SourceData, load_source
 from ..errors import UsageError, param
 from .config import TrainConfig
@@ -26,6 +27,7 @@ class RunData:
     train: EncodedData
     valid: EncodedData | None
     data_sha256: dict[str, str | None]  # config.json's data_sha256: see source_digests
+    notes: list[str] = field(default_factory=list)  # one line each, for the caller to show (keys the reader ignored)
 
 
 def source_digests(source: SourceData) -> dict[str, str | None]:
@@ -53,8 +55,24 @@ def _encode(rows: RowSet, tokenizer, cfg: TrainConfig, context: int | None) -> E
     return encoded
 
 
+def check_objective(cfg: TrainConfig, rows: RowSet) -> None:
+    """Refuse rows the objective cannot train on: pairs need a preference objective, and it needs pairs."""
+    pairs, objective = FORMATS[rows.fmt].pairs, f"{param('objective')} {cfg.objective}"
+    if pairs and cfg.objective == "sft":
+        raise UsageError(
+            f"{rows.name}: its rows are preference pairs (prompt, chosen, rejected); train them with "
+            f"{param('objective')} dpo, orpo or simpo"
+        )
+    if not pairs and cfg.objective != "sft":
+        raise UsageError(
+            f'{rows.name}: {objective} trains on preference pairs, rows with "prompt", "chosen" and "rejected", '
+            f"and these are {rows.fmt} rows; give pairs, or train them with {param('objective')} sft"
+        )
+
+
 def _load(cfg: TrainConfig, tokenizer, context: int | None, ctx: DistContext) -> RunData:
     source = load_source(cfg.data_spec(), cfg.num_proc)
+    check_objective(cfg, source.train)
     train = _encode(source.train, tokenizer, cfg, context)
     if len(train.examples) < cfg.batch_size * ctx.world_size:
         raise UsageError(
@@ -62,7 +80,8 @@ def _load(cfg: TrainConfig, tokenizer, context: int | None, ctx: DistContext) ->
             f"({param('batch_size')} {cfg.batch_size} x {ctx.world_size} processes); add rows or lower {param('batch_size')}"
         )
     valid = _encode(source.valid, tokenizer, cfg, context) if source.valid is not None else None
-    return RunData(train, valid, source_digests(source))
+    notes = [rows.note for rows in (source.train, source.valid) if rows is not None and rows.note]
+    return RunData(train, valid, source_digests(source), notes)
 
 
 def load_run_data(cfg: TrainConfig, tokenizer, context: int | None, ctx: DistContext) -> RunData:

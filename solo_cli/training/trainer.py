@@ -11,11 +11,11 @@ import contextlib
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
-from ..data.encode import Example, collate, loss_tokens
+from ..data.encode import Example
 from ..data.packing import PackedRow, collate_packed
 from ..engine.adapter import SoloAdapter, release_sources
 from ..engine.loss import causal_lm_loss, packs_flat, prove_packing
@@ -25,6 +25,7 @@ from .compiled import EAGER
 from .config import TrainConfig
 from .distributed import DistContext, on_model, wrap
 from .memory import is_out_of_memory, out_of_memory
+from .objective import objective_of
 from .optim import make_optimizer
 from .readout import StepReadout, read_step
 from .sampler import example_lengths, packed_step_batches, step_batches
@@ -42,9 +43,11 @@ class StepRecord:
     tokens_per_s: float
     elapsed: float
     remaining: float
+    metrics: dict = field(default_factory=dict)  # the objective's own (rewards/*, logps/* of a preference loss)
 
     def to_dict(self) -> dict:
-        return {k: round(v, 6) if isinstance(v, float) else v for k, v in self.__dict__.items()}
+        values = {k: v for k, v in self.__dict__.items() if k != "metrics"} | self.metrics
+        return {k: round(v, 6) if isinstance(v, float) else v for k, v in values.items()}
 
 
 @dataclass
@@ -55,6 +58,7 @@ class TrainState:
     best_valid_loss: float | None = None
     last_loss: float | None = None
     tokens: int = 0
+    elapsed: float = 0.0  # seconds of training to ``step``, over every resume (kept in checkpoints)
 
 
 def _precision_of(model, device) -> Precision:
@@ -77,10 +81,11 @@ def _diverged(step: int, what: str, lr: float) -> RuntimeFailure:
 
 
 class _Clock:
-    """Seconds since the loop started, and the time left at the pace of the steps run so far."""
+    """Seconds of the whole run (``before``: those of the steps before a resume), and the time left at the pace of
+    the steps run since the loop started."""
 
-    def __init__(self, first_step: int) -> None:
-        self.started, self.first_step = time.perf_counter(), first_step
+    def __init__(self, first_step: int, before: float = 0.0) -> None:
+        self.started, self.first_step, self.before = time.perf_counter(), first_step, before
 
     def record(self, step: int, steps: int, loss: float, lr: float, gate: float, tokens: int, tick: float) -> StepRecord:
         now = time.perf_counter()
@@ -91,7 +96,7 @@ class _Clock:
             lr=lr,
             gate=gate,
             tokens_per_s=tokens / max(1e-9, now - tick),
-            elapsed=now - self.started,
+            elapsed=self.before + now - self.started,
             remaining=per_step * (steps - step),
         )
 
@@ -125,15 +130,21 @@ class Trainer:
         self.precision = precision or _precision_of(model, device)
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.precision.grad_scaler)
         self.autocast = getattr(torch, self.precision.autocast) if self.precision.autocast else None
-        # looked up at call time, so tests can substitute the loss
         self.sharded = self.ctx.enabled and cfg.parallel == "fsdp"
         root = shard_base(model, device, cfg.fsdp_offload) if self.sharded else None  # --parallel fsdp
-        self.loss = wrap(model, adapter, lambda m, b, ls: causal_lm_loss(m, b, ls), self.ctx, device, root)
+        self.objective = objective_of(cfg)  # what a batch's loss is (training/objective.py)
+        # causal_lm_loss looked up at call time, so tests can substitute the loss
+        loss_fn = self.objective.loss if self.objective.pairs else (lambda m, b, ls: causal_lm_loss(m, b, ls))
+        self.loss = wrap(model, adapter, loss_fn, self.ctx, device, root)
         self.on_model = on_model(self.loss)  # fn(model, *args), through the FSDP root when the base is sharded
         self.stop_requested = False
         self.compiling = EAGER  # --compile's plan (compiled.py), set by the run: batch widths, CUDA graphs
 
-    def _step(self, batches: list[list[Example]] | list[list[PackedRow]]) -> tuple[torch.Tensor, float, int]:
+    def autocast_context(self):
+        """The autocast every forward of the run takes (the precision's; disabled when it has none)."""
+        return torch.autocast(self.device.type, dtype=self.autocast or torch.bfloat16, enabled=bool(self.autocast))
+
+    def _step(self, batches: list[list[Example]] | list[list[PackedRow]]) -> tuple[torch.Tensor, float, int, torch.Tensor]:
         """Forward and backward over one step's global micro-batches (``grad_accum``, fewer at an epoch's end),
         weighted by trained tokens.
 
@@ -144,34 +155,38 @@ class Trainer:
         averaging divides by, so any split over processes and micro-batches gives the gradient of
         one big batch. Returns this process's token-weighted loss sum (a device scalar, read
         later by :func:`read_step`), ``total`` and the tokens seen. With ``--packing`` the items are
-        packed rows, counted the same way (a row's labels leave out each example's first token).
+        packed rows, counted the same way (a row's labels leave out each example's first token). The
+        objective decides what an item weighs (trained tokens; one per preference pair) and adds the sums
+        of its metrics over this process's items (an empty tensor for sft).
         """
-        ctx, size = self.ctx, self.cfg.batch_size
+        ctx, size, objective = self.ctx, self.cfg.batch_size, self.objective
         self.compiling.begin_step()
-        total = max(1.0, float(sum(loss_tokens(e.labels) for b in batches for e in b)))
-        seen = sum(len(e.input_ids) for b in batches for e in b)
+        total = max(1.0, float(sum(objective.weight(e) for b in batches for e in b)))
+        seen = sum(objective.tokens(e) for b in batches for e in b)
         mine = [b[ctx.rank * size : (ctx.rank + 1) * size] for b in batches]
         # under DDP the last global batch of an epoch can leave a rank with no examples; under FSDP every rank
         # must run the same forwards, so it runs the batch's first example as a stand-in, counted 0
         fed = [m or (b[:1] if self.sharded else m) for m, b in zip(mine, batches)]
         collated = [self._to_device(self._collate(b)) if b else None for b in fed]  # copied before any compute
         loss_sum = torch.zeros((), device=self.device)
+        metric_sums = torch.zeros(len(objective.metric_names), device=self.device)
         for n, (batch, examples) in enumerate(zip(collated, mine)):
-            count = sum(loss_tokens(e.labels) for e in examples)
+            count = sum(objective.weight(e) for e in examples)
             last = n == len(collated) - 1
             sync = contextlib.nullcontext() if last or not ctx.enabled else self.loss.no_sync()
-            autocast = torch.autocast(self.device.type, dtype=self.autocast or torch.bfloat16, enabled=bool(self.autocast))
-            with sync, autocast:
-                loss, _ = self.loss(batch, self.cfg.label_smoothing)
+            with sync, self.autocast_context():
+                loss, _, *metrics = self.loss(batch, self.cfg.label_smoothing)
                 self.scaler.scale(loss * (count * ctx.world_size / total)).backward()
             release_sources(self.model)  # the hidden states the hooks kept for this backward
             loss_sum = loss_sum + loss.detach().float() * count
-        return loss_sum, total, seen
+            if metrics and count:  # a stand-in (count 0) adds nothing
+                metric_sums = metric_sums + metrics[0].float()
+        return loss_sum, total, seen, metric_sums
 
     def _collate(self, items: list[Example] | list[PackedRow]) -> dict[str, torch.Tensor]:
         """One micro-batch as tensors: padded examples, or packed rows (one flattened row for flash-attention)."""
         if not self.cfg.packing:
-            return self.compiling.pad(collate(items, self.pad_id), self.pad_id)
+            return self.compiling.pad(self.objective.collate(items, self.pad_id), self.pad_id)
         return self.compiling.pad(collate_packed(items, self.pad_id, flat=packs_flat(self.model)), self.pad_id)
 
     def _stream(self, train, start: int):
@@ -195,7 +210,7 @@ class Trainer:
             return {k: v.to(self.device) for k, v in batch.items()}
         return {k: v.pin_memory().to(self.device, non_blocking=True) for k, v in batch.items()}
 
-    def _forward_backward(self, batches: list[list[Example]], step: int) -> tuple[torch.Tensor, float, int]:
+    def _forward_backward(self, batches: list[list[Example]], step: int) -> tuple[torch.Tensor, float, int, torch.Tensor]:
         """:meth:`_step`, stopping the run with advice when memory runs out."""
         try:
             return self._step(batches)
@@ -235,8 +250,7 @@ class Trainer:
     def _after_step(self, state: TrainState, record: StepRecord, record_stop: bool, on_eval, on_save) -> None:
         """Report, evaluate and checkpoint on their schedules, then stop if asked to."""
         cfg, steps = self.cfg, self.steps
-        eval_every = cfg.eval_every or max(1, steps // 5)
-        save_every = cfg.save_every or eval_every
+        eval_every, save_every = cfg.intervals(steps)
         if state.step % cfg.log_every == 0 or state.step == steps:
             self.callback("step", record.to_dict() | {"total_steps": steps})
         if state.step % eval_every == 0 or state.step == steps:
@@ -253,19 +267,21 @@ class Trainer:
         # whole global micro-batches: each process trains its slice (_step) and counts tokens from all of them
         stream = self._stream(train, state.step)
         self.model.train()
-        clock = _Clock(state.step)
+        clock = _Clock(state.step, state.elapsed)
         while state.step < self.steps:
             self.adapter.set_homotopy_step(state.step)
             tick = time.perf_counter()
             batches = next(stream)  # grad_accum micro-batches, fewer at the end of an epoch
-            loss_sum, total, tokens = self._forward_backward(batches, state.step + 1)
+            loss_sum, total, tokens, metric_sums = self._forward_backward(batches, state.step + 1)
             lr = self._update()
-            readout = read_step(self.adapter, loss_sum, ctx, self.stop_requested)
+            readout = read_step(self.adapter, loss_sum, ctx, self.stop_requested, metric_sums)
             loss = self._check(readout, total, state.step + 1)
             state.step += 1
             state.tokens += tokens
             state.last_loss = loss
             record = clock.record(state.step, self.steps, loss, lr, readout.gate, tokens, tick)
+            record.metrics = self.objective.metrics(readout.metric_sums, total)
+            state.elapsed = record.elapsed
             self._after_step(state, record, readout.stop, on_eval, on_save)
         self.model.eval()
         return state

@@ -108,6 +108,13 @@ def copy_run(made, tmp_path) -> Path:
     return out
 
 
+def copy_unfinished(made, tmp_path) -> Path:
+    """The run before its last steps: no final adapter yet, so --resume auto continues it (a finished run is left alone)."""
+    out = copy_run(made, tmp_path)
+    (out / "adapter.safetensors").unlink()
+    return out
+
+
 # 1. --overwrite replaces only what solo wrote, and never the current folder or one above it.
 
 
@@ -358,7 +365,7 @@ def test_resume_refuses_changed_training_data(made, tiny_model_dir, tmp_path):
 
 
 def test_resume_may_change_only_the_bookkeeping_flags(made, tiny_model_dir, tmp_path):
-    out = copy_run(made, tmp_path)
+    out = copy_unfinished(made, tmp_path)
     extra = ["--resume", "auto", "--keep-checkpoints", 1, "--grad-checkpoint"]
     code, lines = run(*train_args(tiny_model_dir, made.data, out, *extra, eval_every=1, save_every=1))
     assert code == 0, lines
@@ -501,7 +508,7 @@ def signal_at(step):
 
 
 def test_stale_staging_folders_are_removed_on_start_and_nothing_else(made, tiny_model_dir, tmp_path):
-    out = copy_run(made, tmp_path)
+    out = copy_unfinished(made, tmp_path)
     checkpoints = out / "checkpoints"
     for name in (".step-4.k3j2h1g0", ".step-2.ab_d9xyz.tmp", ".step-3.0123abcd.old"):
         (checkpoints / name).mkdir()
@@ -518,7 +525,7 @@ def test_stale_staging_folders_are_removed_on_start_and_nothing_else(made, tiny_
 
 
 def test_a_checkpoint_moved_aside_by_a_killed_save_is_restored(made, tiny_model_dir, tmp_path):
-    out = copy_run(made, tmp_path)
+    out = copy_unfinished(made, tmp_path)
     checkpoints = out / "checkpoints"
     before = snapshot(checkpoints / "step-2")
     os.rename(checkpoints / "step-2", checkpoints / ".step-2.q1w2e3r4.old")  # killed between the two renames

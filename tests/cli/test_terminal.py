@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -243,7 +244,7 @@ def test_piped_lines_are_not_hard_wrapped_at_80_columns(adapter_path, tmp_path, 
     assert result.exit_code == 0, result.output
     training = [line for line in lines if line.startswith("training: ")]
     assert len(training) == 1 and "key11=" in training[0], lines
-    shown = display.TrainDisplay(every=1)
+    shown = display.TrainDisplay()
     shown.on_step(
         {
             "step": 12345,
@@ -380,3 +381,33 @@ def test_generate_refuses_a_prompt_of_no_tokens_before_generating(tokenizer):
         generate(make_model("llama"), tokenizer, ["hello", ""], GenerationSettings(max_new_tokens=2), chat=False)
     with pytest.raises(UsageError, match=r"^top_p 0: must be in \(0, 1\]"):
         generate(make_model("llama"), tokenizer, ["hello"], GenerationSettings(top_p=0.0), chat=False)
+
+
+# 7. off a terminal (| tee, CI, nohup) ------------------------------------------------------------
+
+
+def test_piped_progress_follows_log_every(tiny_model_dir, tiny_data, tmp_path):
+    flags = ["--max-steps", 6, "--log-every", 2, "--batch-size", 4, "--eval-every", 6, "--connections", "top:1"]
+    result, lines = invoke("train", "--model", tiny_model_dir, "--data", tiny_data, "-o", tmp_path / "run", *flags)
+    assert result.exit_code == 0, result.output
+    steps = [line.split()[1] for line in lines if re.match(r"step \d+/\d+ loss ", line)]
+    assert steps == ["2/6", "4/6", "6/6"], lines  # it showed steps 1, every 10th and the last of those reported
+
+
+def test_a_piped_dry_run_marks_the_masked_tokens_and_shows_every_value_whole(tiny_model_dir, tiny_data, tmp_path):
+    every = "emb->0,emb->1,emb->2,emb->3,0->1,0->2,0->3,1->2,1->3,2->3"  # longer than a table's column at 80
+    flags = ["--dry-run", "--connections", every, "--max-steps", 10]
+    result, lines = invoke(
+        "train", "--model", tiny_model_dir, "--data", tiny_data, "-o", tmp_path / "r", *flags, env={"COLUMNS": "80"}
+    )
+    assert result.exit_code == 0, result.output
+    assert "first example (⟦masked⟧, the rest trained)" in lines
+    example = result.output.split("first example (⟦masked⟧, the rest trained)\n", 1)[1]
+    masked, trained = example.split("⟦", 1)[1].split("⟧", 1)
+    assert "name[Place" in masked and "<|im_start|>assistant" in masked  # the prompt and the template's header
+    assert trained.startswith(" Place ") and "⟦" not in trained  # the reply is trained
+    resolved = dict(m.groups() for m in (re.match(r"  (\S+)\s{2,}(\S.*)$", line) for line in lines) if m)
+    assert resolved["connections"] == every and "…" not in result.output and "..." not in resolved["connections"]
+    assert resolved["eval_every"].startswith("2 (") and resolved["homotopy_steps"].startswith("1 (0.1 of 10 steps")
+    assert resolved["save_every"].startswith("2 ") and resolved["max_steps"] == "10"
+    assert "None" not in resolved.values()

@@ -2,6 +2,7 @@
 
 import dataclasses
 import inspect
+import json
 import subprocess
 import sys
 
@@ -15,7 +16,7 @@ from solo_cli.cli import app
 from solo_cli.cli.flags import config_parameters
 from solo_cli.training.config import TrainConfig, option, option_of
 
-OWN = {"config", "dry_run"}  # the options of `solo train` that are not TrainConfig fields
+OWN = {"config", "dry_run", "verbose"}  # the options of `solo train` that are not TrainConfig fields
 FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
 
 
@@ -28,7 +29,20 @@ def test_every_field_is_an_option_with_its_help():
     options = train_options()
     for name, f in FIELDS.items():
         assert name in options, f"TrainConfig.{name} is not a `solo train` option"
-        assert options[name].help == option_of(f).help
+        assert options[name].help.startswith(option_of(f).help)
+
+
+def test_help_shows_each_default_from_its_field():
+    """`solo train --help` shows the defaults (as generate and eval do), read from TrainConfig's fields."""
+    options = train_options()
+    for name, value in {"rank": 3, "lr": 0.02, "batch_size": 8, "epochs": 1, "max_seq_length": 256, "gate": "schedule"}.items():
+        assert options[name].help.endswith(f"  [default: {value}]"), options[name].help
+    assert options["group_by_length"].help.endswith("[default: group-by-length]")
+    assert options["packing"].help.endswith("[default: no-packing]")
+    for quiet in ("overwrite", "eval_every", "output"):  # a switch, a default derived from others, one the help names
+        assert "[default:" not in options[quiet].help, quiet
+    squeezed = "".join(CliRunner().invoke(app, ["train", "--help"], env={"COLUMNS": "80"}).output.split())
+    assert "Peaklearningrate.[default:0.02]" in squeezed and "Rankofeveryconnection.[default:3]" in squeezed
 
 
 def test_no_option_lacks_a_field():
@@ -116,3 +130,37 @@ def test_the_options_are_built_without_importing_torch():
     """`solo train --help` and usage errors stay quick: TrainConfig's module must not pull in torch."""
     code = "import sys, solo_cli.cli; from typer.main import get_command; get_command(solo_cli.cli.app); print('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "False"
+
+
+FLAG_VALUE_ERRORS = [
+    (["train", "--seed", "-1", "--data", "x.jsonl"], "--seed -1"),
+    (["train", "--lr", "5", "--data", "x.jsonl"], "--lr 5"),
+    (["train", "--dtype", "fp8", "--data", "x.jsonl"], "--dtype 'fp8'"),
+    (["train", "--batch-size", "0", "--data", "x.jsonl"], "--batch-size 0"),
+    (["generate", "--top-p", "2", "hi"], "--top-p 2"),
+    (["generate", "--dtype", "fp8", "hi"], "--dtype 'fp8'"),
+    (["generate", "--device", "tpu", "hi"], "--device 'tpu'"),
+    (["eval", "--data", "x.jsonl", "--batch-size", "0"], "--batch-size 0"),
+    (["eval", "--data", "x.jsonl", "--device", "tpu"], "--device 'tpu'"),
+]
+
+
+def test_every_flag_value_error_comes_before_torch_is_imported():
+    """A bad value is one line (exit 2) before torch, transformers or bitsandbytes are imported: within a second."""
+    script = (
+        "import io, json, sys, contextlib\n"
+        "from solo_cli.cli import app\n"
+        "heavy = ('torch', 'transformers', 'bitsandbytes')\n"
+        "for args in json.loads(sys.argv[1]):\n"
+        "    err = io.StringIO()\n"
+        "    with contextlib.redirect_stderr(err):\n"
+        "        code = app(args, standalone_mode=False)\n"
+        "    print(json.dumps([code, err.getvalue(), [m for m in heavy if m in sys.modules]]))\n"
+    )
+    cases = json.dumps([args for args, _ in FLAG_VALUE_ERRORS])
+    done = subprocess.run([sys.executable, "-c", script, cases], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    results = [json.loads(line) for line in done.stdout.splitlines()]
+    for (args, needle), (code, err, imported) in zip(FLAG_VALUE_ERRORS, results, strict=True):
+        assert code == 2 and needle in err and err.count("error:") == 1, (args, err)
+        assert imported == [], (args, imported)

@@ -166,12 +166,13 @@ def test_unicode_line_separators_inside_strings_are_not_line_breaks(tmp_path):
     [
         ([1, 2], "expected a JSON object, got list"),
         ("text", "expected a JSON object, got str"),
-        ({"text": "a", "extra": 1}, r"keys \['extra', 'text'\] match no format"),
         ({"prompt": "p", "references": "not a list"}, 'key "references": expected a non-empty list of strings, got str'),
         ({"completion": "c"}, "match no format"),
+        ({"id": 1, "source": "x"}, r"keys \['id', 'source'\] match no format"),
         ({}, r"keys \[\] match no format"),
-        ({"prompt": "p", "completion": "c", "text": "t"}, "match no format"),
-        ({"messages": [], "text": "t"}, "match no format"),
+        ({"prompt": "p", "completion": "c", "text": "t"}, "mix the fields of text and completion rows"),
+        ({"messages": [], "text": "t"}, "mix the fields of text and chat rows"),
+        ({"prompt": "p", "completion": "c", "chosen": "a", "rejected": "b"}, "mix the fields of completion and preference"),
     ],
 )
 def test_unknown_or_missing_keys(tmp_path, row, message):

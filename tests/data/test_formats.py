@@ -23,15 +23,22 @@ def datasets_cache(tmp_path, monkeypatch):
 
 def test_each_format_names_its_fields_trained_field_and_arrow_columns():
     assert {name: (f.required, f.optional, f.trained) for name, f in formats.FORMATS.items()} == {
-        "text": (("text",), (), "text"),
-        "completion": (("prompt", "completion"), ("references",), "completion"),
-        "chat": (("messages",), (), None),
-        "prompt": (("prompt",), ("references",), "prompt"),
+        "text": (("text",), (), ("text",)),
+        "completion": (("prompt", "completion"), ("references",), ("completion",)),
+        "chat": (("messages",), (), ()),
+        "prompt": (("prompt",), ("references",), ("prompt",)),
+        "preference": (("prompt", "chosen", "rejected"), (), ("chosen", "rejected")),
+        "chat-preference": (("prompt", "chosen", "rejected"), (), ("chosen", "rejected")),
     }
     assert list(formats.COMPLETION.features(("__line__", "int64"))) == ["prompt", "completion", "references", "__line__"]
     assert formats.by_keys({"prompt", "references"}) is formats.PROMPT
+    assert formats.by_keys({"id", "prompt", "completion"}) is formats.COMPLETION  # extra keys are ignored
+    assert formats.by_keys({"prompt", "chosen", "rejected"}) is formats.PREFERENCE
+    assert formats.by_keys({"text", "prompt", "completion"}) is None  # two formats' keys
+    assert formats.conversational(formats.PREFERENCE, [{"role": "user", "content": "q"}]) is formats.CHAT_PREFERENCE
     assert formats.by_columns(["prompt", "completion", "id"]) == [formats.COMPLETION]
-    assert not formats.PROMPT.trainable and formats.by_field("completion") is formats.COMPLETION
+    assert formats.by_columns(["prompt", "chosen", "rejected"]) == [formats.PREFERENCE]
+    assert not formats.PROMPT.trainable and formats.CHAT_PREFERENCE.pairs and not formats.COMPLETION.pairs
 
 
 def _message(tmp_path, suffix: str, rows: list[dict]) -> str:

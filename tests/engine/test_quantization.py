@@ -216,3 +216,52 @@ def test_torchao_int8_in_an_environment_that_has_it():
         env=env, cwd=TORCHAO_SITE.parents[2], capture_output=True, text=True, timeout=900,
     )  # fmt: skip
     assert result.returncode == 0 and "1 passed" in result.stdout, result.stdout[-2000:] + result.stderr[-2000:]
+
+
+@pytest.fixture
+def avx512bf16_cpu(monkeypatch):
+    """bitsandbytes as it behaves on a CPU with AVX512-BF16 (AMX machines), on any CPU: each Linear4bit built from
+    now on repacks its weight for the CPU kernel in its first eval-mode forward on an input without grad."""
+    import bitsandbytes.nn.modules as bnb_modules
+
+    monkeypatch.setattr(bnb_modules, "has_avx512bf16", lambda: True)
+
+
+def packed_for_cpu(model) -> list[str]:
+    states = {name: getattr(p, "quant_state", None) for name, p in model.named_parameters()}
+    return [name for name, state in states.items() if getattr(state, "packing_format_for_cpu", False)]
+
+
+@pytest.mark.parametrize("quantize", ["nf4", "fp4"])
+def test_a_4bit_base_computes_one_way_in_train_and_eval_mode_on_every_cpu(avx512bf16_cpu, model64_dir, quantize):
+    """A validation forward (eval mode, no grad) and a training one give the same loss: bitsandbytes' repacked bfloat16
+    CPU kernel would take over after the first eval forward, and only on AVX512-BF16 CPUs."""
+    from solo_cli.engine.loss import causal_lm_loss
+
+    model = load_model(model64_dir, quantize=quantize).model
+    ids = inputs(batch=3, length=12)
+    batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": ids.clone()}
+    model.train()
+    training = causal_lm_loss(model, batch)[0]
+    model.eval()
+    with torch.no_grad():
+        validation = causal_lm_loss(model, batch)[0]
+    assert packed_for_cpu(model) == []
+    torch.testing.assert_close(validation, training.detach())
+    loaded = load_model(model64_dir, quantize=quantize).model  # and one loaded fresh, whose first forward is eval's
+    with torch.no_grad():
+        torch.testing.assert_close(causal_lm_loss(loaded, batch)[0], validation)
+    assert packed_for_cpu(loaded) == []
+
+
+def test_a_4bit_base_counts_its_weights_not_its_packed_bytes(model64_dir):
+    """Params4bit.numel() counts the packed storage (two weights a byte): the totals count the model's weights."""
+    from solo_cli.training.run import param_summary
+
+    full, packed = load_model(model64_dir).model, load_model(model64_dir, quantize="nf4").model
+    numel = sum(p.numel() for p in full.parameters())
+    assert sum(p.numel() for p in packed.parameters()) < numel  # what the totals said before
+    assert quantization.count_params(packed) == quantization.count_params(full) == numel
+    adapter = make_adapter(full, gate="schedule")
+    assert param_summary(packed, adapter) == param_summary(full, adapter)
+    assert param_summary(packed, adapter)["total"] == numel + adapter.num_parameters()

@@ -43,9 +43,11 @@ def test_modeling_solo_imports_only_torch_and_transformers():
     assert relative == {"solo_base"}  # the one generated file an export has beside it
 
 
-def test_the_model_class_exists_only_in_an_export():
+def test_the_model_and_config_classes_exist_only_in_an_export():
     with pytest.raises(AttributeError, match="only in an export folder"):
         modeling_solo.SoloForCausalLM  # noqa: B018
+    with pytest.raises(AttributeError, match="only in an export folder"):
+        modeling_solo.SoloConfig  # noqa: B018
     with pytest.raises(AttributeError):
         modeling_solo.anything_else  # noqa: B018
 

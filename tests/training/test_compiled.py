@@ -7,7 +7,7 @@ import random
 
 import pytest
 import torch
-from support import inputs, make_adapter, perturb
+from support import assert_one_line, inputs, make_adapter, perturb, run
 
 from solo_cli import attach
 from solo_cli.data.encode import Example, collate
@@ -58,7 +58,7 @@ def test_auto_compiles_only_runs_that_repay_it_and_stays_eager_where_nothing_is_
     packed = decide_compile("auto", "cuda:0", 10**5, max_seq_length=512, packing=True, ready=True)
     assert packed.enabled and packed.cuda_graphs and packed.buckets == (512,) and "CUDA graphs" in packed.reason
     assert not decide_compile("auto", "cuda", 10**5, max_seq_length=512, ready=True).cuda_graphs
-    assert not decide_compile("on", "cpu", 10, max_seq_length=512, packing=True).cuda_graphs
+    assert not decide_compile("on", "cpu", 10, max_seq_length=512, packing=True, ready=True).cuda_graphs
     assert decide_compile("on", "mps", 1, max_seq_length=100).enabled  # on: whatever the run's length
     assert not decide_compile("off", "cuda", 10**7, max_seq_length=256).enabled
     assert bucket_widths(100) == (64, 100) and bucket_widths(64) == (64,) and bucket_widths(32) == (32,)
@@ -186,3 +186,18 @@ def test_the_start_of_training_shows_what_compile_became_and_why():
         shown[reason] = console.file.getvalue()
     assert "compile" not in shown["off"]  # off, the default, is not worth a line
     assert "compile auto: eager (compiling does not pay on cpu" in shown[auto]
+
+
+def test_compile_on_without_the_compiler_is_one_line_before_anything_is_written(tiny_model_dir, tiny_data, tmp_path, monkeypatch):
+    """--compile on checks the compiler as auto does (g++ on the CPU, triton on CUDA); other kinds are left to torch."""
+    with pytest.raises(UsageError, match="compile on: torch.compile on cpu needs a C\\+\\+ compiler"):
+        decide_compile("on", "cpu", 10, max_seq_length=64, ready=False)
+    with pytest.raises(UsageError, match="needs triton"):
+        decide_compile("on", "cuda:1", 10, max_seq_length=64, ready=False)
+    assert decide_compile("on", "mps", 10, max_seq_length=64, ready=False).enabled
+    monkeypatch.setattr(compiled_module, "compiler_ready", lambda kind: False)  # a machine without g++
+    out = tmp_path / "run"
+    code, lines = run("train", "--model", tiny_model_dir, "--data", tiny_data, "-o", out, "--compile", "on", "--max-steps", 1)
+    assert code == 2
+    assert_one_line(lines, "--compile on", "C++ compiler", "--compile off")
+    assert not out.exists()

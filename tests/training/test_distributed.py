@@ -24,6 +24,40 @@ def test_ranks_split_each_global_batch_in_order():
         assert next(one) == next(ranks[0]) + next(ranks[1])
 
 
+def test_wrapping_the_adapter_for_data_parallelism_warns_nothing(tiny_model_dir, tmp_path):
+    """solo's own DDP call raised torch's FutureWarning (``broadcast_buffers`` is deprecated) on every rank."""
+    import warnings
+
+    import torch.distributed as dist
+    from support import make_adapter
+
+    from solo_cli.engine.models import load_model
+    from solo_cli.training.distributed import DistContext, wrap
+
+    model = load_model(tiny_model_dir).model
+    adapter = make_adapter(model, gate="schedule")
+    store = dist.FileStore(str(tmp_path / "store"), 1)
+    dist.init_process_group("gloo", store=store, rank=0, world_size=1)
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            ddp = wrap(model, adapter, lambda lm, batch, smoothing: (lm, 0), DistContext(0, 2, 0), torch.device("cpu"))
+        assert [str(w.message) for w in caught if issubclass(w.category, FutureWarning)] == []
+        assert not getattr(ddp, "forward_sync_buffers", getattr(ddp, "broadcast_buffers", True))  # each rank sets its gate
+    finally:
+        dist.destroy_process_group()
+
+
+def test_fsdp_over_a_4bit_base_is_refused_in_one_line_before_torch_2_12():
+    """FSDP2 before torch 2.12 cannot shard integer weights (measured on 2.7 and 2.11: a traceback from fully_shard)."""
+    from solo_cli.errors import UsageError
+    from solo_cli.training.sharding import refuse_old_torch_for_4bit
+
+    with pytest.raises(UsageError, match="needs torch 2.12 or newer .* this is torch 2.11.0"):
+        refuse_old_torch_for_4bit("--parallel fsdp", "2.11.0+cu130")
+    refuse_old_torch_for_4bit("--parallel fsdp", "2.12.0")
+
+
 def _train_args(model_dir, data, out, batch):
     return [
         "train",

@@ -135,6 +135,77 @@ def test_a_base_fsdp_cannot_shard_is_refused_by_its_weights_type():
         check_shardable(model)
 
 
+def test_a_base_keeping_its_weights_in_integer_buffers_is_refused():
+    """GPTQ, AWQ and compressed-tensors keep a layer's weight as packed integers (qweight, ...), which FSDP leaves whole
+    on every process: refused, naming them, before anything is written."""
+    from torch import nn
+
+    from solo_cli.errors import UsageError
+    from solo_cli.training.sharding import check_shardable
+
+    class QuantLinear(nn.Module):  # stands for gptqmodel's / AWQ's layer: int32 buffers, no weight parameter
+        def __init__(self):
+            super().__init__()
+            self.register_buffer("qweight", torch.zeros(8, 64, dtype=torch.int32))
+            self.register_buffer("scales", torch.zeros(1, 64, dtype=torch.float16))
+
+    blocks = nn.ModuleList([nn.Sequential(nn.LayerNorm(4), QuantLinear()) for _ in range(2)])
+    model = nn.Module()
+    model.layers = blocks
+    with pytest.raises(UsageError, match=r"the base's qweight \(int32\) weights cannot be sharded by FSDP"):
+        check_shardable(model)
+    del blocks[0][1].qweight, blocks[1][1].qweight
+    check_shardable(model)  # floating-point buffers (rotary frequencies, scales) are no weights FSDP must shard
+
+
+def _model64(folder: Path) -> Path:
+    """A tiny Llama 64 wide (bitsandbytes packs 4-bit weights in blocks of 64), saved with the tiny tokenizer."""
+    sys.path.insert(0, str(HERE.parents[1]))
+    from tiny import make_tokenizer
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    torch.manual_seed(0)
+    config = AutoConfig.for_model(
+        "llama", num_hidden_layers=4, hidden_size=64, num_attention_heads=4, num_key_value_heads=2, intermediate_size=128
+    )
+    config.vocab_size = 320
+    AutoModelForCausalLM.from_config(config).save_pretrained(folder)
+    make_tokenizer().save_pretrained(folder)
+    return folder
+
+
+def _as_on_avx512bf16() -> None:
+    """bitsandbytes as on a CPU with AVX512-BF16 (AMX machines), on any CPU: a Linear4bit built from now on repacks its
+    weight for a bfloat16 CPU kernel in its first eval-mode forward without grad, which FSDP then cannot shard."""
+    import bitsandbytes.nn.modules as bnb_modules
+
+    bnb_modules.has_avx512bf16 = lambda: True
+
+
+def test_an_nf4_base_shards_after_a_validation_forward_on_every_cpu(monkeypatch, tmp_path):
+    """In one process (a group of one): an eval-mode forward without grad before shard_base, as a run's first
+    validation, leaves the 4-bit weights as they were, so the sharded base gives the same logits."""
+    import bitsandbytes.nn.modules as bnb_modules
+    import torch.distributed as dist
+
+    from solo_cli.engine.models import load_model
+    from solo_cli.training.sharding import shard_base
+
+    monkeypatch.setattr(bnb_modules, "has_avx512bf16", lambda: True)
+    model = load_model(str(_model64(tmp_path / "model64")), quantize="nf4").model
+    ids = torch.randint(0, 320, (2, 9), generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        whole = model(ids).logits
+    dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
+    try:
+        root = shard_base(model, torch.device("cpu"))
+        with torch.no_grad():
+            sharded = root(lambda lm, x: lm(x).logits, ids)
+    finally:
+        dist.destroy_process_group()
+    torch.testing.assert_close(sharded, whole, rtol=0, atol=0)
+
+
 def test_validation_gives_every_process_the_same_batches():
     from solo_cli.training.distributed import DistContext
     from solo_cli.training.sharding import even_batches
@@ -181,8 +252,7 @@ def _worker(out: Path) -> None:
     import torch.distributed as dist
 
     sys.path.insert(0, str(HERE.parents[1]))
-    from tiny import make_model, make_tokenizer
-    from transformers import AutoConfig, AutoModelForCausalLM
+    from tiny import make_model
 
     from solo_cli.engine.blocks import find_blocks
     from solo_cli.training.sharding import local_bytes, shard_base
@@ -194,16 +264,11 @@ def _worker(out: Path) -> None:
     found = {"blocks_whole": local_bytes(blocks), "base_whole": local_bytes(model)}
     shard_base(model, torch.device("cpu"))
     found |= {"blocks_local": local_bytes(blocks), "base_local": local_bytes(model)}
-    folder = out / "model64"  # 64 wide: bitsandbytes packs 4-bit weights in blocks of 64
+    folder = out / "model64"
     if rank == 0:
-        torch.manual_seed(0)
-        config = AutoConfig.for_model(
-            "llama", num_hidden_layers=4, hidden_size=64, num_attention_heads=4, num_key_value_heads=2, intermediate_size=128
-        )
-        config.vocab_size = 320
-        AutoModelForCausalLM.from_config(config).save_pretrained(folder)
-        make_tokenizer().save_pretrained(folder)
+        _model64(folder)
     dist.barrier()
+    _as_on_avx512bf16()  # the nf4 base below repacks in its first forward, as on AMX CPUs, unless solo stops it
     found |= _nf4_gradients(folder, rank, world)
     (out / f"rank{rank}.json").write_text(json.dumps(found))
     dist.destroy_process_group()
