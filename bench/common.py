@@ -10,6 +10,7 @@ import json
 import math
 import random
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -20,12 +21,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from paths import E2E  # noqa: E402,F401  (re-exported for the benchmarks)
 
 from solo_cli import AdapterConfig, SoloAdapter, attach, fingerprint  # noqa: E402
-from solo_cli.data.encode import Example, collate, encode_rows  # noqa: E402
+from solo_cli.data.row_encoding import Example, collate  # noqa: E402
 from solo_cli.engine.loss import causal_lm_loss  # noqa: E402
 from solo_cli.engine.models import load_model  # noqa: E402
 from solo_cli.engine.topology import parse_connections  # noqa: E402
 from solo_cli.training.optim import make_optimizer  # noqa: E402
-from solo_cli.training.sampler import micro_batches  # noqa: E402
+from solo_cli.training.sampler import epoch_steps, step_batches  # noqa: E402
 
 LORA_TARGETS = ["q_proj", "v_proj"]
 
@@ -39,8 +40,32 @@ def sample(rows: list, n: int, seed: int) -> list:
     return [rows[i] for i in picked]
 
 
-def encode(rows, tokenizer, max_len=128) -> list[Example]:
-    return encode_rows(rows, "completion", tokenizer, chat_template=None, train_on_prompt=False, max_len=max_len).examples
+def encode_file(path, tokenizer, max_len=128, chat_template=None, train_on_prompt=False):
+    """The training split of a data file or folder as `solo train` reads, checks and encodes it (cached)."""
+    from solo_cli.data.sources import load_source
+    from solo_cli.data.spec import DataSpec
+    from solo_cli.data.split_encoding import encode_rowset
+
+    source = load_source(DataSpec(path))
+    return encode_rowset(source.train, tokenizer, chat_template=chat_template, train_on_prompt=train_on_prompt, max_len=max_len)
+
+
+def encode(rows, tokenizer, max_len=128, chat_template=None, train_on_prompt=False) -> list[Example]:
+    """``rows`` encoded as `solo train` encodes them: written to a JSONL file, then :func:`encode_file`."""
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "train.jsonl"
+        path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+        return list(encode_file(path, tokenizer, max_len, chat_template, train_on_prompt).examples)
+
+
+def micro_batches(examples, batch_size: int, seed: int):
+    """The sampler's stream for one process without accumulation: one micro-batch a step, as `solo train` orders them."""
+    return (step[0] for step in step_batches(examples, batch_size, seed))
+
+
+def epoch_batches(examples, batch_size: int, seed: int, epoch: int, lengths=None) -> list[list[int]]:
+    """One epoch's micro-batches (example indices) in training order, length-grouped with ``lengths``."""
+    return [batch for step in epoch_steps(examples, batch_size, seed, epoch, lengths) for batch in step]
 
 
 class Method:

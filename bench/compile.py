@@ -81,7 +81,7 @@ def main() -> None:  # long: the measurement reads top to bottom; the pieces sha
         return model.train(), adapter
 
     def batch_of(width: int) -> dict:
-        from solo_cli.data.encode import Example, collate
+        from solo_cli.data.row_encoding import Example, collate
 
         g = torch.Generator().manual_seed(width)
         rows = torch.randint(100, 40000, (opts.batch, width), generator=g).tolist()

@@ -6,8 +6,7 @@
 Synthetic prompt/completion rows are written once as JSONL and Parquet. Each measurement runs in
 a fresh process (so its peak RSS is its own) with its own ``HF_DATASETS_CACHE``: the first run
 loads, checks and tokenizes (``load_source`` + ``encode_rowset``); the re-run finds both steps
-in the cache. ``--baseline`` also times the in-memory list path (``read_rows`` + ``encode_rows``)
-on the JSONL file. Results go to bench/results/data-scale.{md,json}.
+in the cache. Results go to bench/results/data-scale.{md,json}.
 """
 
 from __future__ import annotations
@@ -55,28 +54,20 @@ def _peak_mb() -> float:
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)  # Linux: KiB
 
 
-def child(path: str, mode: str, num_proc: int | None) -> dict:
+def child(path: str, num_proc: int | None) -> dict:
     """One measurement, in this (fresh) process."""
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(str(TOKENIZER))
     settings = {"chat_template": False, "train_on_prompt": False, "max_len": 256}
+    from solo_cli.data.sources import load_source
+    from solo_cli.data.spec import DataSpec
+    from solo_cli.data.split_encoding import encode_rowset
+
     started = time.perf_counter()
-    if mode == "list":
-        from solo_cli.data.encode import encode_rows
-        from solo_cli.data.rows import read_rows
-
-        rows, fmt = read_rows(path)
-        loaded = time.perf_counter()
-        encoded = encode_rows(rows, fmt, tokenizer, **settings)
-    else:
-        from solo_cli.data.encoded import encode_rowset
-        from solo_cli.data.sources import load_source
-        from solo_cli.data.spec import DataSpec
-
-        source = load_source(DataSpec(path))
-        loaded = time.perf_counter()
-        encoded = encode_rowset(source.train, tokenizer, num_proc=num_proc, **settings)
+    source = load_source(DataSpec(path))
+    loaded = time.perf_counter()
+    encoded = encode_rowset(source.train, tokenizer, num_proc=num_proc, **settings)
     done = time.perf_counter()
     sum(len(e.input_ids) for e in encoded.examples[:1000])  # reading examples back works
     return {
@@ -89,9 +80,9 @@ def child(path: str, mode: str, num_proc: int | None) -> dict:
     }
 
 
-def measure(path: Path, mode: str, cache: Path, num_proc: int | None) -> dict:
+def measure(path: Path, cache: Path, num_proc: int | None) -> dict:
     env = {**os.environ, "HF_DATASETS_CACHE": str(cache), "OMP_NUM_THREADS": "1", "RAYON_NUM_THREADS": "1"}
-    command = [sys.executable, __file__, "--child", str(path), "--mode", mode, "--num-proc", str(num_proc or 0)]
+    command = [sys.executable, __file__, "--child", str(path), "--num-proc", str(num_proc or 0)]
     out = subprocess.run(command, env=env, capture_output=True, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -144,25 +135,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--num-proc", type=int, default=0)
-    parser.add_argument("--baseline", action="store_true", help="also time read_rows + encode_rows on the JSONL")
     parser.add_argument("--child")
-    parser.add_argument("--mode", default="datasets")
     opts = parser.parse_args()
     if opts.child:
-        print(json.dumps(child(opts.child, opts.mode, opts.num_proc or None)))
+        print(json.dumps(child(opts.child, opts.num_proc or None)))
         return
     result = {"command": "python " + " ".join(sys.argv), "rows": opts.rows, "machine": machine(), "runs": []}
     with tempfile.TemporaryDirectory() as tmp:
         files = write_data(Path(tmp), opts.rows)
         for source, path in files.items():
             for run in ("first", "cached"):
-                measured = measure(path, "datasets", Path(tmp) / f"cache-{source}", opts.num_proc)
+                measured = measure(path, Path(tmp) / f"cache-{source}", opts.num_proc)
                 result["runs"].append({"source": source, "run": run, **measured})
                 print(source, run, measured, flush=True)
-        if opts.baseline:
-            measured = measure(files["jsonl"], "list", Path(tmp) / "cache-list", None)
-            result["runs"].append({"source": "jsonl (lists: read_rows + encode_rows)", "run": "first", **measured})
-            print("list", measured, flush=True)
     write_results(result)
 
 

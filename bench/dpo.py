@@ -112,8 +112,8 @@ def pair_logps(model, tokenizer, rows, batch: int = 16):
     """Per pair: (chosen, rejected) log-probabilities under ``model`` as it is (each reply on its own tokens)."""
     import torch
 
-    from solo_cli.data.encoded import encode_rowset
     from solo_cli.data.pairs import collate_pairs
+    from solo_cli.data.split_encoding import encode_rowset
     from solo_cli.engine.preference import reply_logps
 
     pairs = encode_rowset(rows, tokenizer, chat_template=True, train_on_prompt=False, max_len=256).examples
@@ -284,14 +284,15 @@ def report(opts, work: Path, solo_run: dict, trl_run: dict, found: dict, seconds
 
 def markdown(r: dict) -> str:
     q, s, t = r["quality"], r["solo"], r["trl"]
-    row = (
-        lambda name: (  # noqa: E731
-            f"| {name} | {q[name]['pair_accuracy']:.3f} | "
-            + " / ".join(f"{v['pair_accuracy']:.2f}" for v in q[name]["pair_accuracy_by_error"].values())
-            + f" | {q[name]['pair_margin']:.2f} | {q[name]['slot_errors']['slot_errors']} "
-            f"| {q[name]['slot_errors']['missing']} | {q[name]['slot_errors']['added']} | {q[name]['slot_errors']['slot_error_rate']:.3f} |"
+
+    def row(name: str) -> str:
+        e = q[name]["slot_errors"]
+        by_error = " / ".join(f"{v['pair_accuracy']:.2f}" for v in q[name]["pair_accuracy_by_error"].values())
+        return (
+            f"| {name} | {q[name]['pair_accuracy']:.3f} | {by_error} | {q[name]['pair_margin']:.2f} "
+            f"| {e['slot_errors']} | {e['missing']} | {e['added']} | {e['slot_error_rate']:.3f} |"
         )
-    )
+
     return "\n".join(
         [
             "# Preference tuning on E2E: SFT, then DPO from it (smollm2-135m)",

@@ -33,7 +33,7 @@
 # 3. LEASE B (the next task that is lent a GPU; same calls with LEASE=b WINNER=NAME in front of each `bash`): the two
 #    2-epoch runs in their own slot (each trains twice as long, ~600 s side by side, so they start first), a third
 #    seed of LoRA r=4 at its best lr with the LoRA paper's decoding of it, the WINNER's second seed (it becomes
-#    solo train's default: a change to training/config.py, README's Quality section and e2e-full.md rewritten from
+#    solo train's default: a change to training/config.py, docs/benchmarks.md's Quality section and e2e-full.md rewritten from
 #    the results), and whatever lease A left unfinished (add it to RUNS). Score as in 2 with --only "$RUNS_B".
 LEASE=${LEASE:-a}
 WAVE1=solo-chain-r3-rms-2e-2@1,solo-c5-r3-rms-2e-2,solo-chain-r3-none-2e-2,solo-chain-r3-rms-1e-2,solo-chain-r3-rms-4e-2,solo-c2-r2-rms-2e-2@1,solo-chain-r2-none-2e-2,lora-r4-5e-3@1

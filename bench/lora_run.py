@@ -20,19 +20,22 @@ import time
 from pathlib import Path
 
 import torch
+from common import micro_batches
 from transformers import get_scheduler, set_seed
 
-from solo_cli.data.encode import encode_rows
-from solo_cli.data.rows import read_rows, resolve_data
+from solo_cli.data.sources import load_source
+from solo_cli.data.spec import DataSpec
+from solo_cli.data.split_encoding import encode_rowset
 from solo_cli.engine.loss import causal_lm_loss, evaluate_loss
 from solo_cli.engine.models import load_model
-from solo_cli.evaluation.eval_set import eval_set, load_eval_rows
+from solo_cli.evaluation.eval_set import eval_set_of, load_eval_split
 from solo_cli.evaluation.model_eval import predict
-from solo_cli.evaluation.predictions import write_predictions
+from solo_cli.evaluation.predictions import predictions_text
+from solo_cli.files.atomic import write_text
 from solo_cli.inference.generation import GenerationSettings
 from solo_cli.training.config import TrainConfig
 from solo_cli.training.run import resolve_device
-from solo_cli.training.sampler import micro_batches, total_steps
+from solo_cli.training.sampler import total_steps
 
 TARGETS = ["q_proj", "v_proj"]
 ADAPTER = "lora-adapter"  # the folder of a run that holds peft's adapter
@@ -40,8 +43,7 @@ ADAPTER = "lora-adapter"  # the folder of a run that holds peft's adapter
 
 def decode(model, tok, device, opts, out: Path) -> None:
     """``--test``'s prompts decoded with the generation flags into ``out/test-preds.jsonl``."""
-    rows, fmt = load_eval_rows(opts.test)
-    targets = eval_set(rows, fmt)
+    targets = eval_set_of(load_eval_split(opts.test))
     if opts.limit:
         targets.prompts, targets.references = targets.prompts[: opts.limit], targets.references[: opts.limit]
     settings = GenerationSettings(
@@ -53,7 +55,7 @@ def decode(model, tok, device, opts, out: Path) -> None:
     autocast = device.type == "cuda" and opts.dtype == "float32" and torch.cuda.is_bf16_supported()
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
         preds = predict(model, tok, targets, settings, chat=True, batch_size=64)
-    write_predictions(out / "test-preds.jsonl", targets, preds)
+    write_text(out / "test-preds.jsonl", predictions_text(targets, preds))
 
 
 def decode_only(opts, out: Path) -> None:
@@ -100,13 +102,12 @@ def main() -> None:
     device = resolve_device(opts.device)
     loaded = load_model("smollm2-135m", dtype=opts.dtype, device=str(device))
     tok = loaded.tokenizer
-    files = resolve_data(opts.data)
+    source = load_source(DataSpec(opts.data))  # as `solo train --data` reads it: train and valid splits
 
-    def encoded(path):
-        rows, fmt = read_rows(path)
-        return encode_rows(rows, fmt, tok, chat_template=None, train_on_prompt=False, max_len=256).examples
+    def encoded(rows):
+        return encode_rowset(rows, tok, chat_template=None, train_on_prompt=False, max_len=256).examples
 
-    train, valid = encoded(files.train), encoded(files.valid)[: opts.max_eval_rows]
+    train, valid = encoded(source.train), encoded(source.valid)[: opts.max_eval_rows]
     cfg = TrainConfig(batch_size=opts.batch, epochs=opts.epochs, lr=opts.lr, seed=opts.seed)
     steps = total_steps(cfg, len(train))
     set_seed(opts.seed)
@@ -119,7 +120,7 @@ def main() -> None:
     autocast = device.type == "cuda" and opts.dtype == "float32" and torch.cuda.is_bf16_supported()
     stream = micro_batches(train, opts.batch, opts.seed)
     pad = tok.pad_token_id
-    from solo_cli.data.encode import collate
+    from solo_cli.data.row_encoding import collate
 
     model.train()
     started = time.perf_counter()

@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import E2E, encode, lora_method, read_jsonl, sample, solo_method  # noqa: E402
 
-from solo_cli.data.encode import collate  # noqa: E402
+from solo_cli.data.row_encoding import collate  # noqa: E402
 from solo_cli.engine.loss import causal_lm_loss  # noqa: E402
 from solo_cli.engine.models import load_model  # noqa: E402
 from solo_cli.training.config import TrainConfig  # noqa: E402

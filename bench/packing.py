@@ -94,21 +94,20 @@ def conversations(count: int, seed: int, sigma_prompt: float, sigma_response: fl
 
 def encoded_lengths(data: Path, model: str, max_len: int) -> list[int]:
     """Every training example's token count as `solo train` encodes it (built-in model's tokenizer and chat template)."""
+    from common import encode_file
     from transformers import AutoTokenizer
 
-    from solo_cli.data.encode import encode_rows
-    from solo_cli.data.rows import read_rows
     from solo_cli.engine.models import builtin_path
 
     tokenizer = AutoTokenizer.from_pretrained(model if Path(model).exists() else builtin_path(model))
-    rows, fmt = read_rows(data / "train.jsonl")
-    encoded = encode_rows(rows, fmt, tokenizer, chat_template=None, train_on_prompt=False, max_len=max_len)
-    return [len(e.input_ids) for e in encoded.examples]
+    return encode_file(data / "train.jsonl", tokenizer, max_len).examples.lengths()
 
 
 def padding_shares(lengths: list[int], batch: int, rows: int, max_len: int) -> dict:
     """Pad tokens / all tokens of one epoch's micro-batches: grouped examples, and packed rows."""
-    from solo_cli.training.sampler import epoch_batches, packed_epoch_steps
+    from common import epoch_batches
+
+    from solo_cli.training.sampler import packed_epoch_steps
 
     grouped = epoch_batches(lengths, batch, 0, 0, lengths)
     padded = sum(max(lengths[i] for i in b) * len(b) for b in grouped)

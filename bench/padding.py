@@ -21,14 +21,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from common import encode, epoch_batches, read_jsonl  # noqa: E402
 from paths import E2E  # noqa: E402
 from transformers import AutoTokenizer  # noqa: E402
 
-from solo_cli.data.encode import encode_rows  # noqa: E402
-from solo_cli.data.rows import read_rows  # noqa: E402
 from solo_cli.engine.models import builtin_path  # noqa: E402
 from solo_cli.training.config import TrainConfig  # noqa: E402
-from solo_cli.training.sampler import WINDOW_BATCHES, epoch_batches, example_lengths  # noqa: E402
+from solo_cli.training.sampler import WINDOW_BATCHES  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
@@ -43,13 +42,11 @@ def padding_share(lengths: list[int], batch: int, seed: int, epoch: int, grouped
 
 
 def measure(name: str, path: Path, rows_wanted: int, tokenizer, cfg: TrainConfig, epochs: int) -> dict:
-    rows, fmt = read_rows(path)
+    rows = read_jsonl(path)
     if rows_wanted and len(rows) > rows_wanted:
         rows = [rows[i] for i in sorted(random.Random(0).sample(range(len(rows)), rows_wanted))]
-    encoded = encode_rows(
-        rows, fmt, tokenizer, chat_template=cfg.chat_template, train_on_prompt=cfg.train_on_prompt, max_len=cfg.max_seq_length
-    )
-    lengths = example_lengths(encoded.examples)
+    examples = encode(rows, tokenizer, cfg.max_seq_length, cfg.chat_template, cfg.train_on_prompt)
+    lengths = [len(e.input_ids) for e in examples]
     shares = {
         grouped: [padding_share(lengths, cfg.batch_size, cfg.seed, e, grouped) for e in range(epochs)]
         for grouped in (False, True)

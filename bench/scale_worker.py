@@ -75,7 +75,7 @@ def estimate(config, opts, dtype: str) -> dict | None:
 
 def random_examples(count: int, seq: int, vocab: int, seed: int = 0) -> list:
     """``count`` examples of ``seq`` random token ids, every token scored (a full row: the same work for each method)."""
-    from solo_cli.data.encode import Example
+    from solo_cli.data.row_encoding import Example
 
     rng = random.Random(seed)
     rows = [[rng.randrange(3, vocab) for _ in range(seq)] for _ in range(count)]

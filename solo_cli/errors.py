@@ -19,6 +19,15 @@ def _render(text: str, show) -> str:
     return "".join(show(part) if i % 2 else part for i, part in enumerate(parts))
 
 
+def first_line(exc: BaseException, empty: str | None = None) -> str:
+    """The first line of ``exc``'s message, for a one-line error to quote; ``empty`` (default: the exception's type
+    name) when the message is blank."""
+    lines = str(exc).strip().splitlines()
+    if lines:
+        return lines[0]
+    return type(exc).__name__ if empty is None else empty
+
+
 class SoloError(Exception):
     """A problem with the user's input or environment, phrased as one line that says what to do.
 

@@ -1,4 +1,3 @@
-import json
 import os
 import shutil
 import sys
@@ -31,10 +30,10 @@ def pytest_sessionfinish(session, exitstatus):
     shutil.rmtree(HF_DATASETS_HOME, ignore_errors=True)
 
 
+from support import write_jsonl  # noqa: E402
 from tiny import make_tokenizer, save_tiny  # noqa: E402
 
 torch.set_num_threads(2)
-REPO = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="session")
@@ -46,11 +45,6 @@ def tokenizer():
 def tiny_model_dir(tmp_path_factory):
     """A tiny Llama model folder with a chat-template tokenizer."""
     return save_tiny(tmp_path_factory.mktemp("tiny-llama"), "llama")
-
-
-def write_jsonl(path: Path, rows: list) -> Path:
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-    return path
 
 
 @pytest.fixture

@@ -1,9 +1,8 @@
-"""The README's "As a library" snippet, run as written (on a tiny model), so that it cannot drift from the code."""
+"""The "As a library" snippet of docs/library.md, run as written (on a tiny model), so that it cannot drift from the code."""
 
 import re
 
-from conftest import REPO
-from support import run
+from support import REPO, run
 
 from solo_cli import read_info
 from solo_cli.training.config import TrainConfig
@@ -12,7 +11,7 @@ MODEL_LINE = 'MODEL = "smollm2-135m"'
 
 
 def library_snippet() -> str:
-    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    readme = (REPO / "docs" / "library.md").read_text(encoding="utf-8")
     section = readme[readme.index("## As a library") :]
     return re.search(r"```python\n(.*?)```", section, re.S).group(1)
 

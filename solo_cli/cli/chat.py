@@ -10,52 +10,22 @@ import typer
 from ..errors import SoloError, UsageError
 from . import display
 from .base import app, handle_errors
-from .options import (
-    AdapterRevision,
-    Device,
-    Dtype,
-    Force,
-    MaxNewTokens,
-    Model,
-    Quantize,
-    Revision,
-    Seed,
-    Stop,
-    Temperature,
-    TopK,
-    TopP,
-    TrustCode,
-    Verbose,
-    adapter_path,
-    check_like_train,
-    load_target,
-    quiet_transformers,
-)
+from .flags import flag_block
+from .options import MaxNewTokens, SamplingFlags, TargetFlags, Verbose, adapter_path, load_target, quiet_transformers
 
 COMMAND_FLAGS = {"adapter": "/adapter"}  # an error of a chat command names the command, not the flag
 
 
 @app.command()
 @handle_errors
+@flag_block("sampling", SamplingFlags)
+@flag_block("flags", TargetFlags)
 def chat(
-    model: Model = None,
-    adapter: Annotated[
-        Optional[str], typer.Option(help="adapter.safetensors, its run folder, or a Hub repo id (user/name).")
-    ] = None,
-    adapter_revision: AdapterRevision = None,
+    *,
+    flags: TargetFlags,
     system: Annotated[Optional[str], typer.Option(help="The system prompt (/system changes it).")] = None,
     max_new_tokens: MaxNewTokens = 256,
-    temperature: Temperature = 0.0,
-    top_p: TopP = 1.0,
-    top_k: TopK = 0,
-    seed: Seed = 0,
-    stop: Stop = None,
-    revision: Revision = None,
-    dtype: Dtype = "auto",
-    quantize: Quantize = "none",
-    device: Device = "auto",
-    trust_remote_code: TrustCode = False,
-    force: Force = False,
+    sampling: SamplingFlags,
     verbose: Verbose = False,
 ) -> None:
     """Chat with a model and its adapter, the reply streamed as it is written.
@@ -66,19 +36,14 @@ def chat(
     stdout (newlines in it written as \\n), notes and errors on stderr:
     printf 'hi\\nwhat?\\n' | solo chat --adapter runs/x
     """
-    from ..inference.generation_settings import GenerationSettings  # torch-free: the flags are checked first
-
-    check_like_train(dtype=dtype, device=device, quantize=quantize)
-    stops = list(stop or [])
-    settings = GenerationSettings(
-        max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, top_k=top_k, seed=seed, stop=stops
-    ).validate()  # before anything loads
-    adapter = adapter_path(adapter, adapter_revision)
+    flags.check()
+    settings = sampling.settings(max_new_tokens)
+    adapter = adapter_path(flags.adapter, flags.adapter_revision)
     quiet_transformers()
     from ..inference.chat import ChatSession
 
-    target = load_target(model, adapter, revision, dtype, device, trust_remote_code, force, quantize)
-    session = ChatSession(target, settings, adapter=adapter, system=system, force=force)
+    target = load_target(flags, adapter)
+    session = ChatSession(target, settings, adapter=adapter, system=system, force=flags.force)
     for note in session.notes:
         display.line(note, display.err)
     code = _converse(session) if sys.stdin.isatty() else _scripted(session)

@@ -358,3 +358,17 @@ def show_merge(path, result) -> None:
     )
     for name, relative in result.errors.items() if lossy else ():
         line(f"  {name}: re-factored, relative reconstruction error {relative:.2e}")
+
+
+def show_export(result) -> None:
+    """What the export's check found, and the dtype solo generate would compute in here where it is another."""
+    line(  # escaped: the path is the user's
+        f"exported {result.path}: checked in {result.dtype}, as transformers loads it: largest logit difference vs "
+        f"base + adapter {result.max_abs_diff:.2e}, greedy output {'identical' if result.greedy_equal else 'DIFFERENT'}"
+    )
+    if result.auto_dtype != result.dtype:  # what the check compared is not what `solo generate` computes here
+        line(
+            f"note: solo generate and eval compute in {result.auto_dtype} here (--dtype auto), so they may write other "
+            f"words than the export does in {result.dtype}; pass --dtype {result.dtype} to get the export's",
+            err,
+        )

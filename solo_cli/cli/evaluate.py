@@ -3,40 +3,47 @@
 from __future__ import annotations
 
 import functools
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
+from ..inference.generation_settings import GenerationSettings  # torch-free
 from . import display
 from .base import app, handle_errors
-from .options import (
-    AdapterRevision,
-    ChosenColumn,
-    CompletionColumn,
-    DataConfig,
-    DataSplit,
-    Device,
-    Dtype,
-    MessagesColumn,
-    Model,
-    PromptColumn,
-    Quantize,
-    RejectedColumn,
-    Revision,
-    TextColumn,
-    TrustCode,
-    Verbose,
-    adapter_path,
-    check_like_train,
-    load_target,
-    quiet_transformers,
-)
+from .flags import flag_block
+from .options import MaxNewTokens, SourceFlags, TargetFlags, Verbose, adapter_path, load_target, quiet_transformers
+
+
+@dataclass(frozen=True)
+class EvalSourceFlags(SourceFlags):
+    """A source's config, split and columns, and the columns of preference pairs (scored for pair accuracy)."""
+
+    chosen_column: Annotated[Optional[str], typer.Option(help="Column holding the preferred replies (default chosen).")] = None
+    rejected_column: Annotated[Optional[str], typer.Option(help="Column holding the rejected replies (default rejected).")] = None
+
+
+@dataclass(frozen=True)
+class EvalGenerationFlags:
+    """How `solo eval` generates: GenerationSettings' fields of the same names (greedy, or beam search)."""
+
+    max_new_tokens: MaxNewTokens = 64
+    num_beams: Annotated[int, typer.Option(help="Beam search width, 1 to 64 (1 = greedy).")] = 1
+    length_penalty: Annotated[float, typer.Option(help="Beam length penalty (LoRA's E2E protocol: 0.8-0.9).")] = 1.0
+    no_repeat_ngram_size: Annotated[int, typer.Option(help="Forbid repeating n-grams of this size (0 = off).")] = 0
+
+    def settings(self) -> GenerationSettings:
+        return GenerationSettings(**asdict(self))  # checked with every other flag, by EvalConfig.validate
 
 
 @app.command("eval")
 @handle_errors
+@flag_block("source", EvalSourceFlags)
+@flag_block("generation", EvalGenerationFlags)
+@flag_block("flags", TargetFlags)
 def eval_command(
+    *,
     data: Annotated[
         str,
         typer.Option(
@@ -44,19 +51,8 @@ def eval_command(
             "(its test split), save_to_disk folder or Hub dataset id."
         ),
     ],
-    data_config: DataConfig = None,
-    data_split: DataSplit = None,
-    text_column: TextColumn = None,
-    prompt_column: PromptColumn = None,
-    completion_column: CompletionColumn = None,
-    messages_column: MessagesColumn = None,
-    chosen_column: ChosenColumn = None,
-    rejected_column: RejectedColumn = None,
-    model: Model = None,
-    adapter: Annotated[
-        Optional[str], typer.Option(help="adapter.safetensors, its run folder, or a Hub repo id (user/name).")
-    ] = None,
-    adapter_revision: AdapterRevision = None,
+    source: EvalSourceFlags,
+    flags: TargetFlags,
     predictions: Annotated[
         Optional[Path], typer.Option(help='Score this file (JSONL with "prediction", or one per line); loads no model.')
     ] = None,
@@ -69,10 +65,7 @@ def eval_command(
             "--no-generate, --predictions or text rows.",
         ),
     ] = None,
-    max_new_tokens: Annotated[int, typer.Option(help="Tokens to generate at most.")] = 64,
-    num_beams: Annotated[int, typer.Option(help="Beam search width, 1 to 64 (1 = greedy).")] = 1,
-    length_penalty: Annotated[float, typer.Option(help="Beam length penalty (LoRA's E2E protocol: 0.8-0.9).")] = 1.0,
-    no_repeat_ngram_size: Annotated[int, typer.Option(help="Forbid repeating n-grams of this size (0 = off).")] = 0,
+    generation: EvalGenerationFlags,
     batch_size: Annotated[int, typer.Option(help="Rows per batch.")] = 16,
     limit: Annotated[
         Optional[int], typer.Option(help="Only the first N prompts: their rows, for the loss too (text rows: the first N).")
@@ -84,12 +77,6 @@ def eval_command(
     generate_text: Annotated[
         bool, typer.Option("--generate/--no-generate", help="Generate and score (default), or loss only.")
     ] = True,
-    revision: Revision = None,
-    dtype: Dtype = "auto",
-    quantize: Quantize = "none",
-    device: Device = "auto",
-    trust_remote_code: TrustCode = False,
-    force: Annotated[bool, typer.Option("--force", help="Attach an adapter whose base fingerprint differs.")] = False,
     json_out: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
     verbose: Verbose = False,
 ) -> None:
@@ -99,41 +86,34 @@ def eval_command(
     prompt that does not fit the context with --max-new-tokens, naming its file:line.
     """
     from ..evaluation.config import EvalConfig
-    from ..evaluation.evaluate import evaluate
-    from ..inference.generation_settings import GenerationSettings
 
-    settings = GenerationSettings(
-        max_new_tokens=max_new_tokens,
-        num_beams=num_beams,
-        length_penalty=length_penalty,
-        no_repeat_ngram_size=no_repeat_ngram_size,
-    )
     config = EvalConfig(
         data=data,
         predictions=predictions,
         output=output,
-        settings=settings,
+        settings=generation.settings(),
         batch_size=batch_size,
         limit=limit,
         max_seq_length=max_seq_length,
         chat=chat,
         generate=generate_text,
-        data_config=data_config,
-        data_split=data_split,
-        text_column=text_column,
-        prompt_column=prompt_column,
-        completion_column=completion_column,
-        messages_column=messages_column,
-        chosen_column=chosen_column,
-        rejected_column=rejected_column,
+        **asdict(source),
     ).validate()  # every flag's value, before anything is read, fetched or imported
-    check_like_train(dtype=dtype, device=device, quantize=quantize)
-    adapter = adapter_path(adapter, adapter_revision)  # a Hub repo id: its cached download
-    load = None  # scoring a predictions file loads no model (and imports no torch)
-    if predictions is None or model or adapter:
-        load = functools.partial(_load, model, adapter, revision, dtype, device, trust_remote_code, force, quantize)
-    result = evaluate(config, load, counter=functools.partial(display.counter, enabled=not json_out)).to_dict()
+    result = _evaluate(config, flags, json_out)
     display.emit_json(result) if json_out else display.show_eval(result, _title(result))
+
+
+def _evaluate(config, flags: TargetFlags, json_out: bool) -> dict:
+    """The evaluation's report, the model loaded only once every flag and row is checked, and only where one is
+    needed: scoring a predictions file loads none (and imports no torch) unless --model or --adapter asks for it."""
+    from ..evaluation.evaluate import evaluate
+
+    flags.check()
+    adapter = adapter_path(flags.adapter, flags.adapter_revision)  # a Hub repo id: its cached download
+    load = None
+    if config.predictions is None or flags.model or adapter:
+        load = functools.partial(_load, flags, adapter)
+    return evaluate(config, load, counter=functools.partial(display.counter, enabled=not json_out)).to_dict()
 
 
 def _title(result: dict) -> str:

@@ -1,4 +1,5 @@
-"""`solo train`'s options, made from TrainConfig's fields: a field declared there is a flag here.
+"""Options made from a dataclass's fields: `solo train`'s from TrainConfig's (a field declared there is a flag here),
+and the blocks of options several commands share (:func:`flag_block`, the blocks in options.py).
 
 Typer reads a command's options from its signature, so :func:`config_options` gives the command
 one keyword parameter per field, ``Annotated[Optional[T], typer.Option(...)] = None`` (``None``:
@@ -8,6 +9,7 @@ not given, so the YAML file or the default applies), with the field's help and f
 from __future__ import annotations
 
 import dataclasses
+import functools
 import inspect
 import types
 import typing
@@ -67,3 +69,33 @@ def config_options(command):
         raise TypeError(f"{command.__name__}'s own options shadow TrainConfig fields: {', '.join(sorted(clash))}")
     command.__signature__ = inspect.Signature([*config_parameters(), *own], return_annotation=None)
     return command
+
+
+def flag_block(name: str, block: type):
+    """Give a command the options of ``block`` where its parameter ``name`` stands, and that parameter one ``block``
+    made of them.
+
+    ``block`` is a dataclass whose fields are options, ``Annotated[T, typer.Option(...)] = default``
+    (:class:`.options.LoadFlags`): a block several commands take is declared once, there.
+    """
+    hints = typing.get_type_hints(block, include_extras=True)
+    names = [f.name for f in dataclasses.fields(block)]
+    members = [
+        inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=f.default, annotation=hints[f.name])
+        for f in dataclasses.fields(block)
+    ]
+
+    def decorate(command):
+        parameters = []
+        for p in inspect.signature(command, eval_str=True).parameters.values():
+            parameters += members if p.name == name else [p.replace(kind=inspect.Parameter.KEYWORD_ONLY)]
+
+        @functools.wraps(command)
+        def wrapper(**kwargs):
+            values = {field: kwargs.pop(field) for field in names}
+            return command(**kwargs, **{name: block(**values)})
+
+        wrapper.__signature__ = inspect.Signature(parameters, return_annotation=None)
+        return wrapper
+
+    return decorate

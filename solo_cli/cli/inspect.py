@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict, dataclass
 from typing import Annotated, Optional
 
 import typer
@@ -9,6 +10,7 @@ import typer
 from ..errors import SoloError, UsageError
 from . import display
 from .base import app, handle_errors
+from .flags import flag_block
 from .options import (
     AdapterRevision,
     Dtype,
@@ -22,8 +24,31 @@ from .options import (
 )
 
 
+@dataclass(frozen=True)
+class MemoryFlags:
+    """The training run whose memory `solo inspect --model` estimates: `solo train`'s flags of the same names, train's
+    defaults for those not given."""
+
+    quantize: Annotated[
+        Optional[str], typer.Option(help="Training memory over a quantized base: none, nf4, fp4, int8 or torchao-int8.")
+    ] = None
+    dtype: Dtype = None
+    batch_size: Annotated[Optional[int], typer.Option(help="Training memory at this micro-batch (default: train's 8).")] = None
+    max_seq_length: Annotated[
+        Optional[int], typer.Option(help="Training memory at this many tokens an example (default: train's 256).")
+    ] = None
+    grad_checkpoint: Annotated[bool, typer.Option("--grad-checkpoint", help="Training memory with activation checkpointing.")] = (
+        False
+    )
+    world_size: Annotated[Optional[int], typer.Option(help="Training memory of one of this many processes.")] = None
+    parallel: Annotated[
+        Optional[str], typer.Option(help="ddp (the base on every process) or fsdp (sharded over --world-size).")
+    ] = None
+
+
 @app.command()
 @handle_errors
+@flag_block("memory", MemoryFlags)
 def inspect(
     adapter: Annotated[
         Optional[str],
@@ -31,6 +56,7 @@ def inspect(
             help="adapter.safetensors, its run folder, or a Hub repo id (user/name) to describe (no model is loaded)."
         ),
     ] = None,
+    *,
     model: Model = None,
     connections: Annotated[Optional[str], typer.Option(help="Plan to cost against --model (default: train's default).")] = None,
     rank: Annotated[Optional[int], typer.Option(help="Rank of the plan, 1 to the model's hidden size.")] = None,
@@ -38,21 +64,7 @@ def inspect(
     revision: Revision = None,
     trust_remote_code: TrustCode = False,
     adapter_revision: AdapterRevision = None,
-    quantize: Annotated[
-        Optional[str], typer.Option(help="Training memory over a quantized base: none, nf4, fp4, int8 or torchao-int8.")
-    ] = None,
-    dtype: Dtype = None,
-    batch_size: Annotated[Optional[int], typer.Option(help="Training memory at this micro-batch (default: train's 8).")] = None,
-    max_seq_length: Annotated[
-        Optional[int], typer.Option(help="Training memory at this many tokens an example (default: train's 256).")
-    ] = None,
-    grad_checkpoint: Annotated[
-        bool, typer.Option("--grad-checkpoint", help="Training memory with activation checkpointing.")
-    ] = False,
-    world_size: Annotated[Optional[int], typer.Option(help="Training memory of one of this many processes.")] = None,
-    parallel: Annotated[
-        Optional[str], typer.Option(help="ddp (the base on every process) or fsdp (sharded over --world-size).")
-    ] = None,
+    memory: MemoryFlags,
     json_out: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
     verbose: Verbose = False,
 ) -> None:
@@ -62,9 +74,7 @@ def inspect(
         raise UsageError("give an adapter file to describe, or --model M to cost a plan")
     if adapter is not None:
         plan = {"model": model, "connections": connections, "rank": rank, "gate": gate, "revision": revision}
-        plan |= {"quantize": quantize, "dtype": dtype, "batch_size": batch_size, "max_seq_length": max_seq_length}
-        plan |= {"grad_checkpoint": grad_checkpoint, "world_size": world_size, "parallel": parallel}
-        _refuse_plan_flags(adapter, **plan, trust_remote_code=trust_remote_code)
+        _refuse_plan_flags(adapter, **plan, **asdict(memory), trust_remote_code=trust_remote_code)
     try:
         adapter = adapter_path(adapter, adapter_revision)  # a Hub repo id: its cached download
     except SoloError as exc:  # the adapter is inspect's argument: no --adapter flag to blame
@@ -75,21 +85,15 @@ def inspect(
         rep = adapter_report(adapter)
         display.emit_json(rep) if json_out else display.show_adapter_report(rep)
         return
-    from ..inference.plan_report import plan_report
     from ..training.config import TrainConfig
+    from ..training.plan_cost import plan_report
 
     quiet_transformers()
     defaults = TrainConfig()
-    memory = _memory_settings(defaults, quantize, dtype, batch_size, max_seq_length, grad_checkpoint, world_size, parallel)
-    rep = plan_report(
-        model,
-        connections or defaults.connections,
-        defaults.rank if rank is None else rank,
-        defaults.gate if gate is None else gate,
-        revision,
-        bool(trust_remote_code),
-        memory,
-    )
+    rank = defaults.rank if rank is None else rank
+    gate = defaults.gate if gate is None else gate
+    settings = _memory_settings(defaults, memory)
+    rep = plan_report(model, connections or defaults.connections, rank, gate, revision, bool(trust_remote_code), settings)
     display.emit_json(rep) if json_out else display.show_plan_report(rep)
 
 
@@ -104,12 +108,13 @@ def _refuse_plan_flags(adapter: str, **flags) -> None:
         )
 
 
-def _memory_settings(defaults, quantize, dtype, batch_size, max_seq_length, grad_checkpoint, world_size, parallel):
+def _memory_settings(defaults, memory: MemoryFlags):
     """The run to estimate: the flags given, train's defaults for the rest (``--dtype auto`` decided for this machine)."""
-    from ..engine.memory_estimate import PARALLEL_MODES
-    from ..engine.precision import DTYPE_CHOICES, resolve_precision
-    from ..inference.plan_report import MemorySettings
+    from ..engine.choices import DTYPE_CHOICES, PARALLEL_MODES
+    from ..engine.precision import resolve_precision
+    from ..training.plan_cost import MemorySettings
 
+    quantize, dtype, parallel = memory.quantize, memory.dtype, memory.parallel
     quantize_choice(quantize)
     problems = []
     if dtype is not None and dtype not in DTYPE_CHOICES:
@@ -117,9 +122,9 @@ def _memory_settings(defaults, quantize, dtype, batch_size, max_seq_length, grad
     if parallel is not None and parallel not in PARALLEL_MODES:
         problems.append(f"--parallel {parallel}: use one of {', '.join(PARALLEL_MODES)}")
     for flag, value, least in (
-        ("--batch-size", batch_size, 1),
-        ("--max-seq-length", max_seq_length, 2),
-        ("--world-size", world_size, 1),
+        ("--batch-size", memory.batch_size, 1),
+        ("--max-seq-length", memory.max_seq_length, 2),
+        ("--world-size", memory.world_size, 1),
     ):
         if value is not None and value < least:
             problems.append(f"{flag} {value}: must be at least {least}")
@@ -134,9 +139,9 @@ def _memory_settings(defaults, quantize, dtype, batch_size, max_seq_length, grad
         quantize=quantize or defaults.quantize,
         dtype=precision.dtype,
         autocast=precision.autocast,
-        batch_size=batch_size or defaults.batch_size,
-        max_seq_length=max_seq_length or defaults.max_seq_length,
-        world_size=world_size or 1,
-        parallel=parallel or getattr(defaults, "parallel", "ddp"),
-        grad_checkpoint=grad_checkpoint,
+        batch_size=memory.batch_size or defaults.batch_size,
+        max_seq_length=memory.max_seq_length or defaults.max_seq_length,
+        world_size=memory.world_size or 1,
+        parallel=parallel or defaults.parallel,
+        grad_checkpoint=memory.grad_checkpoint,
     )

@@ -57,25 +57,8 @@ def merge(
     if export is not None:
         from ..merging.export import export_model
 
-        result = export_model(
-            adapters[0],
-            model,
-            export,
-            revision=revision,
-            trust_remote_code=bool(trust_remote_code),
-            force=force,
-            overwrite=overwrite,
-        )
-        display.line(  # escaped: the path is the user's
-            f"exported {result.path}: checked in {result.dtype}, as transformers loads it: largest logit difference vs "
-            f"base + adapter {result.max_abs_diff:.2e}, greedy output {'identical' if result.greedy_equal else 'DIFFERENT'}"
-        )
-        if result.auto_dtype != result.dtype:  # what the check compared is not what `solo generate` computes here
-            display.line(
-                f"note: solo generate and eval compute in {result.auto_dtype} here (--dtype auto), so they may write other "
-                f"words than the export does in {result.dtype}; pass --dtype {result.dtype} to get the export's",
-                display.err,
-            )
+        loading = {"revision": revision, "trust_remote_code": bool(trust_remote_code), "force": force}
+        display.show_export(export_model(adapters[0], model, export, **loading, overwrite=overwrite))
         return
     from ..engine.adapter_file import save_adapter
     from ..merging.combine import merge_adapters, parse_weights

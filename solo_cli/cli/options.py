@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict, dataclass
 from typing import Annotated, Optional
 
 import typer
 
 from ..errors import UsageError
-from ..inference.generation_settings import SEED_MAX
+from ..inference.generation_settings import SEED_MAX, GenerationSettings  # torch-free
 from . import display, third_party
 
 
@@ -72,15 +73,47 @@ Quantize = Annotated[
         callback=quantize_choice,
     ),
 ]
-# Where rows come from, besides the file or folder itself (as `solo train` has them: TrainConfig's fields).
-DataConfig = Annotated[Optional[str], typer.Option(help="Config (subset) of a Hub dataset.")]
-DataSplit = Annotated[Optional[str], typer.Option(help="Split to read (default: test, else validation).")]
-TextColumn = Annotated[Optional[str], typer.Option(help="Column holding the text of text rows (default text).")]
-PromptColumn = Annotated[Optional[str], typer.Option(help="Column holding the prompts (default prompt).")]
-CompletionColumn = Annotated[Optional[str], typer.Option(help="Column holding the completions (default completion).")]
-MessagesColumn = Annotated[Optional[str], typer.Option(help="Column holding chat messages (default messages).")]
-ChosenColumn = Annotated[Optional[str], typer.Option(help="Column holding the preferred replies (default chosen).")]
-RejectedColumn = Annotated[Optional[str], typer.Option(help="Column holding the rejected replies (default rejected).")]
+Adapter = Annotated[Optional[str], typer.Option(help="adapter.safetensors, its run folder, or a Hub repo id (user/name).")]
+Force = Annotated[bool, typer.Option("--force", help="Attach an adapter whose base fingerprint differs.")]
+
+
+@dataclass(frozen=True)
+class LoadFlags:
+    """The base model a command loads and how (`solo serve`; :class:`TargetFlags` adds the adapter): a block of options
+    declared once, which :func:`.flags.flag_block` gives a command."""
+
+    model: Model = None
+    revision: Revision = None
+    dtype: Dtype = "auto"
+    quantize: Quantize = "none"
+    device: Device = "auto"
+    trust_remote_code: TrustCode = False
+
+    def check(self) -> None:
+        """--dtype, --device and --quantize checked as `solo train` checks them, before anything heavy is imported."""
+        check_like_train(dtype=self.dtype, device=self.device, quantize=self.quantize)
+
+
+@dataclass(frozen=True)
+class TargetFlags(LoadFlags):
+    """The base model and the adapter on it (`solo generate`, `eval`, `chat`): :func:`load_target` loads them."""
+
+    adapter: Adapter = None
+    adapter_revision: AdapterRevision = None
+    force: Force = False
+
+
+@dataclass(frozen=True)
+class SourceFlags:
+    """Where rows come from besides the file or folder itself (`solo generate --input`, `solo eval --data`): its
+    config, split and columns, DataSpec's fields of the same names (as `solo train` has them: TrainConfig's fields)."""
+
+    data_config: Annotated[Optional[str], typer.Option(help="Config (subset) of a Hub dataset.")] = None
+    data_split: Annotated[Optional[str], typer.Option(help="Split to read (default: test, else validation).")] = None
+    text_column: Annotated[Optional[str], typer.Option(help="Column holding the text of text rows (default text).")] = None
+    prompt_column: Annotated[Optional[str], typer.Option(help="Column holding the prompts (default prompt).")] = None
+    completion_column: Annotated[Optional[str], typer.Option(help="Column holding the completions (default completion).")] = None
+    messages_column: Annotated[Optional[str], typer.Option(help="Column holding chat messages (default messages).")] = None
 
 
 def seed_in_range(value: int | None) -> int | None:
@@ -93,14 +126,23 @@ def seed_in_range(value: int | None) -> int | None:
     return value
 
 
-# The generation flags `solo generate` and `solo chat` share (GenerationSettings' fields; each command sets its default).
-MaxNewTokens = Annotated[int, typer.Option(help="Tokens to generate at most.")]
-Temperature = Annotated[float, typer.Option(help="0 = greedy; 1e-4 or more samples.")]
-TopP = Annotated[float, typer.Option(help="Nucleus sampling mass.")]
-TopK = Annotated[int, typer.Option(help="Sample among the k likeliest (0 = off).")]
-Seed = Annotated[int, typer.Option(help="Random seed for sampling, 0 to 2**32 - 1.", callback=seed_in_range)]
-Stop = Annotated[Optional[list[str]], typer.Option(help="Stop at this string (repeatable).")]
-Force = Annotated[bool, typer.Option("--force", help="Attach an adapter whose base fingerprint differs.")]
+MaxNewTokens = Annotated[int, typer.Option(help="Tokens to generate at most.")]  # each command sets its default
+
+
+@dataclass(frozen=True)
+class SamplingFlags:
+    """How `solo generate` and `solo chat` sample: GenerationSettings' fields of the same names."""
+
+    temperature: Annotated[float, typer.Option(help="0 = greedy; 1e-4 or more samples.")] = 0.0
+    top_p: Annotated[float, typer.Option(help="Nucleus sampling mass.")] = 1.0
+    top_k: Annotated[int, typer.Option(help="Sample among the k likeliest (0 = off).")] = 0
+    seed: Annotated[int, typer.Option(help="Random seed for sampling, 0 to 2**32 - 1.", callback=seed_in_range)] = 0
+    stop: Annotated[Optional[list[str]], typer.Option(help="Stop at this string (repeatable).")] = None
+
+    def settings(self, max_new_tokens: int, **more) -> GenerationSettings:
+        """The generation settings of these flags, ``max_new_tokens`` and ``more``, checked before anything loads."""
+        sampling = asdict(self) | {"stop": list(self.stop or [])}
+        return GenerationSettings(max_new_tokens=max_new_tokens, **sampling, **more).validate()
 
 
 def rank_at_least_1(value: int | None) -> int | None:
@@ -121,20 +163,21 @@ def adapter_path(adapter: str | None, revision: str | None = None) -> str | None
     return resolve_adapter_ref(adapter, revision)
 
 
-def load_target(model, adapter, revision, dtype, device, trust_remote_code, force, quantize="none"):
-    """Base model (+ adapter) for generate and eval, with any --force warning and note shown."""
+def load_target(flags: TargetFlags, adapter: str | None):
+    """The base model and ``adapter`` (``flags.adapter``'s local file) for generate, eval and chat, with any --force
+    warning and note shown."""
     from ..inference.load import load_for_inference
     from ..training.run import resolve_device
 
     target = load_for_inference(
-        model,
+        flags.model,
         adapter,
-        revision=revision,
-        dtype=dtype,
-        device=str(resolve_device(device)),
-        trust_remote_code=bool(trust_remote_code),
-        force=force,
-        quantize=quantize,
+        revision=flags.revision,
+        dtype=flags.dtype,
+        device=str(resolve_device(flags.device)),
+        trust_remote_code=bool(flags.trust_remote_code),
+        force=flags.force,
+        quantize=flags.quantize,
     )
     for message in target.warnings:
         display.warning(message)

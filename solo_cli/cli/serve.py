@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from typing import Annotated, Optional
 
 import typer
@@ -9,7 +10,8 @@ import typer
 from ..errors import UsageError
 from . import display
 from .base import app, handle_errors
-from .options import Device, Dtype, Model, Quantize, Revision, TrustCode, adapter_path, quiet_transformers
+from .flags import flag_block
+from .options import LoadFlags, adapter_path, quiet_transformers
 
 
 def _adapters(specs: list[str] | None) -> dict[str, str]:
@@ -21,8 +23,10 @@ def _adapters(specs: list[str] | None) -> dict[str, str]:
 
 @app.command()
 @handle_errors
+@flag_block("flags", LoadFlags)
 def serve(
-    model: Model = None,
+    *,
+    flags: LoadFlags,
     adapter: Annotated[
         Optional[list[str]],
         typer.Option(
@@ -42,11 +46,6 @@ def serve(
     threads: Annotated[
         Optional[int], typer.Option(help="CPU threads for the model (default: all but one, left to the HTTP side).")
     ] = None,
-    revision: Revision = None,
-    dtype: Dtype = "auto",
-    quantize: Quantize = "none",
-    device: Device = "auto",
-    trust_remote_code: TrustCode = False,
 ) -> None:
     """Serve a base model and its adapters over HTTP with OpenAI's API (/v1/completions, /v1/chat/completions).
 
@@ -58,7 +57,6 @@ def serve(
     from ..serving.config import ServeConfig, bind
 
     config = ServeConfig(
-        model=model,
         adapters=_adapters(adapter),
         host=host,
         port=port,
@@ -68,11 +66,7 @@ def serve(
         max_tokens=max_tokens,
         max_body=max_body,
         threads=threads,
-        dtype=dtype or "auto",
-        device=device or "auto",
-        quantize=quantize,
-        revision=revision,
-        trust_remote_code=bool(trust_remote_code),
+        **asdict(flags),
     ).validate()
     sock = bind(config.host, config.port)  # bad flags and a port in use fail now, before torch loads
     try:

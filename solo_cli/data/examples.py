@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 
-from .encode import Example
 from .pairs import PairExample
+from .row_encoding import Example
 
 _BATCH = 1000
 

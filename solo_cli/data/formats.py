@@ -111,12 +111,6 @@ def fitting(keys) -> list[Format]:
     return [f for f in fits if not any(set(f.required) < set(g.required) for g in fits)]
 
 
-def by_keys(keys) -> Format | None:
-    """The one format of a JSON object with these keys, or ``None`` (none fits, or more than one does)."""
-    fits = fitting(keys)
-    return fits[0] if len(fits) == 1 else None
-
-
 def conversational(fmt: Format, prompt) -> Format:
     """``fmt``, or for a preference row whose ``prompt`` is a list of messages, the conversational pair format."""
     return CHAT_PREFERENCE if fmt is PREFERENCE and isinstance(prompt, list) else fmt
@@ -142,7 +136,7 @@ def strip_nulls(row: dict) -> dict:
     return row
 
 
-def describe(value) -> str:
+def value_type(value) -> str:
     """How a message names a value's type: ``null``, ``int (7)``, ``list``."""
     if value is None:
         return "null"
@@ -153,7 +147,7 @@ def describe(value) -> str:
 
 
 def _shown(value) -> str:
-    return repr(value) if isinstance(value, str) and len(value) <= 20 else describe(value)
+    return repr(value) if isinstance(value, str) and len(value) <= 20 else value_type(value)
 
 
 def json_key(where: str) -> Callable[[str], str]:
@@ -169,14 +163,14 @@ def table_column(where: str, origin: dict[str, str]) -> Callable[[str], str]:
 def check_string(value, at: str, field: str, trained: bool) -> None:
     if not isinstance(value, str):
         fix = "fill it in or drop the row" if value is None else "store text there, or drop the row"
-        raise UsageError(f"{at}: expected a string, got {describe(value)}; {fix}")
+        raise UsageError(f"{at}: expected a string, got {value_type(value)}; {fix}")
     if trained and not value.strip():
         raise UsageError(f"{at}: the {field} is empty; fill it in or drop the row")
 
 
 def check_references(refs, at: str) -> None:
     if not isinstance(refs, list) or not refs or not all(isinstance(r, str) for r in refs):
-        raise UsageError(f"{at}: expected a non-empty list of strings, got {describe(refs)}; fix it or leave the field out")
+        raise UsageError(f"{at}: expected a non-empty list of strings, got {value_type(refs)}; fix it or leave the field out")
 
 
 def check_messages(messages, at: str, prompt: bool = False) -> None:
@@ -186,14 +180,14 @@ def check_messages(messages, at: str, prompt: bool = False) -> None:
     turn and must not end with one.
     """
     if not isinstance(messages, list) or not messages:
-        got = "an empty list" if messages == [] else describe(messages)
+        got = "an empty list" if messages == [] else value_type(messages)
         raise UsageError(f'{at}: expected a non-empty list of {{"role", "content"}} messages, got {got}')
     for n, message in enumerate(messages):
         if not isinstance(message, dict) or set(message) != {"role", "content"}:
             raise UsageError(f'{at}: message {n} must be an object with exactly "role" and "content"')
         role, content = message["role"], message["content"]
         if not isinstance(role, str) or role not in ROLES or not isinstance(content, str):
-            got = f"role {_shown(role)}" if not isinstance(role, str) or role not in ROLES else f"content {describe(content)}"
+            got = f"role {_shown(role)}" if not isinstance(role, str) or role not in ROLES else f"content {value_type(content)}"
             raise UsageError(f"{at}: message {n} needs a role in {sorted(ROLES)} and a string content; got {got}")
         if message["role"] == "assistant" and not message["content"].strip():
             raise UsageError(f"{at}: message {n} is an empty assistant turn; fill it in or remove the row")
@@ -214,7 +208,7 @@ def check_turn(value, at: str) -> None:
     if not isinstance(value, str):
         raise UsageError(
             f'{at}: expected the reply, a string or a list of one {{"role": "assistant", "content"}} message; '
-            f"got {describe(value)}"
+            f"got {value_type(value)}"
         )
     if not value.strip():
         raise UsageError(f"{at}: the reply is empty; fill it in or drop the row")
@@ -258,7 +252,7 @@ def check_json_row(row, where: str) -> tuple[Format, dict]:
     """The format of one JSON row and its fields (keys no format uses left out), or a :class:`UsageError` naming
     ``where`` and the fix."""
     if not isinstance(row, dict):
-        raise UsageError(f"{where}: expected a JSON object, got {describe(row)}")
+        raise UsageError(f"{where}: expected a JSON object, got {value_type(row)}")
     fits = fitting(row)
     if not fits:
         raise UsageError(f"{where}: keys {sorted(row)} match no format; {HOW}")

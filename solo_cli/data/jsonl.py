@@ -20,7 +20,7 @@ from pathlib import Path
 
 from ..errors import UsageError
 from .columns import LINE, RowSet, plan_columns
-from .formats import FORMATS, check_fields, conversational, describe
+from .formats import FORMATS, check_fields, conversational, value_type
 from .quiet import quiet_datasets, solo_cause
 from .rows import check_one_format, json_array, json_objects
 
@@ -33,7 +33,7 @@ def _mapped(objects, fmt_name: str, origin: dict[str, str]):
     fmt, used = FORMATS[fmt_name], set(origin.values())
     for where, number, value in objects:
         if not isinstance(value, dict):
-            raise UsageError(f"{where}: expected a JSON object, got {describe(value)}")
+            raise UsageError(f"{where}: expected a JSON object, got {value_type(value)}")
         row = {field: value.get(key) for field, key in origin.items()}
         row = check_fields(row, fmt, lambda field, where=where: f'{where}, key "{origin[field]}"')
         yield number, row, sorted(str(k) for k in value if k not in used)
@@ -58,7 +58,7 @@ def _plan(first, where: str, name: str, given: dict[str, str]) -> tuple[str, dic
         _, _, fmt, _ = next(check_one_format([(where, 0, first)]))
         return fmt, None
     if not isinstance(first, dict):
-        raise UsageError(f"{where}: expected a JSON object, got {describe(first)}")
+        raise UsageError(f"{where}: expected a JSON object, got {value_type(first)}")
     fmt, origin = plan_columns(list(first), name, given)
     if fmt.pairs:  # conversational when the first row's prompt is a list of messages
         fmt = conversational(fmt, first.get(origin["prompt"]))

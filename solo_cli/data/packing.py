@@ -10,7 +10,7 @@ Whether a model honours them is proven, not assumed (:func:`solo_cli.engine.loss
 
 The first label of every example is set to -100 in the row: the previous example's last token must
 not be trained to predict it, and unpacked, no position predicts it either. So
-:func:`~solo_cli.data.encode.loss_tokens` of a row is the sum over its examples, and every count of
+:func:`~solo_cli.data.row_encoding.loss_tokens` of a row is the sum over its examples, and every count of
 trained tokens stays the same with or without packing.
 """
 
@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .encode import Example
+from .row_encoding import Example
 
 
 @dataclass
@@ -92,7 +92,7 @@ def collate_packed(rows: Sequence[PackedRow], pad_id: int, *, flat: bool = False
     Rows are right-padded to the longest; the padding is one more run of positions from 0, so it is
     a sequence of its own that no example attends to, and it carries no loss. ``flat`` lays every
     row end to end in a single row, as flash-attention's varlen kernels take them (no padding at all).
-    ``loss_positions`` are as in :func:`solo_cli.data.encode.collate`.
+    ``loss_positions`` are as in :func:`solo_cli.data.row_encoding.collate`.
     """
     rows = [PackedRow.of(rows)] if flat else list(rows)
     width = max(len(r.input_ids) for r in rows)

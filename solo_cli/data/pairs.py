@@ -2,7 +2,7 @@
 
 A pair row (formats ``preference`` and ``chat-preference``) is rendered as the two rows supervised
 training would train: prompt + chosen and prompt + rejected, as ``completion`` rows (or ``chat``
-rows when the prompt is a conversation), through the one :func:`solo_cli.data.encode.render`, so
+rows when the prompt is a conversation), through the one :func:`solo_cli.data.row_encoding.render`, so
 the chat template and its span rules are SFT's. Only the reply's own tokens are scored: of a
 conversation, the span of its last assistant turn, never an earlier turn of the prompt. Each side
 is cut to the token limit; a pair whose prompt alone fills the limit is skipped.
@@ -19,8 +19,8 @@ from dataclasses import dataclass
 
 import torch
 
-from .encode import EncodedData, Example, collate, loss_tokens, masked, render, summarize, token_limit, uses_chat_template
 from .formats import FORMATS, turn_text
+from .row_encoding import Example, collate, render
 
 
 @dataclass
@@ -59,34 +59,6 @@ def render_pair(row: dict, fmt: str, tokenizer, use_chat: bool) -> list[tuple[st
     kind, *sides = pair_rows(row, fmt)
     rendered = [render(side, kind, tokenizer, use_chat) for side in sides]
     return [(text, spans[-1:], eos) for text, spans, eos in rendered]  # the reply: the last assistant turn
-
-
-def encode_pair(row: dict, fmt: str, tokenizer, *, use_chat: bool, max_len: int) -> PairExample | None:
-    """Tokenize one pair row; ``None`` if either side's prompt alone fills ``max_len``."""
-    sides = []
-    for text, spans, add_eos in render_pair(row, fmt, tokenizer, use_chat):
-        enc = tokenizer(text, add_special_tokens=not use_chat, return_offsets_mapping=True)
-        eos = tokenizer.eos_token_id if add_eos else None
-        sides.append(masked(enc["input_ids"], enc["offset_mapping"], spans, eos, train_on_prompt=False, max_len=max_len))
-    return None if None in sides else PairExample(*sides)
-
-
-def pair_stats(rows: int, pairs: Sequence[PairExample]) -> dict:
-    """:func:`solo_cli.data.encode.summarize` of encoded pairs: an example is a pair, its tokens both sides'."""
-    sides = [e for p in pairs for e in (p.chosen, p.rejected)]
-    lengths = [len(e.input_ids) for e in sides]
-    trained = sum(loss_tokens(e.labels) for e in sides)
-    truncated = sum(p.truncated for p in pairs)
-    return summarize(rows, len(pairs), truncated, sum(lengths), trained, max(lengths, default=0))
-
-
-def encode_pair_rows(rows, fmt: str, tokenizer, *, chat_template: bool | None, max_len: int, context: int | None = None):
-    """Tokenize every pair row as :func:`solo_cli.data.encode.encode_rows` does examples (list-backed)."""
-    use_chat = uses_chat_template(fmt, tokenizer, chat_template)
-    limit = token_limit(max_len, context, tokenizer)
-    pairs = [p for p in (encode_pair(row, fmt, tokenizer, use_chat=use_chat, max_len=limit) for row in rows) if p]
-    stats = pair_stats(len(rows), pairs)
-    return EncodedData(pairs, fmt, use_chat, len(rows) - len(pairs), stats["truncated"], stats, limit)
 
 
 def collate_pairs(pairs: Sequence[PairExample], pad_id: int) -> dict[str, torch.Tensor]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 
-from ..errors import SoloError
+from ..errors import SoloError, first_line
 
 
 @contextlib.contextmanager
@@ -30,8 +30,8 @@ def cause_of(exc: BaseException) -> str:
     while exc.__cause__ is not None and id(exc) not in seen:
         seen.add(id(exc))
         exc = exc.__cause__
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+    line = first_line(exc, "")
+    return f"{type(exc).__name__}: {line}" if line else type(exc).__name__
 
 
 def solo_cause(exc: BaseException) -> SoloError | None:

@@ -9,34 +9,10 @@ from __future__ import annotations
 
 import json
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import UsageError, param
+from ..errors import UsageError
 from .formats import check_json_row, ignored_keys
-
-
-@dataclass
-class DataFiles:
-    train: Path
-    valid: Path | None = None
-    test: Path | None = None
-
-
-def resolve_data(path: str | Path) -> DataFiles:
-    """``--data`` is a JSONL file (training rows) or a folder with train.jsonl [valid.jsonl test.jsonl]."""
-    path = Path(path)
-    if path.is_dir():
-        train = path / "train.jsonl"
-        if not train.is_file():
-            raise UsageError(f"{param('data')} {path}: the folder has no train.jsonl; add one or pass a .jsonl file")
-        optional = {name: path / f"{name}.jsonl" for name in ("valid", "test")}
-        return DataFiles(train, *(p if p.is_file() else None for p in optional.values()))
-    if path.exists() and not path.is_file():  # a FIFO would be read forever
-        raise UsageError(f"{param('data')} {path}: not a regular file (a FIFO, socket or device); pass a .jsonl file or a folder")
-    if not path.is_file():
-        raise UsageError(f"{param('data')} {path}: no such file or folder; pass a .jsonl file or a folder with train.jsonl")
-    return DataFiles(path)
 
 
 def lone_surrogate(row) -> str | None:
@@ -103,12 +79,6 @@ def parse_json_line(line: str, where: str):
     value = _parse(line, where, _LINE)
     refuse_surrogates(value, where)
     return value
-
-
-def read_rows(path: str | Path) -> tuple[list[dict], str]:
-    """Read and check every row of a JSONL file; return the rows (their format's fields) and their (single) format."""
-    read = list(iter_rows(path))
-    return [row for _, row, _, _ in read], read[0][2]
 
 
 def lines(path: Path, keepends: bool = False):
@@ -181,17 +151,3 @@ def check_one_format(rows, unit: str = "line"):
                 f"{where}: a {row_format.name!r} row in a file of {fmt.name!r} rows ({unit} {first}); use one format per file"
             )
         yield number, row, fmt.name, ignored_keys(value, fmt)
-
-
-def iter_rows(path: str | Path):
-    """Check and yield ``(line number, row, format, ignored keys)`` for each row of a JSONL file, one at a time.
-
-    Each row is checked as it is read (:func:`solo_cli.data.formats.check_json_row`), without
-    holding the file in memory; :func:`solo_cli.data.jsonl.load_jsonl` streams the same rows into Arrow.
-    """
-    empty = True
-    for item in check_one_format(json_objects(path)):
-        empty = False
-        yield item
-    if empty:
-        raise UsageError(f'{path}: the file has no rows; add JSONL rows such as {{"prompt": ..., "completion": ...}}')

@@ -134,26 +134,38 @@ def _no_split_flags(spec: DataSpec, why: str, flags=("data_split", "valid_split"
         raise UsageError(f"{param(given)}: {why}")
 
 
-def _train_files(folder: Path) -> dict[str, Path]:
+def _train_files(folder: Path, spec: DataSpec) -> dict[str, Path]:
     files = _folder_files(folder)
-    if "train" not in files:
+    if spec.data_split is None and "train" not in files:
         raise UsageError(f"{param('data')} {folder}: the folder has no train.jsonl; add one or pass a .jsonl file")
     return files
 
 
 def _from_files(folder: Path, spec: DataSpec, num_proc: int | None) -> SourceData:
-    rows = {split: _file_split(path, spec, num_proc) for split, path in _train_files(folder).items()}
-    return SourceData(rows["train"], rows.get("valid"), rows.get("test"))
+    files = _train_files(folder, spec)
+    train, valid, test = _pick(files, spec, str(folder))
+    rows = {split: _file_split(path, spec, num_proc) for split, path in files.items() if split in (train, valid, test)}
+    return SourceData(rows[train], rows.get(valid), rows.get(test))
+
+
+def _split_named(splits: dict, name: str, flag: str, where: str) -> str:
+    """The split called ``name`` in ``splits`` (a folder's ``valid`` file is also ``validation``), or an error naming
+    ``flag`` and listing the splits there are."""
+    for key in (name, SPLIT_FILES.get(name)):
+        if key in splits:
+            return key
+    raise UsageError(f"{param(flag)} {name}: {where} has no such split; its splits are {list(splits)}")
 
 
 def _pick(splits: dict, spec: DataSpec, where: str) -> tuple[str, str | None, str | None]:
-    """Names of the train, valid and test splits in ``splits``, or an error listing those there are."""
-    names = list(splits)
-    train = spec.data_split or "train"
-    for p, name in (("data_split", train), ("valid_split", spec.valid_split)):
-        if name is not None and name not in splits:
-            raise UsageError(f"{param(p)} {name}: {where} has no such split; its splits are {names}")
-    valid = spec.valid_split or next((n for n in VALID_SPLITS if n in splits and n != train), None)
+    """Names of the train, valid and test splits in ``splits`` to train on, or an error listing those there are."""
+    train = _split_named(splits, spec.data_split or "train", "data_split", where)
+    if spec.valid_split:
+        valid = _split_named(splits, spec.valid_split, "valid_split", where)
+        if valid == train:  # valid and validation: one file of a folder
+            raise UsageError(f"{param('valid_split')} {spec.valid_split}: the same split as {param('data_split')}; leave it out")
+    else:
+        valid = next((n for n in VALID_SPLITS if n in splits and n != train), None)
     test = "test" if "test" in splits and "test" not in (train, valid) else None
     return train, valid, test
 
@@ -253,8 +265,7 @@ def _kind(spec: DataSpec) -> str:
     if path.is_dir():
         if _is_saved(path):
             return "disk"
-        why = f"{path} is a folder of files, whose splits are their names (train, valid, test); rename the files, or leave it out"
-        _no_split_flags(spec, why)
+        _no_split_flags(spec, f"{path} is a folder of files, which has no configs; leave it out", ("data_config",))
         return "files"
     if path.is_file():
         _no_split_flags(spec, f"{path} is one file, the training split; leave it out")
@@ -272,7 +283,7 @@ def check_location(spec: DataSpec) -> None:
     The cheap check a command makes before it writes anything; :func:`load_source` makes it too.
     """
     if _kind(spec) == "files":
-        _train_files(Path(spec.data))
+        _pick(_train_files(Path(spec.data), spec), spec, spec.data)  # the splits asked for are there
 
 
 def _resolve(spec: DataSpec, num_proc: int | None) -> SourceData:
@@ -290,7 +301,7 @@ def load_source(spec: DataSpec, num_proc: int | None = None) -> SourceData:
     """Load and check every split of ``spec``'s source; the first bad row raises, naming it.
 
     ``num_proc`` processes read multi-file sources (``datasets``' ``num_proc``). Nothing is
-    tokenized here: :func:`solo_cli.data.encoded.encode_rowset` does that, split by split.
+    tokenized here: :func:`solo_cli.data.split_encoding.encode_rowset` does that, split by split.
     """
     source = _resolve(spec, num_proc)
     for rows in (source.train, source.valid, source.test):
@@ -304,12 +315,10 @@ def load_source(spec: DataSpec, num_proc: int | None = None) -> SourceData:
 
 
 def _choose(splits: dict, spec: DataSpec, prefer: tuple[str, ...], where: str) -> str | None:
-    """``spec.data_split`` (``validation`` is a folder's ``valid``), else the first of ``prefer`` in ``splits``."""
+    """The split to read rows from: ``spec.data_split`` (:func:`_split_named`), else the first of ``prefer`` in
+    ``splits`` (``valid``: also ``validation``)."""
     if spec.data_split:
-        for name in (spec.data_split, SPLIT_FILES.get(spec.data_split)):
-            if name in splits:
-                return name
-        raise UsageError(f"{param('data_split')} {spec.data_split}: {where} has no such split; its splits are {list(splits)}")
+        return _split_named(splits, spec.data_split, "data_split", where)
     for want in prefer:
         for name in (want, "validation") if want == "valid" else (want,):
             if name in splits:

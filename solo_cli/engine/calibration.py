@@ -41,7 +41,7 @@ class Measurement:
     kept_in: Path | None  # the cache file that holds it; None where that could not be written
     cached: bool  # read from the cache (an earlier run measured it), not measured by this process
 
-    def describe(self) -> str:
+    def summary(self) -> str:
         """What was measured, for what, and where it is kept: the start line's account of ``auto``."""
         m, k, n = CALIBRATION_SHAPE
         what = f"one {m}x{k}x{n} matmul ran {self.speedup:.2f}x as fast in bf16 as in float32"

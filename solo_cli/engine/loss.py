@@ -139,7 +139,7 @@ def scored_logits(model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[tor
     """``(logits, targets, positions)`` of the positions of ``batch`` that predict a trained token, the vocabulary
     projection run on those alone where that is proven exact (:func:`fast_path`); what every loss is taken over.
 
-    ``positions`` are flat indices ``row * (width - 1) + t`` (see :func:`solo_cli.data.encode.collate`).
+    ``positions`` are flat indices ``row * (width - 1) + t`` (see :func:`solo_cli.data.row_encoding.collate`).
     """
     targets = batch["labels"][:, 1:]
     positions = batch.get("loss_positions")
@@ -168,7 +168,7 @@ def evaluate_loss(model, examples, batch_size: int, pad_id: int, device, reduce=
     ``reduce`` sums ``[total, count]`` over processes when the examples are shared out (training
     passes its distributed context's sum; each process then scores its own share of ``examples``).
     """
-    from ..data.encode import collate
+    from ..data.row_encoding import collate
 
     was_training = model.training
     model.eval()

@@ -35,12 +35,14 @@ import torch
 from torch import nn
 
 from ..errors import UsageError, param
+from .choices import COMPUTE_DTYPES, PARALLEL_MODES
 from .quantization import QUANTIZE_CHOICES, prequantized
-from .weight_memory import DTYPE_BYTES, is_linear, quantize_packing, stored_packing, weight_bytes
+from .weight_memory import DTYPE_BYTES, is_linear, linear_dims, quantize_packing, stored_packing, weight_bytes
 
 METHODS = ("solo", "lora-qv", "lora-all")
-PARALLEL_MODES = ("ddp", "fsdp")
 PARTS = ("weights", "gathered", "activations", "sources", "loss", "adapter", "gradients", "optimizer", "workspace")
+# LoRA on q and v as peft applies it (its default target_modules per architecture): the q and v projections, or a
+# fused projection whole (GPT-2's c_attn, GPT-NeoX's query_key_value, Phi-3's qkv_proj, MPT's Wqkv), one A and B on it.
 QV_NAMES = {"q_proj", "v_proj", "query", "value", "q", "v", "c_attn", "query_key_value", "qkv_proj", "Wqkv"}
 LOSS_COPIES = 3  # float32 (positions x vocab) buffers alive at the loss's peak: log-softmax, its gradient, the logits'
 
@@ -79,7 +81,7 @@ def _check(method: str, quantize: str, dtype: str, parallel: str, world_size: in
     for name, value, choices in (
         ("method", method, METHODS),
         ("quantize", quantize, QUANTIZE_CHOICES),
-        ("dtype", dtype, tuple(DTYPE_BYTES)),
+        ("dtype", dtype, COMPUTE_DTYPES),
         ("parallel", parallel, PARALLEL_MODES),
     ):
         if value not in choices:
@@ -118,10 +120,13 @@ def lora_targets(blocks: nn.ModuleList, method: str) -> list[tuple[nn.Module, st
         for name, module in block.named_modules():
             if not (name and is_linear(module)) or (method == "lora-qv" and name.rsplit(".", 1)[-1] not in QV_NAMES):
                 continue
-            w = module.weight
-            d_in, d_out = (w.shape[1], w.shape[0]) if isinstance(module, nn.Linear) else (w.shape[0], w.shape[1])
-            found.append((block, name, module, d_in, d_out))
+            found.append((block, name, module, *linear_dims(module)))
     return found
+
+
+def lora_params(blocks: nn.ModuleList, method: str, rank: int) -> int:
+    """Trainable parameters of LoRA at ``rank`` on :func:`lora_targets`: ``rank x (d_in + d_out)`` a layer."""
+    return sum(rank * (d_in + d_out) for *_, d_in, d_out in lora_targets(blocks, method))
 
 
 def add_lora(targets: list, rank: int) -> None:
@@ -180,11 +185,8 @@ def saved_by_module(blocks: nn.ModuleList, trace: _Trace, skip: set[int], connec
 
 def _trace(model, blocks, method, plan, rank, batch_size, seq_len, hidden, dtype) -> _Trace:
     """Run the body forward on fake inputs with the adapter attached; returns what autograd kept."""
-    from torch._subclasses.fake_tensor import FakeTensor
-
-    from . import modeling_solo
     from .adapter import AdapterConfig, SoloAdapter
-    from .modeling_solo import SoloHooks
+    from .modeling_solo import SoloHooks, drop_fake_constants
 
     trace = _Trace([0] * len(blocks), batch_size * seq_len * hidden * DTYPE_BYTES[dtype])
     skip = {_storage_key(p)[0] for p in model.parameters()}
@@ -207,8 +209,7 @@ def _trace(model, blocks, method, plan, rank, batch_size, seq_len, hidden, dtype
     finally:
         if handle is not None:
             handle.remove()
-        for key in [k for k, v in modeling_solo._EPS.items() if isinstance(v, FakeTensor)]:
-            del modeling_solo._EPS[key]  # a fake constant cached for real runs would break them
+        drop_fake_constants()  # the connection's constants cached while tracing
     return trace
 
 
@@ -347,7 +348,7 @@ def train_memory(
     if method == "solo":  # A and B per connection (a scheduled gate is a buffer)
         trainable = 2 * hidden * rank * len(plan)
     else:
-        trainable = sum(rank * (d_in + d_out) for *_, d_in, d_out in lora_targets(blocks, method))
+        trainable = lora_params(blocks, method, rank)
     trace, traced = _traced(model, mode, blocks, method, plan, rank, batch_size, seq_len, hidden, dtype, autocast)
     resident, gathered = _weights(per_block, root, world_size, parallel)
     if offload and parallel == "fsdp":  # the shards live in host memory; the device holds what is gathered

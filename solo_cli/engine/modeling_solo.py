@@ -117,6 +117,14 @@ def _eps_for(x2: torch.Tensor) -> torch.Tensor:
     return _EPS[key]
 
 
+def drop_fake_constants() -> None:
+    """Forget the cached constants made on fake tensors (by the memory estimate's trace): a real run given one would break."""
+    from torch._subclasses.fake_tensor import FakeTensor
+
+    for key in [k for k, v in _EPS.items() if isinstance(v, FakeTensor)]:
+        del _EPS[key]
+
+
 class _Connection(torch.autograd.Function):
     """``base + t * B A n(x)`` on rows of ``x`` (d wide), with its gradient written out by hand.
 

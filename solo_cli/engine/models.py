@@ -12,9 +12,10 @@ from pathlib import Path
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 
-from ..errors import RuntimeFailure, UsageError, param
+from ..errors import RuntimeFailure, UsageError, first_line, param
 from ..files.atomic import atomic_dir
 from ..files.outputs import is_export
+from .choices import COMPUTE_DTYPES, DTYPE_CHOICES
 from .modeling_solo import MODEL_TYPE as EXPORT_MODEL_TYPE
 from .precision import Precision, resolve_precision
 from .quantization import load_failure, one_4bit_kernel, prequantized, quantization_config, refuse_requantizing
@@ -28,14 +29,8 @@ BUILTIN_MODELS = {
     }
 }
 DEFAULT_MODEL = "smollm2-135m"
-DTYPES = {
-    "float32": torch.float32,
-    "fp32": torch.float32,
-    "bfloat16": torch.bfloat16,
-    "bf16": torch.bfloat16,
-    "float16": torch.float16,
-    "fp16": torch.float16,
-}
+DTYPES = {name: getattr(torch, name) for name in COMPUTE_DTYPES}
+DTYPES |= {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}  # short names the library also takes
 
 
 @dataclass
@@ -56,7 +51,7 @@ def cache_dir() -> Path:
 def resolve_dtype(name: str) -> torch.dtype:
     """The torch dtype of a concrete ``--dtype`` name (``auto`` is resolved first, by :func:`load_model`)."""
     if name not in DTYPES:
-        raise UsageError(f"{param('dtype')} {name!r} is not supported; use one of auto, float32, bfloat16, float16")
+        raise UsageError(f"{param('dtype')} {name!r} is not supported; use one of {', '.join(DTYPE_CHOICES)}")
     return DTYPES[name]
 
 
@@ -176,7 +171,7 @@ def export_base_config(name: str, path: str):
 
 
 def _load_error(name: str, exc: Exception) -> UsageError:
-    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    first = first_line(exc)
     return UsageError(
         f"--model {name}: cannot load it ({first}); pass a local model folder, a reachable hub id, "
         f"or the built-in {DEFAULT_MODEL}"

@@ -52,9 +52,9 @@ import torch
 from ..errors import UsageError
 from . import calibration
 from .calibration import Measurement
+from .choices import COMPUTE_DTYPES, DTYPE_CHOICES
 from .quantization import BACKENDS, check_backend
 
-DTYPE_CHOICES = ("auto", "float32", "bfloat16", "float16")
 PIN_VARIABLE = "SOLO_AUTO_DTYPE"
 MIN_SPEEDUP = 1.2  # bf16 must beat float32 by this much: a tie is not worth bf16's rounding
 NATIVE_BF16_FLAGS = ("amx_bf16", "avx512_bf16", "bf16")  # x86 (AMX, AVX512) and Arm (FEAT_BF16) cpuinfo flags
@@ -79,13 +79,7 @@ class Precision:
     quantize: str = "none"  # the base's linear weights: none, nf4, fp4, int8, torchao-int8, or a pre-quantized method
 
     def to_dict(self) -> dict:
-        return {
-            "dtype": self.dtype,
-            "reason": self.reason,
-            "autocast": self.autocast,
-            "grad_scaler": self.grad_scaler,
-            "quantize": self.quantize,
-        }
+        return dataclasses.asdict(self)
 
     def exactness(self) -> str | None:
         """What this precision does not guarantee that float32 does, in one line (None: float32 keeps every guarantee)."""
@@ -97,7 +91,7 @@ class Precision:
             f"exactness in {half}: the adapter and its optimizer state stay float32, and a rerun or --resume repeats "
             f"the run as in float32, but the base rounds to {half}: N processes and 1 give adapters equal only to that "
             f"rounding, and a prompt's greedy text can change with the prompts batched beside it{remedy} "
-            "(README: Exactness)"
+            "(docs/troubleshooting.md: Exactness)"
         )
 
 
@@ -143,8 +137,8 @@ def choose(hardware: Hardware, measured: Callable[[], Measurement]) -> Precision
         return Precision("float32", "float32: this CPU has no native bf16 (no AMX or AVX512-BF16)")
     measurement = measured()
     if measurement.speedup >= MIN_SPEEDUP:
-        return Precision("bfloat16", f"bfloat16 on this CPU ({flag}): {measurement.describe()}")
-    return Precision("float32", f"float32 (bf16 needs {MIN_SPEEDUP}x) on this CPU ({flag}): {measurement.describe()}")
+        return Precision("bfloat16", f"bfloat16 on this CPU ({flag}): {measurement.summary()}")
+    return Precision("float32", f"float32 (bf16 needs {MIN_SPEEDUP}x) on this CPU ({flag}): {measurement.summary()}")
 
 
 def _cpuinfo(cpuinfo: Path) -> dict[str, str]:
@@ -204,7 +198,7 @@ def _load_dtype(name: str, device: torch.device, hardware: Hardware | None, agre
         return Precision(name, f"{name}: as asked")
     pinned = os.environ.get(PIN_VARIABLE)
     if pinned:
-        if pinned not in DTYPE_CHOICES[1:]:
+        if pinned not in COMPUTE_DTYPES:
             raise UsageError(f"{PIN_VARIABLE}={pinned}: use float32, bfloat16 or float16, or unset it")
         return Precision(pinned, f"{pinned}: {PIN_VARIABLE} pins auto")  # pinned: every process agrees already
     if agreement is None or agreement.first:

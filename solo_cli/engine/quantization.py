@@ -26,7 +26,7 @@ import math
 import warnings
 from dataclasses import dataclass
 
-from ..errors import UsageError, param
+from ..errors import UsageError, first_line, param
 
 QUANTIZE_CHOICES = ("none", "nf4", "fp4", "int8", "torchao-int8")
 
@@ -161,7 +161,7 @@ def refuse_requantizing(name: str, found: str, quantize: str) -> None:
 
 def load_failure(name: str, quantize: str, exc: Exception, *, came_quantized: bool) -> UsageError:
     """A quantized load that transformers or its backend refused (a package missing, no kernel for this device): one line."""
-    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    first = first_line(exc)
     if came_quantized:
         return UsageError(
             f"{param('model')} {name}: is quantized with {quantize}, which cannot load here ({first}); "

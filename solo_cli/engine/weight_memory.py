@@ -122,6 +122,13 @@ def is_linear(module: nn.Module) -> bool:
     return isinstance(module, nn.Linear) or type(module).__name__ == "Conv1D"  # GPT-2's Conv1D is a linear layer
 
 
+def linear_dims(module: nn.Module) -> tuple[int, int]:
+    """``(d_in, d_out)`` of a linear layer (:func:`is_linear`): ``nn.Linear`` stores its weight (out, in), transformers'
+    Conv1D (GPT-2) (in, out)."""
+    rows, cols = module.weight.shape
+    return (cols, rows) if isinstance(module, nn.Linear) else (rows, cols)
+
+
 def linear_bytes(d_in: int, d_out: int, quantize: str | Packing | None, dtype: str) -> int:
     """Bytes of a ``d_out x d_in`` linear weight stored as ``quantize`` (a ``--quantize`` choice or a
     :class:`Packing`; bias not included)."""
@@ -135,8 +142,7 @@ def _module_bytes(module: nn.Module, packing: Packing | None, dtype: str, in_blo
     total = 0
     for name, p in module.named_parameters(recurse=False):
         if name == "weight" and in_block and p.dim() == 2 and is_linear(module):
-            d_in, d_out = (p.shape[1], p.shape[0]) if isinstance(module, nn.Linear) else (p.shape[0], p.shape[1])
-            total += linear_bytes(d_in, d_out, packing, dtype)
+            total += linear_bytes(*linear_dims(module), packing, dtype)
         else:
             total += p.numel() * DTYPE_BYTES[dtype]
     return total

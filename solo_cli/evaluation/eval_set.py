@@ -103,9 +103,3 @@ def load_eval_split(data: str | Path | DataSpec) -> RowSet:
     or ``data_split``."""
     spec = data if isinstance(data, DataSpec) else DataSpec(data)
     return load_split(spec, ("test", "valid"))
-
-
-def load_eval_rows(data: str | Path | DataSpec) -> tuple[list[dict], str]:
-    """:func:`load_eval_split` as a list of rows and their format."""
-    rows = load_eval_split(data)
-    return list(rows.rows()), rows.fmt

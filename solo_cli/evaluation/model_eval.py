@@ -9,9 +9,9 @@ from __future__ import annotations
 import math
 
 from ..data.columns import RowSet
-from ..data.encode import context_length
-from ..data.encoded import encode_rowset
 from ..data.pairs import collate_pairs
+from ..data.row_encoding import context_length
+from ..data.split_encoding import encode_rowset
 from ..engine.loss import evaluate_loss
 from ..engine.preference import reply_logps
 from ..inference.generation import generate
@@ -25,7 +25,7 @@ def loss_and_perplexity(
 ) -> dict | None:
     """Token-weighted loss on the trained tokens (as in training) and its perplexity; None if nothing to score.
 
-    ``rows`` are encoded as training encodes them (:func:`solo_cli.data.encoded.encode_rowset`,
+    ``rows`` are encoded as training encodes them (:func:`solo_cli.data.split_encoding.encode_rowset`,
     cached), cut to ``min(max_seq_length, the model's context)`` tokens.
     """
     check_max_seq_length(max_seq_length)

@@ -63,12 +63,6 @@ def predictions_text(data: EvalSet, predictions: list[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_predictions(path: str | Path, data: EvalSet, predictions: list[str]) -> None:
-    from ..files.atomic import write_text
-
-    write_text(path, predictions_text(data, predictions))
-
-
 def write_outputs(path: str | Path, data: EvalSet, predictions: list[str], metrics: dict) -> None:
     """Write the predictions and, beside them, the metrics: both or neither (old files stay on failure).
 

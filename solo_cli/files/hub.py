@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from ..errors import UsageError, param
+from ..errors import UsageError, first_line, param
 
 # huggingface_hub's own rule for repo ids: owner/name, letters, digits, "-", "_", "."
 _REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,95}/[A-Za-z0-9][A-Za-z0-9_.-]{0,95}$")
@@ -78,7 +78,7 @@ def _download(repo_id: str, revision: str | None, flag: str) -> Path:
             f"{where}: no such local path, and no such Hub repo (or it is private: log in with hf auth login)"
         ) from None
     except (HfHubHTTPError, OSError) as exc:
-        raise UsageError(f"{where}: downloading from the Hub failed ({str(exc).splitlines()[0]}); try again") from None
+        raise UsageError(f"{where}: downloading from the Hub failed ({first_line(exc)}); try again") from None
     if not (folder / "adapter.safetensors").is_file():
         raise UsageError(f"{where}: the repo holds no adapter.safetensors; is it a solo adapter?")
     return folder

@@ -30,7 +30,7 @@ _STEP = re.compile(r"^step-\d+$")
 _STAGING = re.compile(r"^\.step-\d+\.[a-z0-9_]{8}(\.tmp|\.old)?$")
 
 
-def describe(path: Path) -> str:
+def what_is_at(path: Path) -> str:
     """What is at ``path``, for a one-line message: a file and its size, or a folder and a few names."""
     if path.is_symlink() and not path.exists():
         return "a broken link"
@@ -172,7 +172,7 @@ def check_export_target(output: Path, overwrite: bool) -> None:
             )
         return
     raise UsageError(
-        f"{param('export')} {output}: already exists and is not a solo export ({describe(output)}); "
+        f"{param('export')} {output}: already exists and is not a solo export ({what_is_at(output)}); "
         "solo replaces only an export it wrote; choose another path"
     )
 
@@ -186,14 +186,14 @@ def check_adapter_target(output: Path, overwrite: bool) -> Path:
     target = output if output.suffix == ".safetensors" else output / ADAPTER_FILENAME
     if output.exists() and not output.is_dir() and output.suffix != ".safetensors":
         raise UsageError(
-            f"{param('output')} {output}: already exists and is not a solo adapter ({describe(output)}); "
+            f"{param('output')} {output}: already exists and is not a solo adapter ({what_is_at(output)}); "
             "solo replaces only an adapter it wrote; choose another path"
         )
     if target.exists() or target.is_symlink():
         if not is_solo_adapter(target):
             where = "" if target == output else f"{target} "
             raise UsageError(
-                f"{param('output')} {output}: {where}already exists and is not a solo adapter ({describe(target)}); "
+                f"{param('output')} {output}: {where}already exists and is not a solo adapter ({what_is_at(target)}); "
                 "solo replaces only an adapter it wrote; choose another path"
             )
         if not overwrite:
@@ -253,6 +253,6 @@ def check_predictions_target(output: Path, metrics: Path | None = None) -> None:
         if path.is_dir() or not ok(path):
             where = "" if path == output else f"{path} "
             raise UsageError(
-                f"{param('output')} {output}: {where}already exists and is not a {kind} file solo wrote ({describe(path)}); "
+                f"{param('output')} {output}: {where}already exists and is not a {kind} file solo wrote ({what_is_at(path)}); "
                 f"solo replaces only its own {kind}; choose another path"
             )

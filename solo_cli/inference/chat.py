@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ..data.chat_template import TemplateRefused
-from ..data.encode import context_length
+from ..data.row_encoding import context_length
 from ..data.rows import lone_surrogate
 from ..errors import UsageError
 from ..files.hub import resolve_adapter_ref

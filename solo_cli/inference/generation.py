@@ -12,7 +12,7 @@ import torch
 from transformers import TextStreamer
 
 from ..data.chat_template import render_chat
-from ..data.encode import context_length
+from ..data.row_encoding import context_length
 from ..errors import UsageError, param
 from .generation_settings import SEED_MAX, GenerationSettings  # noqa: F401 (importable from here as before)
 

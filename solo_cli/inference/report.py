@@ -1,6 +1,6 @@
 """What an adapter file holds, for `solo inspect ADAPTER`: read without torch or a model, so it is instant.
 
-The plan costs of `solo inspect --model` are :mod:`solo_cli.inference.plan_report`.
+The plan costs of `solo inspect --model` are :mod:`solo_cli.training.plan_cost`.
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from typing import Literal
+from typing import Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -192,22 +192,19 @@ class Usage(BaseModel):
         self.total_tokens = self.prompt_tokens + self.completion_tokens
 
 
-class CompletionChoice(BaseModel):
+class _Choice(BaseModel):
+    """What every choice of a response carries beside its text, message or delta."""
+
     index: int
-    text: str
     finish_reason: str | None = None
     logprobs: None = None
 
 
-class CompletionResponse(BaseModel):
-    """A completion, or one chunk of a streamed one (OpenAI names both ``text_completion``)."""
+ChoiceT = TypeVar("ChoiceT", bound=_Choice)
 
-    id: str
-    object: Literal["text_completion"] = "text_completion"
-    created: int
-    model: str
-    choices: list[CompletionChoice]
-    usage: Usage | None = None
+
+class CompletionChoice(_Choice):
+    text: str
 
 
 class AssistantMessage(BaseModel):
@@ -215,20 +212,8 @@ class AssistantMessage(BaseModel):
     content: str
 
 
-class ChatChoice(BaseModel):
-    index: int
+class ChatChoice(_Choice):
     message: AssistantMessage
-    finish_reason: str | None = None
-    logprobs: None = None
-
-
-class ChatCompletionResponse(BaseModel):
-    id: str
-    object: Literal["chat.completion"] = "chat.completion"
-    created: int
-    model: str
-    choices: list[ChatChoice]
-    usage: Usage
 
 
 class Delta(BaseModel):
@@ -236,20 +221,34 @@ class Delta(BaseModel):
     content: str | None = None
 
 
-class ChatChunkChoice(BaseModel):
-    index: int
+class ChatChunkChoice(_Choice):
     delta: Delta
-    finish_reason: str | None = None
-    logprobs: None = None
 
 
-class ChatCompletionChunk(BaseModel):
+class _Response(BaseModel, Generic[ChoiceT]):
+    """A completion response or chunk: ``object`` names its kind, ``choices`` are of that kind's choice."""
+
     id: str
-    object: Literal["chat.completion.chunk"] = "chat.completion.chunk"
+    object: str
     created: int
     model: str
-    choices: list[ChatChunkChoice]
+    choices: list[ChoiceT]
     usage: Usage | None = None
+
+
+class CompletionResponse(_Response[CompletionChoice]):
+    """A completion, or one chunk of a streamed one (OpenAI names both ``text_completion``)."""
+
+    object: Literal["text_completion"] = "text_completion"
+
+
+class ChatCompletionResponse(_Response[ChatChoice]):
+    object: Literal["chat.completion"] = "chat.completion"
+    usage: Usage  # a whole chat response always says what it used
+
+
+class ChatCompletionChunk(_Response[ChatChunkChoice]):
+    object: Literal["chat.completion.chunk"] = "chat.completion.chunk"
 
 
 class ModelCard(BaseModel):

@@ -117,7 +117,7 @@ class RowCache(Cache):
 
 def check_model(model) -> None:
     """Refuse (UsageError) a model whose cache the row cache cannot hold: non-attention layers, narrow sliding windows."""
-    from ..data.encode import context_length
+    from ..data.row_encoding import context_length
 
     config = model.config.get_text_config(decoder=True) if hasattr(model.config, "get_text_config") else model.config
     kinds = set(getattr(config, "layer_types", None) or [])

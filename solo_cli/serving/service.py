@@ -13,7 +13,7 @@ import secrets
 import threading
 from collections.abc import Callable
 
-from ..data.encode import context_length
+from ..data.row_encoding import context_length
 from ..engine.blocks import fingerprint
 from ..engine.mixed import MixedAdapters
 from ..engine.models import LoadedModel

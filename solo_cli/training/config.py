@@ -26,15 +26,14 @@ import yaml
 # starts, and must not import torch to show --help (tests/cli/test_train_options.py checks).
 from ..data.spec import DataSpec
 from ..engine.adapter_config import SOURCE_NORMS, TRAINABLE_GATES
+from ..engine.choices import DTYPE_CHOICES, PARALLEL_MODES  # torch-free, as this module must be
 from ..engine.quantization import QUANTIZE_CHOICES  # torch-free, as this module must be
-from ..errors import UsageError, param
+from ..errors import UsageError, first_line, param
 from ..inference.generation_settings import SEED_MAX  # torch-free, as this module must be
 from .objective_options import OBJECTIVES, objective_problems, resolved_beta, resolved_gamma
 from .trackers import REPORT_TO, check_report_to
 
 LR_SCHEDULES = ("linear", "cosine", "constant")
-DTYPE_NAMES = ("auto", "float32", "bfloat16", "float16")  # auto: solo_cli/engine/precision.py
-PARALLEL_MODES = ("ddp", "fsdp")  # fsdp: solo_cli/training/sharding.py
 COMPILE_CHOICES = ("off", "on", "auto")  # auto: solo_cli/training/compiled.py
 # AdamW moves every weight of A and B by about lr per step: above 1 a run only diverges or saturates
 # (--lr 1e6 ended "successfully" at the untrained loss). The default is 2e-2.
@@ -148,7 +147,7 @@ class TrainConfig:
     dtype: str = option(
         "auto",
         "auto (bfloat16 where this hardware runs it faster, else float32), float32, bfloat16 or float16.",
-        choices=DTYPE_NAMES,
+        choices=DTYPE_CHOICES,
     )
     device: str = option("auto", "auto, cpu, cuda, cuda:N or mps.")
     grad_checkpoint: bool = option(False, "Recompute activations to save memory.")
@@ -362,8 +361,7 @@ def load_yaml(path: str | Path) -> dict:
     except OSError as exc:
         raise UsageError(f"{param('config')} {path}: cannot read it ({exc.strerror})") from None
     except (yaml.YAMLError, UnicodeDecodeError, RecursionError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else "nested too deeply"
-        raise UsageError(f"{param('config')} {path}: not valid YAML ({first})") from None
+        raise UsageError(f"{param('config')} {path}: not valid YAML ({first_line(exc, 'nested too deeply')})") from None
     if raw is None:
         return {}
     if not isinstance(raw, dict):

@@ -111,7 +111,7 @@ def wrap(model: nn.Module, adapter: nn.Module, loss_fn, ctx: DistContext, device
     """A callable ``(batch, label_smoothing) -> (loss, count)``, data-parallel when ``ctx`` is.
 
     ``root``: the FSDP root of a base sharded by :func:`.sharding.shard_base`, which every forward goes
-    through (:attr:`LossModule.on_model`; :func:`on_model`)."""
+    through (:attr:`LossModule.on_model`; :func:`model_runner`)."""
     if not ctx.enabled:
         return LossModule(model, adapter, loss_fn)
     from torch.nn.parallel import DistributedDataParallel
@@ -133,6 +133,6 @@ def _no_buffer_syncs(ddp: type) -> dict:
     return {"broadcast_buffers": False}
 
 
-def on_model(loss):
+def model_runner(loss):
     """``fn(model, *args)`` runner of a :func:`wrap` result: what runs the base outside the loss (validation, proofs)."""
     return getattr(loss, "module", loss).on_model

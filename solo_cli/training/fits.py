@@ -23,6 +23,7 @@ import os
 import torch
 
 from ..engine.precision import Precision
+from ..engine.quantization import QUANTIZE_CHOICES
 from ..errors import UsageError, param
 from .config import TrainConfig
 from .distributed import DistContext
@@ -62,16 +63,16 @@ def _estimate(cfg: TrainConfig, config, precision: Precision, ctx: DistContext):
         method="solo",
         connections=cfg.connections,
         rank=cfg.rank,
-        quantize=precision.quantize if precision.quantize in ("nf4", "fp4", "int8", "torchao-int8") else "none",
+        quantize=precision.quantize if precision.quantize in QUANTIZE_CHOICES else "none",  # a model's own: from its config
         dtype=precision.dtype,
         autocast=precision.autocast,
         batch_size=cfg.batch_size * (1 if cfg.objective == "sft" else 2),  # a preference pair is two rows of a batch
         seq_len=cfg.max_seq_length,
         world_size=ctx.world_size,
-        parallel=getattr(cfg, "parallel", "ddp"),
+        parallel=cfg.parallel,
         grad_checkpoint=cfg.grad_checkpoint,
         trust_remote_code=cfg.trust_remote_code,
-        offload=bool(getattr(cfg, "fsdp_offload", False)),
+        offload=cfg.fsdp_offload,
     )
 
 
@@ -119,7 +120,7 @@ def check_fits(cfg: TrainConfig, precision: Precision, device: torch.device, ctx
 
 
 def _refuse(cfg: TrainConfig, estimate, what: str) -> None:
-    parallel = getattr(cfg, "parallel", "ddp")
+    parallel = cfg.parallel
     lower = [f"{param('batch_size')} (now {cfg.batch_size})", f"{param('max_seq_length')} (now {cfg.max_seq_length})"]
     if estimate.quantize == "none":  # a model that came quantized cannot be quantized again
         lower.insert(0, f"{param('quantize')} nf4")

@@ -16,11 +16,11 @@ from __future__ import annotations
 
 import torch
 
-from ..data.encode import Example, collate, loss_tokens
 from ..data.pairs import PairExample, collate_pairs
+from ..data.row_encoding import Example, collate, loss_tokens
 from ..engine.preference import METRICS, pair_losses, reply_logps
 from .config import TrainConfig
-from .sharding import even_batches
+from .sharded_validation import even_batches
 
 
 class Objective:

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import torch
 from transformers import set_seed
 
-from ..data.encode import EncodedData, context_length
+from ..data.row_encoding import EncodedData, context_length
 from ..data.sources import check_location
 from ..engine.adapter import SoloAdapter
 from ..engine.blocks import arch_fingerprint

@@ -24,8 +24,8 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from ..data.encode import EncodedData
-from ..data.encoded import cache_dir
+from ..data.row_encoding import EncodedData
+from ..data.split_encoding import cache_dir
 from ..engine.adapter import attach
 from ..engine.adapter_file import load_adapter
 from ..engine.preference import reply_logps

@@ -25,7 +25,7 @@ from ..engine.quantization import count_params
 from ..engine.topology import format_connections
 from ..errors import UsageError, param
 from ..files import lock
-from ..files.outputs import describe, is_run_folder, refuse_current_folder, remove_run_outputs, run_outputs
+from ..files.outputs import is_run_folder, refuse_current_folder, remove_run_outputs, run_outputs, what_is_at
 from . import distributed
 from .checkpoint import clean_staging, find_checkpoint, load_checkpoint, prune_checkpoints, save_checkpoint
 from .compiled import compiled_blocks, decide_compile
@@ -36,7 +36,7 @@ from .prepared import PreparedRun, prepare, resolve_device  # noqa: F401 (prepar
 from .reference import attach_references
 from .resume import check_resume, check_run, data_sha256, refuse_finished
 from .run_folder import RunFolder
-from .sharding import sharded_valid_loss
+from .sharded_validation import sharded_valid_loss
 from .trackers import TENSORBOARD_DIR, NoTracker, open_tracker, tracked_values
 from .trainer import Callback, Interrupted, Trainer, TrainState
 
@@ -70,7 +70,7 @@ def check_output(cfg: TrainConfig, *, replace: bool = True) -> Path:
             refuse_finished(cfg, out, resolve_precision(cfg.dtype, resolve_device(cfg.device)).dtype)
         return out
     if out.exists() and not out.is_dir():
-        raise UsageError(f"{output} {out}: exists and is not a folder ({describe(out)}); choose another path")
+        raise UsageError(f"{output} {out}: exists and is not a folder ({what_is_at(out)}); choose another path")
     if cfg.resume is not None and not out.is_dir():
         find_checkpoint(out, cfg.resume)  # auto: nothing to resume; PATH: fails now if it is no checkpoint
     try:
@@ -338,7 +338,7 @@ class _Execution:
         # --compile auto: worth it for the steps left to run; the trainer pads batches to the plan's widths
         left, width = run.steps - state.step, cfg.max_seq_length
         plan = decide_compile(cfg.compile, run.device, left, max_seq_length=width, packing=cfg.packing)
-        self.trainer.compiling = plan
+        self.trainer.compile_plan = plan
         with activation_checkpointing(model, cfg.grad_checkpoint), compiled_blocks(model, plan):
             attach_references(run, self.trainer)  # --objective dpo: the start model's log-probs, once (reference.py)
             handle = attach(model, run.adapter)

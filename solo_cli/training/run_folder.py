@@ -57,6 +57,11 @@ def _record_step(line: str) -> int | None:
     return step if isinstance(step, int) and not isinstance(step, bool) else None
 
 
+def _in_run(*names: str) -> property:
+    """A path in the run folder: ``root / names``."""
+    return property(lambda folder: folder.root.joinpath(*names))
+
+
 @dataclass(frozen=True)
 class RunFolder:
     root: Path
@@ -65,40 +70,17 @@ class RunFolder:
     def __post_init__(self) -> None:
         object.__setattr__(self, "root", Path(self.root))
 
-    @property
-    def adapter(self) -> Path:
-        return self.root / ADAPTER_FILENAME
-
-    @property
-    def best(self) -> Path:
-        return self.root / BEST_DIR / ADAPTER_FILENAME
-
-    @property
-    def checkpoints(self) -> Path:
-        return self.root / CHECKPOINTS_DIR
+    adapter = _in_run(ADAPTER_FILENAME)
+    best = _in_run(BEST_DIR, ADAPTER_FILENAME)
+    checkpoints = _in_run(CHECKPOINTS_DIR)
+    config = _in_run(CONFIG_FILE)
+    metrics = _in_run(METRICS_FILE)
+    plot = _in_run(PLOT_FILE)
+    card = _in_run(CARD_FILE)
+    third_party_log = _in_run(THIRD_PARTY_LOG)
 
     def checkpoint(self, step: int) -> Path:
         return self.checkpoints / f"step-{step}"
-
-    @property
-    def config(self) -> Path:
-        return self.root / CONFIG_FILE
-
-    @property
-    def metrics(self) -> Path:
-        return self.root / METRICS_FILE
-
-    @property
-    def plot(self) -> Path:
-        return self.root / PLOT_FILE
-
-    @property
-    def card(self) -> Path:
-        return self.root / CARD_FILE
-
-    @property
-    def third_party_log(self) -> Path:
-        return self.root / THIRD_PARTY_LOG
 
     @classmethod
     def of_checkpoint(cls, checkpoint: Path) -> RunFolder | None:

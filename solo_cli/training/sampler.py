@@ -91,13 +91,6 @@ def epoch_steps(
     return _micro_batches_of(steps, global_batch)
 
 
-def epoch_batches(
-    examples: Sequence, global_batch: int, seed: int, epoch: int, lengths: Sequence[int] | None = None, accum: int = 1
-) -> list[list[int]]:
-    """The global micro-batches of one epoch, as example indices, in the order they are trained (:func:`epoch_steps`, flat)."""
-    return [batch for step in epoch_steps(examples, global_batch, seed, epoch, lengths, accum) for batch in step]
-
-
 def example_lengths(examples: Sequence) -> list[int]:
     """The token length of every example, the key :func:`epoch_steps` groups by.
 
@@ -115,25 +108,25 @@ def steps_per_epoch(num_examples: int, global_batch: int, accum: int = 1) -> int
 
 def step_batches(
     examples: Sequence[T],
-    batch_size: int,
+    global_batch: int,
     seed: int,
     start: int = 0,
-    rank: int = 0,
-    world_size: int = 1,
     lengths: Sequence[int] | None = None,
     accum: int = 1,
 ) -> Iterator[list[list[T]]]:
-    """Endless stream of optimizer steps, reshuffled each epoch, starting at step ``start``; each a list of micro-batches.
-
-    With ``world_size`` processes, each micro-batch of the global stream (``batch_size x
-    world_size`` examples, exactly what one process with that batch would take) is split, and
-    this rank gets its ``batch_size`` slice (empty when an epoch's last, short batch has nothing
-    left for it). ``lengths`` turns on length grouping.
+    """Endless stream of optimizer steps, reshuffled each epoch, starting at step ``start``; each a list of global
+    micro-batches of ``global_batch`` examples (``batch x processes``: exactly what one process with that batch
+    would take), of which each process trains its :func:`rank_share`. ``lengths`` turns on length grouping.
     """
-    global_batch = batch_size * world_size
     per_epoch = steps_per_epoch(len(examples), global_batch, accum)
     for step in _stream(per_epoch, lambda epoch: epoch_steps(examples, global_batch, seed, epoch, lengths, accum), start):
-        yield [[examples[i] for i in batch[rank * batch_size : (rank + 1) * batch_size]] for batch in step]
+        yield [[examples[i] for i in batch] for batch in step]
+
+
+def rank_share(batch: Sequence[T], rank: int, batch_size: int) -> Sequence[T]:
+    """Process ``rank``'s slice of a global micro-batch: its ``batch_size`` items, empty when an epoch's last, short
+    batch has nothing left for it."""
+    return batch[rank * batch_size : (rank + 1) * batch_size]
 
 
 def _stream(per_epoch: int, plan, start: int) -> Iterator[list]:
@@ -175,20 +168,6 @@ def packed_step_batches(
     per_epoch = steps_per_epoch(row_count(lengths, capacity), global_batch, accum)
     for step in _stream(per_epoch, lambda epoch: packed_epoch_steps(lengths, capacity, global_batch, seed, epoch, accum), start):
         yield [[PackedRow.of([examples[i] for i in row]) for row in batch] for batch in step]
-
-
-def micro_batches(
-    examples: Sequence[T],
-    batch_size: int,
-    seed: int,
-    start: int = 0,
-    rank: int = 0,
-    world_size: int = 1,
-    lengths: Sequence[int] | None = None,
-) -> Iterator[list[T]]:
-    """The stream of :func:`step_batches` without accumulation: one micro-batch a step, from micro-batch ``start``."""
-    for step in step_batches(examples, batch_size, seed, start, rank, world_size, lengths):
-        yield step[0]
 
 
 def epoch_units(cfg: TrainConfig, examples: Sequence) -> int:

@@ -15,7 +15,8 @@ so its all-reduces never interleave with FSDP's all-gathers). A run's arithmetic
 both modes, so a checkpoint of one resumes under the other.
 
 FSDP needs every process to run the same forwards: a process whose share of a global batch is
-empty runs a stand-in (weighted 0), and validation gives every process the same number of batches.
+empty runs a stand-in (weighted 0), and validation gives every process the same number of batches
+(:mod:`.sharded_validation`).
 ``--fsdp-offload`` keeps the shards in CPU memory (FSDP2's ``CPUOffloadPolicy``) and copies each
 block to the GPU when it runs, for bases larger than the GPUs together.
 """
@@ -121,41 +122,6 @@ def shard_base(model: nn.Module, device: torch.device, offload: bool = False) ->
     root = ShardedBase(model)
     fully_shard(root, mesh=mesh, offload_policy=policy)
     return root
-
-
-def local_bytes(module: nn.Module) -> int:
-    """Bytes of ``module``'s parameters this process holds: its shard of a sharded weight, all of a plain one."""
-    total = 0
-    for p in module.parameters():
-        local = p.to_local() if hasattr(p, "to_local") else p
-        total += local.numel() * local.element_size()
-    return total
-
-
-def even_batches(examples: list, batch_size: int, ctx: DistContext) -> list[list]:
-    """This process's validation batches when every process must run as many forwards as the others.
-
-    Each global batch of ``batch_size x N`` examples is split as training splits one, so every
-    process gets the same number of batches; an empty share is ``[]`` (run a stand-in, count nothing).
-    """
-    size = batch_size * ctx.world_size
-    start, stop = ctx.rank * batch_size, (ctx.rank + 1) * batch_size
-    return [examples[i : i + size][start:stop] for i in range(0, len(examples), size)]
-
-
-def sharded_valid_loss(on_model, examples: list, batch_size: int, pad_id: int, device, ctx: DistContext) -> float:
-    """Token-weighted mean validation loss over ``examples`` shared out over the processes, each running the
-    same forwards (:func:`even_batches`); the same number as one process scoring them all."""
-    from ..data.encode import loss_tokens
-    from ..engine.loss import evaluate_loss
-
-    total = count = 0.0
-    for share in even_batches(examples, batch_size, ctx):
-        loss = on_model(evaluate_loss, share or examples[:1], batch_size, pad_id, device)
-        tokens = sum(loss_tokens(e.labels) for e in share)  # 0 for a stand-in
-        total, count = total + loss * tokens, count + tokens
-    total, count = ctx.sum([total, count], device)
-    return total / max(1.0, count)
 
 
 def load_device(cfg, device: torch.device) -> str:

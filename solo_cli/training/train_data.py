@@ -1,6 +1,6 @@
 """A run's data: the ``--data`` source loaded, tokenized through ``datasets`` (cached) and checked for training.
 
-Each split is encoded by :func:`solo_cli.data.encoded.encode_rowset` into the ``datasets`` cache,
+Each split is encoded by :func:`solo_cli.data.split_encoding.encode_rowset` into the ``datasets`` cache,
 keyed by the rows, the tokenizer and the settings, so a resume (or a second run) reads the
 tokens back instead of tokenizing again. Under torchrun rank 0 reads and tokenizes first while
 the others wait at a barrier; they then read what it cached.
@@ -11,10 +11,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ..data.columns import RowSet
-from ..data.encode import EncodedData
-from ..data.encoded import encode_rowset
 from ..data.formats import FORMATS
+from ..data.row_encoding import EncodedData
 from ..data.sources import SourceData, load_source
+from ..data.split_encoding import encode_rowset
 from ..errors import UsageError, param
 from .config import TrainConfig
 from .distributed import DistContext

@@ -15,20 +15,20 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ..data.encode import Example
 from ..data.packing import PackedRow, collate_packed
+from ..data.row_encoding import Example
 from ..engine.adapter import SoloAdapter, release_sources
 from ..engine.loss import causal_lm_loss, packs_flat, prove_packing
 from ..engine.precision import Precision, resolve_precision
 from ..errors import RuntimeFailure, SoloError, param
 from .compiled import EAGER
 from .config import TrainConfig
-from .distributed import DistContext, on_model, wrap
+from .distributed import DistContext, model_runner, wrap
 from .memory import is_out_of_memory, out_of_memory
 from .objective import objective_of
 from .optim import make_optimizer
 from .readout import StepReadout, read_step
-from .sampler import example_lengths, packed_step_batches, step_batches
+from .sampler import example_lengths, packed_step_batches, rank_share, step_batches
 from .sharding import shard_base
 
 Callback = Callable[[str, dict], None]
@@ -136,9 +136,9 @@ class Trainer:
         # causal_lm_loss looked up at call time, so tests can substitute the loss
         loss_fn = self.objective.loss if self.objective.pairs else (lambda m, b, ls: causal_lm_loss(m, b, ls))
         self.loss = wrap(model, adapter, loss_fn, self.ctx, device, root)
-        self.on_model = on_model(self.loss)  # fn(model, *args), through the FSDP root when the base is sharded
+        self.on_model = model_runner(self.loss)  # fn(model, *args), through the FSDP root when the base is sharded
         self.stop_requested = False
-        self.compiling = EAGER  # --compile's plan (compiled.py), set by the run: batch widths, CUDA graphs
+        self.compile_plan = EAGER  # --compile's plan (compiled.py), set by the run: batch widths, CUDA graphs
 
     def autocast_context(self):
         """The autocast every forward of the run takes (the precision's; disabled when it has none)."""
@@ -160,10 +160,10 @@ class Trainer:
         of its metrics over this process's items (an empty tensor for sft).
         """
         ctx, size, objective = self.ctx, self.cfg.batch_size, self.objective
-        self.compiling.begin_step()
+        self.compile_plan.begin_step()
         total = max(1.0, float(sum(objective.weight(e) for b in batches for e in b)))
         seen = sum(objective.tokens(e) for b in batches for e in b)
-        mine = [b[ctx.rank * size : (ctx.rank + 1) * size] for b in batches]
+        mine = [rank_share(b, ctx.rank, size) for b in batches]
         # under DDP the last global batch of an epoch can leave a rank with no examples; under FSDP every rank
         # must run the same forwards, so it runs the batch's first example as a stand-in, counted 0
         fed = [m or (b[:1] if self.sharded else m) for m, b in zip(mine, batches)]
@@ -186,8 +186,8 @@ class Trainer:
     def _collate(self, items: list[Example] | list[PackedRow]) -> dict[str, torch.Tensor]:
         """One micro-batch as tensors: padded examples, or packed rows (one flattened row for flash-attention)."""
         if not self.cfg.packing:
-            return self.compiling.pad(self.objective.collate(items, self.pad_id), self.pad_id)
-        return self.compiling.pad(collate_packed(items, self.pad_id, flat=packs_flat(self.model)), self.pad_id)
+            return self.compile_plan.pad(self.objective.collate(items, self.pad_id), self.pad_id)
+        return self.compile_plan.pad(collate_packed(items, self.pad_id, flat=packs_flat(self.model)), self.pad_id)
 
     def _stream(self, train, start: int):
         """The run's optimizer steps from step ``start``: whole global micro-batches of examples, or of packed rows.

@@ -12,18 +12,15 @@ import tempfile
 
 import pytest
 import torch
-from conftest import write_jsonl
 from safetensors import safe_open
 from safetensors.torch import save_file
-from support import assert_one_line, make_adapter, perturb, run
+from support import assert_one_line, encode_rows, make_adapter, perturb, read_rows, run, write_jsonl
 from tiny import HIDDEN, VOCAB, make_model, make_tokenizer
 from transformers import GPT2Config, GPT2LMHeadModel
 from typer.testing import CliRunner
 
 from solo_cli import fingerprint
 from solo_cli.cli import app
-from solo_cli.data.encode import encode_rows
-from solo_cli.data.rows import read_rows
 from solo_cli.engine.adapter_file import AdapterInfo, read_info, save_adapter
 from solo_cli.errors import UsageError
 
@@ -137,7 +134,7 @@ def test_a_prompt_argument_that_is_not_text_is_one_line(tiny_model_dir):
 
 
 def test_context_length_comes_from_the_model_config():
-    from solo_cli.data.encode import context_length
+    from solo_cli.data.row_encoding import context_length
 
     assert context_length(make_model("gpt2")) == 256  # n_positions
     assert context_length(make_model("llama")) == 256  # max_position_embeddings

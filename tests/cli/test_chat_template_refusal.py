@@ -4,8 +4,7 @@ quoting the template, exit 2, in train (and --dry-run), eval and generate (--inp
 import pickle
 
 import pytest
-from conftest import write_jsonl
-from support import assert_one_line, run
+from support import assert_one_line, run, write_jsonl
 from tiny import make_tokenizer, save_tiny
 
 from solo_cli.data.chat_template import TemplateRefused, render_chat

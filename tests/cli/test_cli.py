@@ -4,7 +4,7 @@ import json
 import re
 
 import pytest
-from conftest import write_jsonl
+from support import write_jsonl
 from typer.testing import CliRunner
 
 from solo_cli.cli import app

@@ -11,7 +11,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from hub_cache import prefill_hub_cache
-from support import assert_one_line, run
+from support import assert_one_line, run, write_jsonl
 
 REPO = Path(__file__).resolve().parents[2]
 QA = [{"question": f"name[Place {i}] ->", "answer": f" Place {i} is a cheap pub."} for i in range(8)]
@@ -44,7 +44,7 @@ def test_train_on_a_csv_file_with_mapped_columns(tiny_model_dir, tmp_path):
 
 
 def test_train_on_a_parquet_file_tokenizes_once(tiny_model_dir, tmp_path, monkeypatch):
-    from solo_cli.data import encoded
+    from solo_cli.data import split_encoding
     from solo_cli.training.config import TrainConfig
     from solo_cli.training.run import prepare
 
@@ -58,7 +58,7 @@ def test_train_on_a_parquet_file_tokenizes_once(tiny_model_dir, tmp_path, monkey
     def tokenize_again(*args, **kwargs):
         raise AssertionError("tokenized again: the encoded split was not read from the cache")
 
-    monkeypatch.setattr(encoded, "_encode_batch", tokenize_again)
+    monkeypatch.setattr(split_encoding, "_encode_batch", tokenize_again)
     cfg = TrainConfig(model=str(tiny_model_dir), data=str(path), prompt_column="question", completion_column="answer")
     assert len(prepare(cfg.validate()).train.examples) == 8  # as a resume prepares it: from the cache
 
@@ -73,6 +73,22 @@ def test_train_on_a_save_to_disk_folder_validates_on_its_split(tiny_model_dir, t
     code, lines = train(tiny_model_dir, tmp_path / "saved", tmp_path / "run2", "--data-split", "nope")
     assert code == 2
     assert_one_line(lines, "--data-split nope:", "has no such split; its splits are ['train', 'validation']")
+
+
+def test_train_on_a_folder_of_files_takes_the_split_eval_takes(tiny_model_dir, tmp_path):
+    """--data-split names one of a folder's files for train as it does for eval (validation: valid.jsonl)."""
+    folder = tmp_path / "splits"
+    folder.mkdir()
+    write_jsonl(folder / "train.jsonl", PC)
+    write_jsonl(folder / "valid.jsonl", PC[:4])
+    code, lines = train(tiny_model_dir, folder, tmp_path / "run", "--data-split", "validation")
+    assert code == 0, lines
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    digest = hashlib.sha256((folder / "valid.jsonl").read_bytes()).hexdigest()
+    assert config["data_sha256"] == {"train": digest, "valid": None}  # trained on valid.jsonl, nothing left to validate on
+    code, lines = train(tiny_model_dir, folder, tmp_path / "run2", "--data-split", "nope")
+    assert code == 2 and not (tmp_path / "run2").exists()
+    assert_one_line(lines, "--data-split nope:", "has no such split; its splits are ['train', 'valid']")
 
 
 def test_a_bad_csv_row_names_the_row_and_column(tiny_model_dir, tmp_path):

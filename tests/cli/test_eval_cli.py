@@ -3,7 +3,7 @@
 import json
 from pathlib import Path
 
-from conftest import write_jsonl
+from support import write_jsonl
 from typer.testing import CliRunner
 
 from solo_cli.cli import app

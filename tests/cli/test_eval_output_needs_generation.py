@@ -2,8 +2,7 @@
 generated it is refused up front (issue 23), never accepted with no file written and nothing said."""
 
 import pytest
-from conftest import write_jsonl
-from support import assert_one_line, run
+from support import assert_one_line, run, write_jsonl
 
 from solo_cli.errors import UsageError
 from solo_cli.evaluation.config import EvalConfig

@@ -4,8 +4,7 @@ allocated, and the chat template asked of a model that has none."""
 import json
 
 import pytest
-from conftest import write_jsonl
-from support import assert_one_line, info_for, make_adapter, run
+from support import assert_one_line, info_for, make_adapter, run, write_jsonl
 from tiny import make_model, make_tokenizer
 
 from solo_cli import save_adapter

@@ -54,16 +54,16 @@ def test_a_gate_holding_terminal_escapes_is_never_printed_raw(tiny_model_dir):
 def test_the_plan_table_escapes_what_it_shows(monkeypatch, tiny_model_dir):
     """Every value of the plan report is escaped, not only those that pass the checks."""
     import solo_cli.cli.display as display
-    import solo_cli.inference.plan_report as plan_report
+    import solo_cli.training.plan_cost as plan_cost
 
-    real = plan_report.plan_report
+    real = plan_cost.plan_report
 
     def report(*args, **kwargs):
         rep = real(*args, **kwargs)
         rep["plan"]["gate"] = "\x1b[31mred"
         return rep
 
-    monkeypatch.setattr(plan_report, "plan_report", report)
+    monkeypatch.setattr(plan_cost, "plan_report", report)
     result = runner.invoke(app, ["inspect", "--model", tiny_model_dir])
     assert result.exit_code == 0, result.output
     assert "\x1b" not in result.output and "\\x1b[31mred" in result.output

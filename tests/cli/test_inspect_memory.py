@@ -4,8 +4,7 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import write_jsonl
-from support import assert_one_line, info_for, make_adapter, run
+from support import assert_one_line, info_for, make_adapter, run, write_jsonl
 from tiny import make_model
 
 from solo_cli import save_adapter

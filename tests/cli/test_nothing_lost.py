@@ -20,13 +20,14 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from conftest import REPO, write_jsonl
 from safetensors.torch import load_file, save_file
-from support import assert_one_line as error_line  # noqa: E402
 from support import (
+    REPO,
     info_for,
     run,  # noqa: E402
+    write_jsonl,
 )
+from support import assert_one_line as error_line  # noqa: E402
 from tiny import make_model, save_tiny
 from typer.testing import CliRunner
 

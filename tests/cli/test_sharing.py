@@ -13,8 +13,7 @@ from types import SimpleNamespace
 
 import pytest
 import yaml
-from conftest import REPO, write_jsonl
-from support import assert_one_line, run
+from support import REPO, assert_one_line, run, write_jsonl
 
 from solo_cli.files.outputs import is_solo_card
 

@@ -10,10 +10,9 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import REPO, write_jsonl
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
-from support import info_for, make_adapter
+from support import REPO, info_for, make_adapter, write_jsonl
 from tiny import make_model
 from typer.testing import CliRunner
 

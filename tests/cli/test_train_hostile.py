@@ -20,8 +20,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from conftest import write_jsonl
-from support import assert_one_line, run
+from support import assert_one_line, run, write_jsonl
 
 from solo_cli.errors import UsageError
 from solo_cli.files import lock

@@ -6,11 +6,11 @@ import os
 
 import pandas as pd
 import pytest
-from conftest import write_jsonl
+from support import write_jsonl
 
-from solo_cli.data.encoded import encode_rowset
 from solo_cli.data.sources import load_source
 from solo_cli.data.spec import DataSpec
+from solo_cli.data.split_encoding import encode_rowset
 
 
 @pytest.fixture(autouse=True)

@@ -3,21 +3,17 @@
 Each template here is a small copy of a real family's: ChatML, QwQ / DeepSeek-R1 distills (whose
 generation prompt ends with ``<think>\\n`` that the rendered assistant turn lacks), Llama 3 (which
 trims content), Qwen3 (an empty think block inside the turn). The trained text must be exactly the
-reply plus the end of its turn, through both encoders (encode_rows and the datasets.map path).
+reply plus the end of its turn, as the one encoder (``encode_rowset``, through datasets.map) masks it.
 """
 
 import json
 import shutil
 
 import pytest
-from conftest import write_jsonl
-from support import assert_one_line, run
+from support import assert_one_line, encode_rows, run, write_jsonl
 from tiny import CHAT_TEMPLATE, make_tokenizer
 
-from solo_cli.data.encode import encode_rows, loss_tokens
-from solo_cli.data.encoded import encode_rowset
-from solo_cli.data.sources import load_source
-from solo_cli.data.spec import DataSpec
+from solo_cli.data.row_encoding import loss_tokens
 from solo_cli.errors import UsageError
 
 QWQ = (
@@ -89,15 +85,12 @@ def test_the_trained_text_is_the_whole_reply_and_the_end_of_its_turn(template, e
     assert trained_text(example, tokenizer) == [REPLY + end_of_turn]
 
 
-def test_a_generation_prompt_ending_in_think_does_not_cut_the_start_of_any_reply(tmp_path):
+def test_a_generation_prompt_ending_in_think_does_not_cut_the_start_of_any_reply():
     # The issue's case: the span started len("<think>\n") = 8 characters into every reply.
     tokenizer = tokenizer_with(QWQ)
     more = [*TURNS, {"role": "user", "content": "And three plus three?"}, {"role": "assistant", "content": "Six."}]
     expected = [REPLY + "<|im_end|>\n", "Six.<|im_end|>\n"]
     assert trained_text(encode_chat([{"messages": more}], tokenizer).examples[0], tokenizer) == expected
-    rows = load_source(DataSpec(write_jsonl(tmp_path / "train.jsonl", [{"messages": more}]))).train
-    mapped = encode_rowset(rows, tokenizer, chat_template=None, train_on_prompt=False, max_len=512)
-    assert trained_text(mapped.examples[0], tokenizer) == expected
 
 
 def test_a_reply_the_template_trims_trains_as_rendered():
@@ -159,15 +152,12 @@ def text_file(tmp_path, texts):
 TEXTS = ["The Eagle is a French coffee shop by the riverside.", "Blue Spice is a cheap pub."]
 
 
-def test_a_text_example_of_n_tokens_scores_n_minus_one(tmp_path):
+def test_a_text_example_of_n_tokens_scores_n_minus_one():
     tokenizer = make_tokenizer()
     data = encode_rows([{"text": t} for t in TEXTS], "text", tokenizer, chat_template=None, train_on_prompt=False, max_len=512)
     lengths = [len(e.input_ids) for e in data.examples]
     assert [loss_tokens(e.labels) for e in data.examples] == [n - 1 for n in lengths]
-    assert data.stats["trained_tokens"] == sum(lengths) - len(lengths)
-    rows = load_source(DataSpec(text_file(tmp_path, TEXTS))).train
-    mapped = encode_rowset(rows, tokenizer, chat_template=None, train_on_prompt=False, max_len=512)
-    assert mapped.stats == data.stats
+    assert data.stats["trained_tokens"] == sum(lengths) - len(lengths)  # the stats (Arrow compute) count the same
 
 
 def scored(tiny_model_dir) -> int:

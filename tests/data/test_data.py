@@ -1,14 +1,13 @@
-"""Reading, checking and tokenizing training rows (solo_cli/data.py)."""
+"""Reading, checking and tokenizing training rows (solo_cli/data/rows.py, row_encoding.py), through the loading and encoding path training takes."""
 
 import json
 
 import pytest
 import torch
-from conftest import write_jsonl
+from support import encode_rows, read_rows, write_jsonl
 from tiny import make_tokenizer
 
-from solo_cli.data.encode import Example, collate, encode, encode_rows, uses_chat_template
-from solo_cli.data.rows import DataFiles, read_rows, resolve_data
+from solo_cli.data.row_encoding import Example, collate, uses_chat_template
 from solo_cli.errors import UsageError
 
 PROMPT = "name[Place 1] ->"
@@ -117,7 +116,7 @@ def test_blank_lines_are_skipped_but_counted(tmp_path):
 
 
 def test_missing_file(tmp_path):
-    with pytest.raises(UsageError, match=r"nope\.jsonl: cannot read it"):
+    with pytest.raises(UsageError, match=r"nope\.jsonl: no such file or folder"):
         read_rows(tmp_path / "nope.jsonl")
 
 
@@ -274,45 +273,6 @@ def test_prompt_and_references_rows_can_be_read(tmp_path):
     except UsageError as exc:
         pytest.fail(f"prompt/references rows (the E2E test split's format) are rejected: {exc}")
     assert read == rows
-
-
-# --- resolve_data ------------------------------------------------------------------------------
-
-
-def test_resolve_data_file(tmp_path):
-    path = write_jsonl(tmp_path / "rows.jsonl", [{"text": "a"}])
-    assert resolve_data(path) == DataFiles(path, None, None)
-    assert resolve_data(str(path)) == DataFiles(path, None, None)
-
-
-def test_resolve_data_folder_with_train_and_valid(tiny_data):
-    assert resolve_data(tiny_data) == DataFiles(tiny_data / "train.jsonl", tiny_data / "valid.jsonl", None)
-
-
-def test_resolve_data_folder_with_test(tiny_data):
-    write_jsonl(tiny_data / "test.jsonl", [PC_ROW])
-    files = resolve_data(str(tiny_data))
-    assert (files.train, files.valid, files.test) == (
-        tiny_data / "train.jsonl",
-        tiny_data / "valid.jsonl",
-        tiny_data / "test.jsonl",
-    )
-
-
-def test_resolve_data_folder_with_only_train(tmp_path):
-    write_jsonl(tmp_path / "train.jsonl", [PC_ROW])
-    assert resolve_data(tmp_path) == DataFiles(tmp_path / "train.jsonl", None, None)
-
-
-def test_resolve_data_folder_without_train(tmp_path):
-    write_jsonl(tmp_path / "valid.jsonl", [PC_ROW])
-    with pytest.raises(UsageError, match=r"data .*: the folder has no train\.jsonl"):
-        resolve_data(tmp_path)
-
-
-def test_resolve_data_missing_path(tmp_path):
-    with pytest.raises(UsageError, match=r"data .*missing\.jsonl: no such file or folder"):
-        resolve_data(tmp_path / "missing.jsonl")
 
 
 # --- uses_chat_template ------------------------------------------------------------------------
@@ -491,10 +451,13 @@ def test_max_len_truncates(tokenizer):
 
 def test_prompt_that_fills_max_len_is_skipped(tokenizer):
     n_prompt = len(tokenizer(PROMPT, add_special_tokens=False)["input_ids"])
-    assert encode(PC_ROW, "completion", tokenizer, use_chat=False, train_on_prompt=False, max_len=n_prompt) is None
-    assert encode(PC_ROW, "completion", tokenizer, use_chat=False, train_on_prompt=False, max_len=n_prompt - 1) is None
-    kept = encode(PC_ROW, "completion", tokenizer, use_chat=False, train_on_prompt=False, max_len=n_prompt + 1)
-    assert kept is not None and sum(lab != -100 for lab in kept.labels) == 1
+
+    def encoded(max_len):
+        return encode_rows([PC_ROW], "completion", tokenizer, chat_template=False, train_on_prompt=False, max_len=max_len)
+
+    assert encoded(n_prompt).skipped == 1 and encoded(n_prompt - 1).skipped == 1
+    (kept,) = encoded(n_prompt + 1).examples
+    assert sum(lab != -100 for lab in kept.labels) == 1
 
 
 def test_skipped_rows_are_counted(tokenizer):

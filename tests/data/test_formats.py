@@ -31,10 +31,10 @@ def test_each_format_names_its_fields_trained_field_and_arrow_columns():
         "chat-preference": (("prompt", "chosen", "rejected"), (), ("chosen", "rejected")),
     }
     assert list(formats.COMPLETION.features(("__line__", "int64"))) == ["prompt", "completion", "references", "__line__"]
-    assert formats.by_keys({"prompt", "references"}) is formats.PROMPT
-    assert formats.by_keys({"id", "prompt", "completion"}) is formats.COMPLETION  # extra keys are ignored
-    assert formats.by_keys({"prompt", "chosen", "rejected"}) is formats.PREFERENCE
-    assert formats.by_keys({"text", "prompt", "completion"}) is None  # two formats' keys
+    assert formats.fitting({"prompt", "references"}) == [formats.PROMPT]
+    assert formats.fitting({"id", "prompt", "completion"}) == [formats.COMPLETION]  # extra keys are ignored
+    assert formats.fitting({"prompt", "chosen", "rejected"}) == [formats.PREFERENCE]
+    assert formats.fitting({"text", "prompt", "completion"}) == [formats.TEXT, formats.COMPLETION]  # two formats' keys
     assert formats.conversational(formats.PREFERENCE, [{"role": "user", "content": "q"}]) is formats.CHAT_PREFERENCE
     assert formats.by_columns(["prompt", "completion", "id"]) == [formats.COMPLETION]
     assert formats.by_columns(["prompt", "chosen", "rejected"]) == [formats.PREFERENCE]

@@ -4,12 +4,13 @@ import json
 
 import pandas as pd
 import pytest
+from support import encode_rows
 
-from solo_cli.data.encoded import encode_rowset
 from solo_cli.data.formats import turn_text
-from solo_cli.data.pairs import collate_pairs, encode_pair_rows
+from solo_cli.data.pairs import collate_pairs
 from solo_cli.data.sources import load_source
 from solo_cli.data.spec import DataSpec
+from solo_cli.data.split_encoding import encode_rowset
 from solo_cli.errors import UsageError
 
 ROWS = [{"prompt": f"name[Place {i}]", "chosen": f" Place {i} is a pub.", "rejected": f" Place {i} is a cafe."} for i in range(3)]
@@ -52,8 +53,11 @@ def test_text_pairs_read_alike_from_every_source_and_score_only_their_replies(tm
     # the reply and the EOS solo appends without a template; the loss never reads the prompt
     assert scored(tokenizer, pair.chosen) == " Place 1 is a pub.<|im_end|>"
     assert scored(tokenizer, pair.rejected) == " Place 1 is a cafe.<|im_end|>"
-    listed = encode_pair_rows(ROWS, "preference", tokenizer, chat_template=False, max_len=64)
-    assert [p.chosen.input_ids for p in data.examples] == [p.chosen.input_ids for p in listed.examples]
+    # each side is the completion row supervised training would train on, tokens and mask alike
+    for side in ("chosen", "rejected"):
+        rows = [{"prompt": r["prompt"], "completion": r[side]} for r in ROWS]
+        sft = encode_rows(rows, "completion", tokenizer, chat_template=False, train_on_prompt=False, max_len=256).examples
+        assert [getattr(p, side) for p in data.examples] == sft
 
 
 def test_conversational_pairs_score_the_last_assistant_turn_only_whether_a_string_or_a_message(tmp_path, tokenizer):

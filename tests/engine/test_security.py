@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from solo_cli import load_adapter, read_info, save_adapter
 from solo_cli.cli import app
-from solo_cli.data.rows import read_rows
+from solo_cli.data.rows import check_one_format, json_objects
 from solo_cli.engine.models import load_model
 from solo_cli.errors import UsageError
 from solo_cli.inference.report import adapter_report
@@ -74,7 +74,7 @@ def test_fuzzed_jsonl_files_give_rows_or_a_usage_error(tmp_path):
     for _ in range(400):
         path.write_bytes(_corrupt(original, rng, len(original)))
         try:
-            read_rows(path)
+            list(check_one_format(json_objects(path)))  # the JSONL reader's checks, row by row
             outcomes["ok"] += 1
         except UsageError as exc:
             assert str(path) in exc.message

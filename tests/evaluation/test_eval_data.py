@@ -4,8 +4,7 @@ checks and the same names for a bad row (``file:line``, ``file row N``)."""
 import json
 
 import pytest
-from conftest import write_jsonl
-from support import assert_one_line, run
+from support import assert_one_line, run, write_jsonl
 
 from solo_cli.evaluation.config import EvalConfig
 from solo_cli.evaluation.evaluate import evaluate
@@ -22,17 +21,17 @@ def datasets_cache(tmp_path, monkeypatch):
 
 
 def test_eval_loss_comes_from_the_cached_encoded_split(tiny_model_dir, tmp_path, monkeypatch):
-    from solo_cli.data import encoded
+    from solo_cli.data import split_encoding
 
     path = write_jsonl(tmp_path / "test.jsonl", PC)
     config = EvalConfig(data=path, generate=False)
     first = evaluate(config, lambda: load_for_inference(str(tiny_model_dir)))
-    assert list(encoded.cache_dir().glob("*.arrow"))  # the split was encoded into the cache, as training's is
+    assert list(split_encoding.cache_dir().glob("*.arrow"))  # the split was encoded into the cache, as training's is
 
     def tokenize_again(*args, **kwargs):
         raise AssertionError("tokenized again: eval's loss data did not go through the cached encoder")
 
-    monkeypatch.setattr(encoded, "_encode_batch", tokenize_again)
+    monkeypatch.setattr(split_encoding, "_encode_batch", tokenize_again)
     again = evaluate(config, lambda: load_for_inference(str(tiny_model_dir)))
     assert again.loss == first.loss and again.loss_tokens == first.loss_tokens > 0
 

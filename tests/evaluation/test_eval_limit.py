@@ -2,8 +2,7 @@
 
 import json
 
-from conftest import write_jsonl
-from support import run
+from support import run, write_jsonl
 
 # six rows, three prompts, each prompt's two rows apart (E2E has one row per reference)
 ROWS = [{"prompt": f"name[Place {i % 3}] ->", "completion": f" Place {i % 3} is a pub number {i}."} for i in range(6)]

@@ -4,9 +4,8 @@ import math
 
 import pytest
 import torch
-from conftest import write_jsonl
+from support import encode_rows, read_rows, write_jsonl
 
-from solo_cli.data.rows import read_rows
 from solo_cli.engine.loss import causal_lm_loss
 from solo_cli.engine.models import load_model
 from solo_cli.errors import UsageError
@@ -45,7 +44,7 @@ def test_loss_and_perplexity_match_a_direct_computation(tiny_model_dir, tmp_path
         batch_size=2,
         device=torch.device("cpu"),
     )
-    from solo_cli.data.encode import collate, encode_rows
+    from solo_cli.data.row_encoding import collate
 
     encoded = encode_rows(rows, "completion", loaded.tokenizer, chat_template=False, train_on_prompt=False, max_len=64)
     with torch.no_grad():

@@ -3,9 +3,9 @@
 import json
 
 import pytest
-from support import run
+from support import encode_rows, run
 
-from solo_cli.data.encode import encode_rows, loss_tokens
+from solo_cli.data.row_encoding import loss_tokens
 from solo_cli.engine.loss import evaluate_loss
 from solo_cli.engine.models import load_model
 

@@ -10,8 +10,8 @@ import torch
 from support import assert_one_line, inputs, make_adapter, perturb, run
 
 from solo_cli import attach
-from solo_cli.data.encode import Example, collate
 from solo_cli.data.packing import PackedRow, collate_packed
+from solo_cli.data.row_encoding import Example, collate
 from solo_cli.engine.blocks import find_blocks
 from solo_cli.engine.loss import causal_lm_loss
 from solo_cli.engine.models import load_model

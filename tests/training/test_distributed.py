@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from support import micro_batches, run
 
 from solo_cli import load_adapter
-from solo_cli.training.sampler import micro_batches
 
 TORCHRUN = shutil.which("torchrun") or str(Path(sys.executable).parent / "torchrun")
 ENV = os.environ | {"OMP_NUM_THREADS": "1", "TQDM_DISABLE": "1"}
@@ -91,14 +91,8 @@ def _train_args(model_dir, data, out, batch):
 # --packing: the processes split each global micro-batch's rows as they split its examples
 @pytest.mark.parametrize("extra", [[], ["--packing", "--max-seq-length", "128"]], ids=["padded", "packing"])
 def test_two_processes_equal_one_process_with_twice_the_batch(tiny_model_dir, tiny_data, tmp_path, extra):
-    single = subprocess.run(
-        [sys.executable, "-m", "solo_cli", *_train_args(tiny_model_dir, tiny_data, tmp_path / "one", 4), *extra],
-        capture_output=True,
-        text=True,
-        env=ENV,
-        timeout=300,
-    )
-    assert single.returncode == 0, single.stderr
+    code, lines = run(*_train_args(tiny_model_dir, tiny_data, tmp_path / "one", 4), *extra)  # one process, in this one
+    assert code == 0, lines
     multi = subprocess.run(
         [
             TORCHRUN,
@@ -126,24 +120,18 @@ def test_two_processes_equal_one_process_with_twice_the_batch(tiny_model_dir, ti
 
 
 def test_uneven_last_batches_leave_ranks_empty_but_give_one_process_result(tiny_model_dir, tiny_data, tmp_path):
-    """16 rows: 3 ranks x 2 leave the last global batch as [2, 2, 0]; 4 ranks x 3 as [3, 1, 0, 0].
+    """16 rows over 4 ranks x 3 leave the last global batch as [3, 1, 0, 0]: an uneven share and two empty ones.
 
     Every rank must still step (an empty share contributes a zero gradient) and the adapter must
     equal one process with the whole global batch. collate([]) used to raise on the empty ranks."""
-    for ranks, batch in ((3, 2), (4, 3)):
+    for ranks, batch in ((4, 3),):
         last_index = -(-16 // (batch * ranks)) - 1
         shares = [
             next(micro_batches(list(range(16)), batch, seed=0, start=last_index, rank=r, world_size=ranks)) for r in range(ranks)
         ]
         assert [] in shares  # the case that used to crash
-        single = subprocess.run(
-            [sys.executable, "-m", "solo_cli", *_train_args(tiny_model_dir, tiny_data, tmp_path / f"one{ranks}", batch * ranks)],
-            capture_output=True,
-            text=True,
-            env=ENV,
-            timeout=300,
-        )
-        assert single.returncode == 0, single.stderr
+        code, lines = run(*_train_args(tiny_model_dir, tiny_data, tmp_path / f"one{ranks}", batch * ranks))
+        assert code == 0, lines
         multi = subprocess.run(
             [
                 TORCHRUN,
@@ -268,7 +256,7 @@ def test_a_two_process_run_resumes_under_fsdp_and_is_refused_on_one_process(tiny
     for key, value in a.state_dict().items():
         torch.testing.assert_close(b.state_dict()[key], value, rtol=1e-5, atol=1e-7)
     again = [*_train_args(tiny_model_dir, tiny_data, tmp_path / "one", 2), "--resume", str(checkpoint)]
-    single = subprocess.run([sys.executable, "-m", "solo_cli", *again], capture_output=True, text=True, env=ENV, timeout=300)
-    assert single.returncode == 2, single.stderr
-    assert "Traceback" not in single.stderr
-    assert "processes 2 -> 1, global batch 4 -> 2" in " ".join(single.stderr.split())
+    code, lines = run(*again)
+    assert code == 2, lines
+    assert "Traceback" not in "\n".join(lines)
+    assert "processes 2 -> 1, global batch 4 -> 2" in " ".join(" ".join(lines).split())

@@ -208,7 +208,7 @@ def test_an_nf4_base_shards_after_a_validation_forward_on_every_cpu(monkeypatch,
 
 def test_validation_gives_every_process_the_same_batches():
     from solo_cli.training.distributed import DistContext
-    from solo_cli.training.sharding import even_batches
+    from solo_cli.training.sharded_validation import even_batches
 
     examples = list(range(7))
     shares = [even_batches(examples, 3, DistContext(r, 2, r)) for r in range(2)]
@@ -247,6 +247,15 @@ def _nf4_gradients(folder: Path, rank: int, world: int) -> dict:
     return {"nf4_grad_error": error, "nf4_kinds": kinds}
 
 
+def local_bytes(module: torch.nn.Module) -> int:
+    """Bytes of ``module``'s parameters this process holds: its shard of a sharded weight, all of a plain one."""
+    total = 0
+    for p in module.parameters():
+        local = p.to_local() if hasattr(p, "to_local") else p
+        total += local.numel() * local.element_size()
+    return total
+
+
 def _worker(out: Path) -> None:
     """Under torchrun: shard a tiny base and an nf4 one, and write what this process holds to ``out/rank{R}.json``."""
     import torch.distributed as dist
@@ -255,7 +264,7 @@ def _worker(out: Path) -> None:
     from tiny import make_model
 
     from solo_cli.engine.blocks import find_blocks
-    from solo_cli.training.sharding import local_bytes, shard_base
+    from solo_cli.training.sharding import shard_base
 
     dist.init_process_group("gloo")
     rank, world = dist.get_rank(), dist.get_world_size()

@@ -17,9 +17,10 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from support import run
 
 from solo_cli import load_adapter
-from solo_cli.data.encoded import cache_dir
+from solo_cli.data.split_encoding import cache_dir
 from solo_cli.engine.models import load_model
 from solo_cli.engine.preference import METRICS, pair_losses
 from solo_cli.errors import UsageError
@@ -201,10 +202,11 @@ def test_dpo_under_fsdp_over_two_processes_trains_the_one_process_adapter(tiny_m
         "--nproc_per_node",
         "2",
     ]
-    for head, out, batch, extra in (([sys.executable], "one", 6, []), (torchrun, "fsdp", 3, ["--parallel", "fsdp"])):
-        args = [*head, "-m", "solo_cli", *common, "-o", tmp_path / out, "--batch-size", batch, *extra]
-        done = subprocess.run([str(a) for a in args], capture_output=True, text=True, env=env, timeout=300)
-        assert done.returncode == 0, done.stderr[-3000:] + done.stdout
+    code, lines = run(*common, "-o", tmp_path / "one", "--batch-size", 6)  # one process, in this one
+    assert code == 0, lines
+    args = [*torchrun, "-m", "solo_cli", *common, "-o", tmp_path / "fsdp", "--batch-size", 3, "--parallel", "fsdp"]
+    done = subprocess.run([str(a) for a in args], capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:] + done.stdout
     a, b = (load_adapter(tmp_path / out / "adapter.safetensors")[0].state_dict() for out in ("one", "fsdp"))
     for key in a:
         torch.testing.assert_close(b[key], a[key], rtol=1e-4, atol=1e-6)

@@ -9,8 +9,8 @@ from support import assert_one_line, make_adapter, perturb, run
 from tiny import make_model, save_tiny
 
 from solo_cli import attach, load_adapter
-from solo_cli.data.encode import Example, collate, loss_tokens
 from solo_cli.data.packing import PackedRow, collate_packed, pack, row_count
+from solo_cli.data.row_encoding import Example, collate, loss_tokens
 from solo_cli.engine.loss import causal_lm_loss, model_inputs, prove_packing
 from solo_cli.engine.models import load_model
 from solo_cli.errors import UsageError

@@ -2,8 +2,15 @@
 
 import random
 
+from support import micro_batches
+
 from solo_cli.training.config import TrainConfig
-from solo_cli.training.sampler import epoch_batches, epoch_order, micro_batches, total_steps
+from solo_cli.training.sampler import epoch_order, epoch_steps, rank_share, total_steps
+
+
+def epoch_batches(examples, global_batch, seed, epoch, lengths=None, accum=1):
+    """The global micro-batches of one epoch in training order: :func:`epoch_steps`, flat."""
+    return [batch for step in epoch_steps(examples, global_batch, seed, epoch, lengths, accum) for batch in step]
 
 
 def test_epoch_order_is_deterministic_and_a_permutation():
@@ -99,3 +106,8 @@ def test_grouped_steps_under_grad_accum_hold_the_examples_of_one_larger_batch():
     steps = [accum[i] + accum[i + 1] if i + 1 < len(accum) else accum[i] for i in range(0, len(accum), 2)]
     assert steps == big
     assert len(accum) == -(-203 // 4)  # as many micro-batches as without grouping
+
+
+def test_a_rank_takes_its_slice_of_a_global_batch_and_nothing_past_its_end():
+    assert [rank_share([0, 1, 2, 3, 4], rank, 2) for rank in range(3)] == [[0, 1], [2, 3], [4]]
+    assert rank_share([0, 1], 1, 2) == []  # an epoch's last, short batch leaves this rank nothing

@@ -6,7 +6,7 @@ import torch
 from test_training import config
 
 from solo_cli import attach
-from solo_cli.data.encode import collate
+from solo_cli.data.row_encoding import collate
 from solo_cli.engine.adapter import _ATTACHED
 from solo_cli.engine.loss import fast_path
 from solo_cli.engine.models import load_model

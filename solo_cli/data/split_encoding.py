@@ -1,11 +1,11 @@
 """Tokenizing a split through ``datasets.Dataset.map``: batched, in ``num_proc`` processes, cached.
 
-The encoding is exactly :func:`solo_cli.data.encode.encode_rows`' (the same rendering, offsets-
-based masks, EOS, truncation and skipped rows; for preference pairs
-:func:`solo_cli.data.pairs.encode_pair_rows`'); only the loop differs. The result is written to
-an Arrow file in the ``datasets`` cache (``HF_DATASETS_CACHE/solo-encoded/``) named by its
-:func:`cache_key` (the rows' digest, the tokenizer and every setting), so a second run or a resume reads it
-back instead of tokenizing again. Stats come from Arrow compute, not from Python lists.
+This is the one encoder of rows: each row is rendered and masked by the rules of
+:mod:`solo_cli.data.row_encoding` (offsets-based masks, EOS, truncation, rows whose prompt fills the
+limit skipped; preference pairs by :func:`solo_cli.data.pairs.render_pair`), a batch of rows per
+tokenizer call. The result is written to an Arrow file in the ``datasets`` cache
+(``HF_DATASETS_CACHE/solo-encoded/``) named by its :func:`cache_key` (the rows' digest, the
+tokenizer and every setting), so a second run or a resume reads it back instead of tokenizing again. Stats come from Arrow compute, not from Python lists.
 """
 
 from __future__ import annotations
@@ -17,11 +17,11 @@ from pathlib import Path
 
 from .chat_template import TemplateRefused
 from .columns import RowSet
-from .encode import EncodedData, masked, render, summarize, token_limit, uses_chat_template
 from .examples import ExampleView, PairView
 from .formats import FORMATS, strip_nulls
 from .pairs import render_pair
 from .quiet import quiet_datasets
+from .row_encoding import EncodedData, masked, render, summarize, token_limit, uses_chat_template
 
 ENCODING_VERSION = 2  # bump when the encoding changes, so that old cache files are not read back
 
@@ -125,7 +125,7 @@ def _stats(rows: int, encoded) -> dict:
     prefixes = ("chosen_", "rejected_") if "chosen_input_ids" in table.column_names else ("",)
     chunks = [c for p in prefixes for c in pc.list_value_length(table.column(f"{p}input_ids")).chunks]
     lengths = pa.chunked_array(chunks, type=pa.int32())
-    # encode.loss_tokens over the column: position 0's label is never scored, so each list from 1.
+    # row_encoding.loss_tokens over the column: position 0's label is never scored, so each list from 1.
     trained = sum(
         pc.sum(pc.not_equal(pc.list_flatten(pc.list_slice(table.column(f"{p}labels"), 1)), -100)).as_py() or 0 for p in prefixes
     )
@@ -163,8 +163,11 @@ def encode_rowset(
     context: int | None = None,
     num_proc: int | None = None,
 ) -> EncodedData:
-    """Tokenize ``rows`` as :func:`solo_cli.data.encode.encode_rows` would, through ``Dataset.map``.
+    """Tokenize ``rows`` (cut to ``min(max_len, context)`` tokens) through ``Dataset.map``, or read them back from the cache.
 
+    ``context`` is the model's context length (:func:`solo_cli.data.row_encoding.context_length`): a
+    model fed more positions than it has fails inside torch. Without it, the limit the tokenizer
+    declares is used, if any. Rows whose prompt alone reaches the limit are skipped and counted.
     ``examples`` of the result is an :class:`ExampleView` over the cached Arrow file. ``num_proc``
     processes tokenize (a cached result is read back whatever ``num_proc`` wrote it).
     """

@@ -9,43 +9,13 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 import torch
-from torch import nn
 
 from ..engine.adapter_config import TRAINABLE_GATES
 from ..engine.blocks import find_blocks, fingerprint
+from ..engine.memory_estimate import lora_params
 from ..engine.quantization import count_params
 from ..engine.topology import format_connections, parse_connections
 from ..errors import UsageError, param
-
-
-def _in_out(module: nn.Module) -> tuple[int, int]:
-    if isinstance(module, nn.Linear):
-        return module.in_features, module.out_features
-    weight = module.weight  # transformers' Conv1D (GPT-2) stores (in, out)
-    return weight.shape[0], weight.shape[1]
-
-
-def lora_qv_params(blocks: nn.ModuleList, rank: int = 4) -> int | None:
-    """Trainable parameters of LoRA at ``rank`` on the query and value projections (Hu et al. 2021).
-
-    Fused projections (GPT-2's c_attn, GPT-NeoX's query_key_value) count their q and v thirds,
-    which is how LoRA's own GPT-2 runs adapt them. ``None`` if the layout is not recognised.
-    """
-    total = 0
-    for block in blocks:
-        named = {name.rsplit(".", 1)[-1]: m for name, m in block.named_modules() if hasattr(m, "weight")}
-        pairs = [("q_proj", "v_proj"), ("query", "value"), ("q", "v")]
-        found = next(((named[q], named[v]) for q, v in pairs if q in named and v in named), None)
-        if found:
-            total += sum(rank * sum(_in_out(m)) for m in found)
-            continue
-        fused = named.get("c_attn") or named.get("query_key_value") or named.get("qkv_proj")
-        if fused is None:
-            return None
-        d_in, d_out = _in_out(fused)
-        total += 2 * rank * (d_in + d_out // 3)
-    return total
-
 
 LORA_MEMORY_RANK = 8  # the memory comparison's LoRA: r=8, as QLoRA and most LoRA recipes train
 
@@ -98,32 +68,20 @@ def memory_report(config, spec: str, rank: int, settings: MemorySettings, trust_
     return report
 
 
-def plan_report(
-    model_name: str,
-    spec: str,
-    rank: int,
-    gate: str = "schedule",
-    revision: str | None = None,
-    trust_remote_code: bool = False,
-    memory: MemorySettings | None = None,
-) -> dict:
-    """The model's blocks and what a connection plan costs, beside LoRA r=4 on q and v; with ``memory``, also
-    ``train_memory`` (:func:`memory_report`) for a run with those settings.
-
-    ``gate`` is one a run trains (schedule or zero-init) and ``rank`` at most the hidden size:
-    refused otherwise (:class:`UsageError`), as `solo train` would refuse them.
-    """
+def _meta_model(model_name: str, revision: str | None, trust_remote_code: bool):
+    """The model's config and the model built from it on the meta device: its shapes, no weights."""
     from transformers import AutoModelForCausalLM
 
     from ..engine.models import load_config
 
-    if gate not in TRAINABLE_GATES:
-        raise UsageError(f"{param('gate')} {gate!r}: use one of {', '.join(TRAINABLE_GATES)}")
-    if rank < 1:
-        raise UsageError(f"{param('rank')} {rank}: must be at least 1")
     config = load_config(model_name, revision, trust_remote_code)
     with torch.device("meta"):  # no weights: nothing is allocated
         model = AutoModelForCausalLM.from_config(config, trust_remote_code=trust_remote_code)
+    return config, model
+
+
+def _plan(model, model_name: str, spec: str, rank: int, gate: str) -> dict:
+    """The model's blocks and the plan's trainable parameters beside LoRA r=4 on q and v (the ``plan_report`` dict)."""
     fp = fingerprint(model)
     if rank > fp.hidden_size:
         raise UsageError(
@@ -134,9 +92,9 @@ def plan_report(
     connections = parse_connections(spec, fp.num_blocks)
     per_connection = 2 * fp.hidden_size * rank  # a scheduled gate is a buffer, not a parameter
     solo_total = per_connection * len(connections)
-    lora = lora_qv_params(blocks, 4)
+    lora = lora_params(blocks, "lora-qv", 4) or None  # None: no q and v projections it knows
     lowest = min(j for _, j in connections)
-    report = {
+    return {
         "model": model_name,
         "fingerprint": fp.to_dict(),
         "blocks_path": path,
@@ -159,6 +117,29 @@ def plan_report(
         },
         "ratio_to_lora": (solo_total / lora) if lora else None,
     }
+
+
+def plan_report(
+    model_name: str,
+    spec: str,
+    rank: int,
+    gate: str = "schedule",
+    revision: str | None = None,
+    trust_remote_code: bool = False,
+    memory: MemorySettings | None = None,
+) -> dict:
+    """The model's blocks and what a connection plan costs, beside LoRA r=4 on q and v; with ``memory``, also
+    ``train_memory`` (:func:`memory_report`) for a run with those settings.
+
+    ``gate`` is one a run trains (schedule or zero-init) and ``rank`` at most the hidden size:
+    refused otherwise (:class:`UsageError`), as `solo train` would refuse them.
+    """
+    if gate not in TRAINABLE_GATES:
+        raise UsageError(f"{param('gate')} {gate!r}: use one of {', '.join(TRAINABLE_GATES)}")
+    if rank < 1:
+        raise UsageError(f"{param('rank')} {rank}: must be at least 1")
+    config, model = _meta_model(model_name, revision, trust_remote_code)
+    report = _plan(model, model_name, spec, rank, gate)
     if memory is not None:
         report["train_memory"] = memory_report(config, spec, rank, memory, trust_remote_code)
     return report

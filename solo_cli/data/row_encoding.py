@@ -1,7 +1,9 @@
-"""Encoding rows into token ids with loss masks, and padding them into batches.
+"""How one row becomes an :class:`Example` (token ids with a loss mask), and examples a padded batch.
 
-Loss masks come from token offsets into character spans of the rendered text. A chat turn's span is
-what rendering the conversation up to it adds, and its reply is looked for only inside that turn.
+A row is rendered to text and the character spans that carry loss (:func:`render`); the tokens
+inside those spans are trained (:func:`masked`). A chat turn's span is what rendering the
+conversation up to it adds, and its reply is looked for only inside that turn. Whole splits are
+tokenized by :func:`solo_cli.data.split_encoding.encode_rowset`, which applies these rules in batches.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from dataclasses import dataclass, field
 import torch
 
 from ..errors import UsageError, param
-from .chat_template import TemplateRefused, render_chat
+from .chat_template import render_chat
 from .formats import FORMATS
 
 # Tokenizers without a declared limit report transformers' VERY_LARGE_INTEGER (1e30).
@@ -167,14 +169,6 @@ def _reply_start(content, before: str, upto: str, prompted: str) -> int | None:
     return None
 
 
-def encode(row: dict, fmt: str, tokenizer, *, use_chat: bool, train_on_prompt: bool, max_len: int) -> Example | None:
-    """Tokenize one row with its loss mask; ``None`` if its prompt alone fills ``max_len``."""
-    text, spans, add_eos = render(row, fmt, tokenizer, use_chat, train_on_prompt=train_on_prompt)
-    enc = tokenizer(text, add_special_tokens=not use_chat, return_offsets_mapping=True)
-    eos = tokenizer.eos_token_id if add_eos else None
-    return masked(enc["input_ids"], enc["offset_mapping"], spans, eos, train_on_prompt=train_on_prompt, max_len=max_len)
-
-
 def masked(ids, offsets, spans, eos: int | None, *, train_on_prompt: bool, max_len: int) -> Example | None:
     """The :class:`Example` of one tokenized text: loss on the tokens inside ``spans``, ``eos`` appended
     (and trained) unless ``None``, cut to ``max_len``; ``None`` if no trained token fits."""
@@ -204,7 +198,7 @@ def loss_tokens(labels: Sequence[int]) -> int:
     Position ``t`` predicts label ``t + 1``, so position 0's label is never predicted, whatever it is
     (a text row trains its first token but no loss scores it). Every count of trained or scored
     tokens (stats, ``solo eval``'s ``loss_tokens``, the trainer's loss weights) is this one;
-    :func:`solo_cli.data.encoded._stats` computes the same over Arrow columns.
+    :func:`solo_cli.data.split_encoding._stats` computes the same over Arrow columns.
     """
     return sum(label != -100 for label in labels[1:])
 
@@ -222,34 +216,6 @@ def summarize(rows: int, examples: int, truncated: int, tokens: int, trained: in
         "max_length": longest,
         "mean_length": round(tokens / max(1, examples), 1),
     }
-
-
-def encode_rows(
-    rows, fmt, tokenizer, *, chat_template: bool | None, train_on_prompt: bool, max_len: int, context: int | None = None
-) -> EncodedData:
-    """Tokenize every row, cutting each example to ``min(max_len, context)`` tokens.
-
-    ``context`` is the model's context length (:func:`context_length`); a model fed more positions
-    than it has fails inside torch. Without it, the limit the tokenizer declares is used, if any.
-    Rows whose prompt alone reaches the limit are skipped and counted in ``skipped``.
-    """
-    use_chat = uses_chat_template(fmt, tokenizer, chat_template)
-    limit = token_limit(max_len, context, tokenizer)
-    examples, skipped, truncated = [], 0, 0
-    for n, row in enumerate(rows):
-        try:
-            example = encode(row, fmt, tokenizer, use_chat=use_chat, train_on_prompt=train_on_prompt, max_len=limit)
-        except TemplateRefused as exc:
-            raise exc.at(f"row {n + 1}") from None
-        if example is None:
-            skipped += 1
-            continue
-        truncated += example.truncated
-        examples.append(example)
-    lengths = [len(e.input_ids) for e in examples]
-    trained = sum(loss_tokens(e.labels) for e in examples)
-    stats = summarize(len(rows), len(examples), truncated, sum(lengths), trained, max(lengths, default=0))
-    return EncodedData(examples, fmt, use_chat, skipped, truncated, stats, limit)
 
 
 def collate(examples: Sequence[Example], pad_id: int) -> dict[str, torch.Tensor]:
