@@ -155,6 +155,12 @@ class TrainDisplay:
                 self.console,
             )
 
+    def on_reference(self, info: dict) -> None:
+        if info["cached"]:
+            line(f"reference: the log-probabilities of {info['pairs']} pairs, read from the cache", self.console)
+        else:
+            line(f"reference: scoring {info['pairs']} pairs once, before step 1 (cached for reruns and resumes)", self.console)
+
     def on_resume(self, info: dict) -> None:
         line(f"resuming from step {info['step']} ({info['path']})", self.console)
 

@@ -122,18 +122,22 @@ def _missing_anywhere(missing: bool, ctx, device) -> bool:
     return ctx.any(missing, device) if ctx.enabled else missing
 
 
-def attach_references(run, trainer) -> None:
+def attach_references(run, trainer, say=None) -> None:
     """Give every training and validation pair of ``run`` its reference log-probabilities (``--objective dpo``).
 
     Call before the run's adapter is attached: the reference is scored with no adapter (a fresh run)
     or with a copy of ``--init-adapter`` attached for the pass (the run's adapter may be a resumed one).
+    ``say({"pairs", "cached"})`` is told first, so a user knows what the minutes before step 1 are spent on.
     """
     if not trainer.objective.needs_reference:
         return
     splits = [data for data in (run.train, run.valid) if data is not None]
     keys = [_key(data, len(data.examples), _identity(run)) for data in splits]
     found = [_read(_cache_file(key), len(data.examples)) for key, data in zip(keys, splits)]
-    if _missing_anywhere(any(v is None for v in found), run.ctx, run.device):
+    missing = _missing_anywhere(any(v is None for v in found), run.ctx, run.device)
+    if say is not None:
+        say({"pairs": sum(len(data.examples) for data in splits), "cached": not missing})
+    if missing:
         found = _score(run, trainer, splits)
         if run.ctx.is_main:
             for key, values in zip(keys, found):

@@ -1,8 +1,7 @@
 """A training run end to end: resolve the config, load model and data, train, write the outputs.
 
-The files written are the run folder's (:class:`~solo_cli.training.run_folder.RunFolder`):
-``adapter.safetensors``, ``best/adapter.safetensors`` (with validation data),
-``checkpoints/step-N/``, ``metrics.jsonl``, ``config.json`` and ``loss.png``.
+The files written are the run folder's (:class:`~solo_cli.training.run_folder.RunFolder`): the adapter,
+``best/`` (with validation data), ``checkpoints/step-N/``, ``metrics.jsonl``, ``config.json`` and ``loss.png``.
 """
 
 from __future__ import annotations
@@ -14,6 +13,7 @@ import tempfile
 import threading
 import time
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 from .. import __version__
@@ -340,7 +340,7 @@ class _Execution:
         plan = decide_compile(cfg.compile, run.device, left, max_seq_length=width, packing=cfg.packing)
         self.trainer.compile_plan = plan
         with activation_checkpointing(model, cfg.grad_checkpoint), compiled_blocks(model, plan):
-            attach_references(run, self.trainer)  # --objective dpo: the start model's log-probs, once (reference.py)
+            attach_references(run, self.trainer, partial(self.callback, "reference"))  # --objective dpo, once (reference.py)
             handle = attach(model, run.adapter)
             run.adapter.to(run.device)  # a base offloaded to the CPU (--fsdp-offload) says its device is the CPU
             try:

@@ -94,8 +94,10 @@ def test_dpo_from_the_base_starts_at_ln2_logs_trls_metrics_and_reads_its_referen
     calls = []
     real = reference_module.score_pairs
     monkeypatch.setattr(reference_module, "score_pairs", lambda *a: calls.append(1) or real(*a))
-    train(tiny_model_dir, config(pair_data, tmp_path / "run"))
+    told = []
+    train(tiny_model_dir, config(pair_data, tmp_path / "run"), lambda event, info: event == "reference" and told.append(info))
     assert len(calls) == 2  # the training and the validation pairs, once
+    assert told == [{"pairs": 20, "cached": False}]  # said before the pass, so the wait before step 1 is explained
     lines = records(tmp_path / "run")
     steps = [r for r in lines if "loss" in r]
     valid = [r for r in lines if "valid_loss" in r]
@@ -107,7 +109,12 @@ def test_dpo_from_the_base_starts_at_ln2_logs_trls_metrics_and_reads_its_referen
     assert steps[-1]["rewards/margins"] == pytest.approx(steps[-1]["rewards/chosen"] - steps[-1]["rewards/rejected"], abs=1e-5)
     scalars = tracked_values(steps[0]) | tracked_values(valid[0])
     assert {"train/loss", "train/rewards/chosen", "train/logps/rejected", "eval/loss", "eval/rewards/accuracies"} <= set(scalars)
-    train(tiny_model_dir, config(pair_data, tmp_path / "again", max_steps=1))
+    train(
+        tiny_model_dir,
+        config(pair_data, tmp_path / "again", max_steps=1),
+        lambda event, info: event == "reference" and told.append(info),
+    )
+    assert told[1:] == [{"pairs": 20, "cached": True}]
     assert len(calls) == 2 and records(tmp_path / "again")[0]["loss"] == steps[0]["loss"]  # read back from the cache
 
 
