@@ -108,3 +108,18 @@ def micro_batches(examples, batch_size: int, seed: int, start: int = 0, rank: in
 
     for step in step_batches(examples, batch_size * world_size, seed, start, lengths=lengths):
         yield rank_share(step[0], rank, batch_size)
+
+
+def write_rows(path: Path, rows: list) -> Path:
+    """``rows`` as the file ``path``'s suffix says: JSON lines, a JSON list, CSV or Parquet."""
+    import pandas as pd
+
+    if path.suffix == ".jsonl":
+        return write_jsonl(path, rows)
+    if path.suffix == ".json":
+        path.write_text(json.dumps(rows))
+    elif path.suffix == ".csv":
+        pd.DataFrame(rows).to_csv(path, index=False)
+    else:
+        pd.DataFrame(rows).to_parquet(path)
+    return path

@@ -4,11 +4,8 @@ Issue 28 item 9: ``{"id", "prompt", "completion"}`` in JSONL was refused while t
 Parquet trained. Issue 32 item 4: a column-mapping error named ``prompt_column`` instead of ``--prompt-column``.
 """
 
-import json
-
-import pandas as pd
 import pytest
-from support import assert_one_line, run
+from support import assert_one_line, run, write_rows
 
 from solo_cli.data.sources import load_source
 from solo_cli.data.spec import DataSpec
@@ -23,21 +20,9 @@ def datasets_cache(tmp_path, monkeypatch):
     monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", str(tmp_path / "hf-datasets"))
 
 
-def write(path, rows):
-    if path.suffix == ".jsonl":
-        path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    elif path.suffix == ".json":
-        path.write_text(json.dumps(rows))
-    elif path.suffix == ".csv":
-        pd.DataFrame(rows).to_csv(path, index=False)
-    else:
-        pd.DataFrame(rows).to_parquet(path)
-    return path
-
-
 @pytest.mark.parametrize("suffix, what", [(".jsonl", "keys"), (".json", "keys"), (".csv", "columns"), (".parquet", "columns")])
 def test_extra_keys_are_ignored_in_every_source_and_named_once(tmp_path, suffix, what):
-    rows = load_source(DataSpec(write(tmp_path / f"train{suffix}", ROWS))).train
+    rows = load_source(DataSpec(write_rows(tmp_path / f"train{suffix}", ROWS))).train
     assert rows.fmt == "completion" and rows.ignored == ("id", "source")
     assert list(rows.rows())[3] == {"prompt": "name[Place 3] ->", "completion": " Place 3 is a pub."}
     assert rows.note.endswith(f'ignored the {what} "id", "source", which are no field of completion rows')
@@ -45,14 +30,14 @@ def test_extra_keys_are_ignored_in_every_source_and_named_once(tmp_path, suffix,
 
 def test_keys_of_a_later_row_are_named_too_and_a_mapped_file_names_what_it_left(tmp_path):
     rows = [{"prompt": "p", "completion": " c"}, {"prompt": "p", "completion": " d", "meta": {"a": 1}}]
-    assert load_source(DataSpec(write(tmp_path / "train.jsonl", rows))).train.ignored == ("meta",)
+    assert load_source(DataSpec(write_rows(tmp_path / "train.jsonl", rows))).train.ignored == ("meta",)
     mapped = [{"question": "q", "answer": " a", "id": 1}]
-    spec = DataSpec(write(tmp_path / "qa.jsonl", mapped), prompt_column="question", completion_column="answer")
+    spec = DataSpec(write_rows(tmp_path / "qa.jsonl", mapped), prompt_column="question", completion_column="answer")
     assert load_source(spec).train.ignored == ("id",)
 
 
 def test_training_says_once_which_keys_it_ignored(tiny_model_dir, tmp_path):
-    data = write(tmp_path / "train.jsonl", ROWS)
+    data = write_rows(tmp_path / "train.jsonl", ROWS)
     code, lines = run("train", "--model", tiny_model_dir, "--data", data, "-o", tmp_path / "run", "--dry-run")
     assert code == 0, lines
     noted = [line for line in lines if 'ignored the keys "id", "source"' in line]
@@ -69,7 +54,7 @@ def test_training_says_once_which_keys_it_ignored(tiny_model_dir, tmp_path):
     ids=["train", "eval", "generate"],
 )
 def test_a_column_error_names_the_flags_that_choose_the_columns(tiny_model_dir, tmp_path, command):
-    data = write(tmp_path / "qa.csv", [{"question": "q", "answer": "a"}])
+    data = write_rows(tmp_path / "qa.csv", [{"question": "q", "answer": "a"}])
     args = [a.format(out=tmp_path / "run") for a in command]
     args = [*args, data] if args[-1] == "--input" else [*args, "--data", data]
     code, lines = run(*args, "--model", tiny_model_dir)

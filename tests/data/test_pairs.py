@@ -1,10 +1,7 @@
 """Preference pairs through the one data path: every source, the same checks, each reply scored on its own tokens."""
 
-import json
-
-import pandas as pd
 import pytest
-from support import encode_rows
+from support import encode_rows, write_rows
 
 from solo_cli.data.formats import turn_text
 from solo_cli.data.pairs import collate_pairs
@@ -24,18 +21,6 @@ def datasets_cache(tmp_path, monkeypatch):
     monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", str(tmp_path / "hf-datasets"))
 
 
-def write(path, rows):
-    if path.suffix == ".jsonl":
-        path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    elif path.suffix == ".json":
-        path.write_text(json.dumps(rows))
-    elif path.suffix == ".csv":
-        pd.DataFrame(rows).to_csv(path, index=False)
-    else:
-        pd.DataFrame(rows).to_parquet(path)
-    return path
-
-
 def encoded(path, tokenizer, chat_template=None, **columns):
     rows = load_source(DataSpec(path, **columns)).train
     return rows, encode_rowset(rows, tokenizer, chat_template=chat_template, train_on_prompt=False, max_len=256)
@@ -47,7 +32,7 @@ def scored(tokenizer, example) -> str:
 
 @pytest.mark.parametrize("suffix", [".jsonl", ".json", ".csv", ".parquet"])
 def test_text_pairs_read_alike_from_every_source_and_score_only_their_replies(tmp_path, tokenizer, suffix):
-    rows, data = encoded(write(tmp_path / f"train{suffix}", ROWS), tokenizer, chat_template=False)
+    rows, data = encoded(write_rows(tmp_path / f"train{suffix}", ROWS), tokenizer, chat_template=False)
     assert rows.fmt == "preference" and len(data.examples) == 3 and data.stats["examples"] == 3
     pair = data.examples[1]
     # the reply and the EOS solo appends without a template; the loss never reads the prompt
@@ -66,7 +51,7 @@ def test_conversational_pairs_score_the_last_assistant_turn_only_whether_a_strin
         {"prompt": earlier, "chosen": "The Eagle is cheap.", "rejected": [{"role": "assistant", "content": "It is dear."}]},
         {"prompt": [USER], "chosen": [{"role": "assistant", "content": "A pub."}], "rejected": "A cafe."},
     ]
-    found, data = encoded(write(tmp_path / "train.jsonl", rows), tokenizer)
+    found, data = encoded(write_rows(tmp_path / "train.jsonl", rows), tokenizer)
     assert found.fmt == "chat-preference" and data.chat_template
     first = data.examples[0]
     assert scored(tokenizer, first.chosen) == "The Eagle is cheap.<|im_end|>\n"  # not "Which one?": a prompt turn
@@ -77,13 +62,13 @@ def test_conversational_pairs_score_the_last_assistant_turn_only_whether_a_strin
         r | {"chosen": turn_text(r["chosen"]), "rejected": [{"role": "assistant", "content": turn_text(r["rejected"])}]}
         for r in rows
     ]
-    parquet, again = encoded(write(tmp_path / "train.parquet", table), tokenizer)
+    parquet, again = encoded(write_rows(tmp_path / "train.parquet", table), tokenizer)
     assert parquet.fmt == "chat-preference"
     assert [p.rejected.labels for p in again.examples] == [p.rejected.labels for p in data.examples]
 
 
 def test_a_batch_of_pairs_puts_the_chosen_replies_first(tmp_path, tokenizer):
-    _, data = encoded(write(tmp_path / "train.jsonl", ROWS), tokenizer)
+    _, data = encoded(write_rows(tmp_path / "train.jsonl", ROWS), tokenizer)
     pairs = list(data.examples)
     batch = collate_pairs(pairs[:2], tokenizer.pad_token_id)
     assert batch["input_ids"].shape[0] == 4 and "reference_logps" not in batch
@@ -103,7 +88,7 @@ def test_a_batch_of_pairs_puts_the_chosen_replies_first(tmp_path, tokenizer):
 def test_bad_text_pairs_meet_one_line_errors_in_the_same_words_from_json_and_tables(tmp_path, bad, message):
     rows = [ROWS[0], ROWS[1] | bad]
     for suffix, where in ((".jsonl", ":2, "), (".parquet", " row 2, ")):
-        path = write(tmp_path / f"train{suffix}", rows)
+        path = write_rows(tmp_path / f"train{suffix}", rows)
         with pytest.raises(UsageError) as info:
             load_source(DataSpec(path))
         text = message if suffix == ".jsonl" else message.replace("key", "column")
@@ -123,7 +108,7 @@ def test_bad_text_pairs_meet_one_line_errors_in_the_same_words_from_json_and_tab
     ],
 )
 def test_bad_conversational_pairs_are_refused_naming_the_line(tmp_path, row, message):
-    path = write(tmp_path / "train.jsonl", [row])
+    path = write_rows(tmp_path / "train.jsonl", [row])
     with pytest.raises(UsageError, match=rf"train\.jsonl:1, .*{message}"):
         load_source(DataSpec(path))
 
@@ -132,6 +117,6 @@ def test_columns_map_to_pairs_with_chosen_and_rejected_column(tmp_path, tokenize
     rows = [{"question": r["prompt"], "good": r["chosen"], "bad": r["rejected"]} for r in ROWS]
     spec = dict(prompt_column="question", chosen_column="good", rejected_column="bad")
     for suffix in (".csv", ".jsonl"):
-        found, data = encoded(write(tmp_path / f"qa{suffix}", rows), tokenizer, chat_template=False, **spec)
+        found, data = encoded(write_rows(tmp_path / f"qa{suffix}", rows), tokenizer, chat_template=False, **spec)
         assert found.fmt == "preference" and found.origin == {"prompt": "question", "chosen": "good", "rejected": "bad"}
         assert scored(tokenizer, data.examples[0].chosen) == " Place 0 is a pub.<|im_end|>"
