@@ -109,8 +109,10 @@ class MixedAdapters:
     def use(self, slots: list[int], scales: list[float]) -> None:
         """Make the next forwards run row ``b`` with the adapter in ``slots[b]`` scaled by ``scales[b]``."""
         key = (tuple(slots), tuple(scales))
-        rows = self._prepared.get(key)
-        if rows is None:
+        rows = self._prepared.pop(key, None)  # re-inserted below: the least recently used is dropped first
+        if rows is not None:
+            self._prepared[key] = rows
+        else:
             if len(self._prepared) >= _KEEP_PREPARED:
                 self._prepared.pop(next(iter(self._prepared)))
             rows = self._prepared[key] = self._prepare(slots, scales)
@@ -159,8 +161,8 @@ class MixedAdapters:
         if any(not 0 <= s < len(self._slots) for s in slots):
             raise ValueError(f"slots {slots}: each must be between 0 and {len(self._slots) - 1}")
         live = [s if (self._slots[s] is not None and c != 0) else 0 for s, c in zip(slots, scales)]
-        index = torch.tensor(live, device=self.device)
         one_slot = len(set(live)) == 1
+        index = None if one_slot else torch.tensor(live, device=self.device)
         stacks = {}
         for key, stack in self._stacks.items():
             if not any(stack.present[s] for s in live):

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import UsageError, param
+from ..files.outputs import is_export
 
 ADAPTER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}$")
 MAX_BATCH = 256  # rows decoding together; each holds its own key/value cache
@@ -62,6 +63,11 @@ class ServeConfig:
                     f"{param('adapter')} {name!r}: an adapter's name is letters, digits and ._:@- (at most 128, "
                     "starting with a letter or digit)"
                 )
+        if self.model and is_export(self.model):  # its base would load without its connections: the bare base
+            problems.append(
+                f"{param('model')} {self.model}: is a `solo merge --export` folder; serve its base with its adapter: "
+                f"{param('model')} BASE {param('adapter')} NAME={Path(self.model) / 'adapter.safetensors'}"
+            )
         if problems:
             raise UsageError("; ".join(problems))
         return self

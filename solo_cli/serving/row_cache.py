@@ -101,10 +101,11 @@ class RowCache(Cache):
         for layer in self.layers:
             layer.grow(self.capacity, self.columns)
 
-    def step(self, lengths: torch.Tensor) -> None:
-        """Before a decode forward over ``len(lengths)`` rows: row ``b`` writes its new token at column ``lengths[b]``."""
+    def step(self, lengths: torch.Tensor, longest: int) -> None:
+        """Before a decode forward over ``len(lengths)`` rows: row ``b`` writes its new token at column ``lengths[b]``;
+        ``longest`` is ``max(lengths)``, which the caller knows without reading the device."""
         self.rows = lengths.shape[0]
-        self.width = int(lengths.max()) + 1
+        self.width = longest + 1
         self.reserve(self.width)
         self.row_index = torch.arange(self.rows, device=lengths.device)
         self.positions = lengths

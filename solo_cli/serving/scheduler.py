@@ -182,7 +182,7 @@ class Scheduler:
     def _decode(self) -> None:
         jobs = self._active
         lengths = torch.tensor([job.length for job in jobs], device=self.device)
-        self.cache.step(lengths)
+        self.cache.step(lengths, max(job.length for job in jobs))
         mask = (torch.arange(self.cache.width, device=self.device).unsqueeze(0) <= lengths.unsqueeze(1)).long()
         ids = torch.tensor([[job.pending] for job in jobs], device=self.device)
         self.mixed.use([job.slot for job in jobs], [job.scale for job in jobs])

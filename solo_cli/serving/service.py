@@ -13,6 +13,7 @@ import secrets
 import threading
 from collections.abc import Callable
 
+from ..data.chat_template import TemplateRefused
 from ..data.row_encoding import context_length
 from ..engine.blocks import fingerprint
 from ..engine.mixed import MixedAdapters
@@ -134,8 +135,8 @@ class Service:
             with self.tokenizer_lock:
                 text = build_prompt(self.tokenizer, request.rendered(), chat=True)
                 return self.tokenizer(text, add_special_tokens=False)["input_ids"]
-        except Exception as exc:  # the template's own checks (roles that must alternate, ...) raise
-            raise ApiError(400, f"the chat template refused the messages: {exc}", param="messages") from None
+        except TemplateRefused as exc:  # the template's own checks (roles that must alternate, ...): render_chat
+            raise ApiError(400, f"the chat template refused the messages: {exc.reason}", param="messages") from None
 
     def budget(self, prompt_tokens: int, asked: int | None, field: str = "prompt") -> int:
         """How many tokens a prompt (the request's ``field``) may generate: ``asked`` (or as many as fit), checked

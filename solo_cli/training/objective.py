@@ -18,9 +18,10 @@ import torch
 
 from ..data.pairs import PairExample, collate_pairs
 from ..data.row_encoding import Example, collate, loss_tokens
+from ..engine.loss import causal_lm_loss, evaluate_loss
 from ..engine.preference import METRICS, pair_losses, reply_logps
 from .config import TrainConfig
-from .sharded_validation import even_batches
+from .sharded_validation import even_batches, sharded_valid_loss
 
 
 class Objective:
@@ -41,8 +42,21 @@ class Objective:
     def collate(self, items, pad_id: int) -> dict[str, torch.Tensor]:
         return collate(items, pad_id)
 
+    def loss(self, model, batch: dict[str, torch.Tensor], label_smoothing: float = 0.0):
+        """``(mean loss over the batch's trained tokens, trained tokens)``."""
+        return causal_lm_loss(model, batch, label_smoothing)
+
     def metrics(self, sums: list[float], total: float) -> dict[str, float]:
         return {}
+
+    def validate(self, on_model, examples, batch_size: int, pad_id: int, device, ctx, autocast=None, sharded=False):
+        """``{"loss": the token-weighted mean validation loss over examples}``, shared out over the processes: under
+        FSDP (``sharded``) each runs as many forwards as the others (:func:`sharded_valid_loss`), else each scores
+        every N-th example and the sums are reduced; the number one process computes."""
+        if sharded:
+            return {"loss": sharded_valid_loss(on_model, examples, batch_size, pad_id, device, ctx)}
+        mine = examples[ctx.rank :: ctx.world_size]
+        return {"loss": on_model(evaluate_loss, mine, batch_size, pad_id, device, lambda v: ctx.sum(v, device))}
 
 
 class PreferenceObjective(Objective):
@@ -76,7 +90,7 @@ class PreferenceObjective(Objective):
         return {name: value / max(1.0, total) + 0.0 for name, value in zip(METRICS, sums)}  # + 0.0: never -0.0
 
     @torch.no_grad()
-    def validate(self, on_model, pairs, batch_size: int, pad_id: int, device, ctx, autocast=None) -> dict[str, float]:
+    def validate(self, on_model, pairs, batch_size: int, pad_id: int, device, ctx, autocast=None, sharded=False):
         """The mean loss and metrics over validation ``pairs``, shared out over the processes, each running as many
         forwards as the others (a process with no pairs left runs a stand-in, counted 0: FSDP needs it)."""
         sums = torch.zeros(1 + len(METRICS), dtype=torch.float64)

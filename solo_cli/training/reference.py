@@ -118,10 +118,6 @@ def _identity(run) -> dict:
     }
 
 
-def _missing_anywhere(missing: bool, ctx, device) -> bool:
-    return ctx.any(missing, device) if ctx.enabled else missing
-
-
 def attach_references(run, trainer, say=None) -> None:
     """Give every training and validation pair of ``run`` its reference log-probabilities (``--objective dpo``).
 
@@ -134,7 +130,7 @@ def attach_references(run, trainer, say=None) -> None:
     splits = [data for data in (run.train, run.valid) if data is not None]
     keys = [_key(data, len(data.examples), _identity(run)) for data in splits]
     found = [_read(_cache_file(key), len(data.examples)) for key, data in zip(keys, splits)]
-    missing = _missing_anywhere(any(v is None for v in found), run.ctx, run.device)
+    missing = run.ctx.any(any(v is None for v in found), run.device)  # every process scores, or none
     if say is not None:
         say({"pairs": sum(len(data.examples) for data in splits), "cached": not missing})
     if missing:

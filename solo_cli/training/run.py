@@ -19,7 +19,6 @@ from pathlib import Path
 from .. import __version__
 from ..engine.adapter import SoloAdapter, attach
 from ..engine.adapter_file import AdapterInfo
-from ..engine.loss import evaluate_loss
 from ..engine.precision import resolve_precision
 from ..engine.quantization import count_params
 from ..engine.topology import format_connections
@@ -36,7 +35,6 @@ from .prepared import PreparedRun, prepare, resolve_device  # noqa: F401 (prepar
 from .reference import attach_references
 from .resume import check_resume, check_run, data_sha256, refuse_finished
 from .run_folder import RunFolder
-from .sharded_validation import sharded_valid_loss
 from .trackers import TENSORBOARD_DIR, NoTracker, open_tracker, tracked_values
 from .trainer import Callback, Interrupted, Trainer, TrainState
 
@@ -302,17 +300,12 @@ class _Execution:
         run, ctx = self.run, self.ctx
         if not run.valid:
             return
-        mine = run.valid.examples[ctx.rank :: ctx.world_size]  # each process scores its share; reduce sums them
-        pad_id, trainer, metrics = run.loaded.tokenizer.pad_token_id, self.trainer, {}
-        if trainer.objective.pairs:  # the preference loss and its metrics, as valid_loss and valid_rewards/... (objective.py)
-            values = trainer.objective.validate(
-                trainer.on_model, run.valid.examples, run.cfg.batch_size, pad_id, run.device, ctx, trainer.autocast_context()
-            )
-            loss, metrics = values.pop("loss"), {f"valid_{k}": v for k, v in values.items()}
-        elif trainer.sharded:  # FSDP: every process runs as many forwards, through the root
-            loss = sharded_valid_loss(trainer.on_model, run.valid.examples, run.cfg.batch_size, pad_id, run.device, ctx)
-        else:
-            loss = evaluate_loss(run.loaded.model, mine, run.cfg.batch_size, pad_id, run.device, lambda v: ctx.sum(v, run.device))
+        pad_id, trainer = run.loaded.tokenizer.pad_token_id, self.trainer
+        values = trainer.objective.validate(  # the loss, and a preference objective's metrics (objective.py)
+            trainer.on_model, run.valid.examples, run.cfg.batch_size, pad_id, run.device, ctx,
+            trainer.autocast_context(), trainer.sharded,
+        )  # fmt: skip
+        loss, metrics = values.pop("loss"), {f"valid_{k}": v for k, v in values.items()}
         self.folder.log({"step": state.step, "valid_loss": round(loss, 6)} | {k: round(v, 6) for k, v in metrics.items()})
         self.tracker.log(tracked_values({"valid_loss": loss} | metrics), state.step)
         improved = state.best_valid_loss is None or loss < state.best_valid_loss

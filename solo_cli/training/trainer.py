@@ -18,7 +18,7 @@ import torch
 from ..data.packing import PackedRow, collate_packed
 from ..data.row_encoding import Example
 from ..engine.adapter import SoloAdapter, release_sources
-from ..engine.loss import causal_lm_loss, packs_flat, prove_packing
+from ..engine.loss import packs_flat, prove_packing
 from ..engine.precision import Precision, resolve_precision
 from ..errors import RuntimeFailure, SoloError, param
 from .compiled import EAGER
@@ -133,9 +133,7 @@ class Trainer:
         self.sharded = self.ctx.enabled and cfg.parallel == "fsdp"
         root = shard_base(model, device, cfg.fsdp_offload) if self.sharded else None  # --parallel fsdp
         self.objective = objective_of(cfg)  # what a batch's loss is (training/objective.py)
-        # causal_lm_loss looked up at call time, so tests can substitute the loss
-        loss_fn = self.objective.loss if self.objective.pairs else (lambda m, b, ls: causal_lm_loss(m, b, ls))
-        self.loss = wrap(model, adapter, loss_fn, self.ctx, device, root)
+        self.loss = wrap(model, adapter, self.objective.loss, self.ctx, device, root)
         self.on_model = model_runner(self.loss)  # fn(model, *args), through the FSDP root when the base is sharded
         self.stop_requested = False
         self.compile_plan = EAGER  # --compile's plan (compiled.py), set by the run: batch widths, CUDA graphs

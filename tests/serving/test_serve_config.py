@@ -28,3 +28,13 @@ def test_the_model_leaves_one_of_torchs_threads_to_the_http_side_unless_told(mon
     assert decode_threads(ServeConfig()) == torch.get_num_threads()
     with pytest.raises(UsageError, match="threads 0"):
         ServeConfig(threads=0).validate()
+
+
+def test_an_export_folder_as_the_model_is_refused_naming_its_base_and_adapter(tmp_path):
+    """Its base class would load without the connections: the server would answer with the bare base."""
+    (tmp_path / "config.json").write_text('{"model_type": "solo", "solo_adapter": {"base_model": "smollm2-135m"}}')
+    with pytest.raises(
+        UsageError, match=r"is a `solo merge --export` folder; serve its base with its adapter: .*adapter\.safetensors"
+    ):
+        ServeConfig(model=str(tmp_path)).validate()
+    ServeConfig(model=str(tmp_path / "elsewhere")).validate()  # an ordinary model folder or hub id is fine

@@ -96,9 +96,9 @@ def test_resume_command_repeats_the_flags_with_resume_auto():
 
 
 def test_nan_loss_stops_naming_the_step_and_keeps_the_last_checkpoint(tiny_model_dir, tiny_data, tmp_path, monkeypatch):
-    import solo_cli.training.trainer as trainer_module
+    import solo_cli.training.objective as objective_module  # the sft objective's loss (objective.py)
 
-    real = trainer_module.causal_lm_loss
+    real = objective_module.causal_lm_loss
     calls = {"n": 0}
 
     def poisoned(model, batch, label_smoothing=0.0):
@@ -106,7 +106,7 @@ def test_nan_loss_stops_naming_the_step_and_keeps_the_last_checkpoint(tiny_model
         loss, count = real(model, batch, label_smoothing)
         return (loss * float("nan"), count) if calls["n"] >= 5 else (loss, count)
 
-    monkeypatch.setattr(trainer_module, "causal_lm_loss", poisoned)
+    monkeypatch.setattr(objective_module, "causal_lm_loss", poisoned)
     out = tmp_path / "nan"
     with pytest.raises(RuntimeFailure, match=r"training stopped at step 5: the loss became nan") as info:
         train(tiny_model_dir, config(tiny_data, out, save_every=2, eval_every=100))
