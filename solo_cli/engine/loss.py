@@ -15,6 +15,7 @@ does is proven once per model (:func:`prove_packing`), and a model that does not
 
 from __future__ import annotations
 
+import contextlib
 import weakref
 
 import torch
@@ -49,17 +50,24 @@ def _candidate(model: nn.Module) -> tuple[nn.Module, nn.Module] | None:
     return body, head
 
 
-@torch.no_grad()
-def _proves_equal(model: nn.Module, body: nn.Module, head: nn.Module, batch: dict[str, torch.Tensor]) -> bool:
-    """Compare the shortcut with the full forward on one row, dropout off (so no RNG is consumed)."""
+@contextlib.contextmanager
+def eval_mode(model: nn.Module):
+    """``model`` in eval mode (dropout off, so no RNG is consumed) inside the block, its mode restored after."""
     was_training = model.training
     model.eval()
     try:
+        yield model
+    finally:
+        model.train(was_training)
+
+
+@torch.no_grad()
+def _proves_equal(model: nn.Module, body: nn.Module, head: nn.Module, batch: dict[str, torch.Tensor]) -> bool:
+    """Compare the shortcut with the full forward on one row, dropout off (so no RNG is consumed)."""
+    with eval_mode(model):
         row = _first_row(batch)
         full = model(**row, use_cache=False).logits.float()
         fast = head(body(**row, use_cache=False).last_hidden_state).float()
-    finally:
-        model.train(was_training)
     scale = float(full.abs().max().clamp_min(1.0))
     return full.shape == fast.shape and bool(torch.allclose(fast, full, rtol=1e-3, atol=1e-3 * scale))
 
@@ -107,14 +115,9 @@ def _packed_equals_alone(model: nn.Module, batch: dict[str, torch.Tensor]) -> bo
     ids, positions = batch["input_ids"][0], batch["position_ids"][0]
     starts = [int(s) for s in (positions == 0).nonzero().squeeze(1)][:4] + [len(ids)]
     end = starts[min(3, len(starts) - 1)]
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.autocast(ids.device.type, enabled=False):
-            packed = model(input_ids=ids[None, :end], position_ids=positions[None, :end], use_cache=False).logits[0]
-            alone = [model(input_ids=ids[None, a:b], use_cache=False).logits[0] for a, b in zip(starts, starts[1:]) if b <= end]
-    finally:
-        model.train(was_training)
+    with eval_mode(model), torch.autocast(ids.device.type, enabled=False):
+        packed = model(input_ids=ids[None, :end], position_ids=positions[None, :end], use_cache=False).logits[0]
+        alone = [model(input_ids=ids[None, a:b], use_cache=False).logits[0] for a, b in zip(starts, starts[1:]) if b <= end]
     alone = torch.cat(alone).float()
     exact = next(model.parameters()).dtype == torch.float32
     scale = float(alone.abs().max().clamp_min(1.0)) * (1e-3 if exact else 3e-2)
@@ -170,15 +173,13 @@ def evaluate_loss(model, examples, batch_size: int, pad_id: int, device, reduce=
     """
     from ..data.row_encoding import collate
 
-    was_training = model.training
-    model.eval()
     total, count = 0.0, 0
-    for start in range(0, len(examples), batch_size):
-        batch = {k: v.to(device) for k, v in collate(examples[start : start + batch_size], pad_id).items()}
-        loss, n = causal_lm_loss(model, batch)
-        total += float(loss) * n
-        count += n
-    model.train(was_training)
+    with eval_mode(model):
+        for start in range(0, len(examples), batch_size):
+            batch = {k: v.to(device) for k, v in collate(examples[start : start + batch_size], pad_id).items()}
+            loss, n = causal_lm_loss(model, batch)
+            total += float(loss) * n
+            count += n
     if reduce is not None:
         total, count = reduce([total, count])
     return total / max(1, count)

@@ -12,7 +12,7 @@ from ..data.columns import RowSet
 from ..data.pairs import collate_pairs
 from ..data.row_encoding import context_length
 from ..data.split_encoding import encode_rowset
-from ..engine.loss import evaluate_loss
+from ..engine.loss import eval_mode, evaluate_loss
 from ..engine.preference import reply_logps
 from ..inference.generation import generate
 from ..inference.generation_settings import GenerationSettings
@@ -63,15 +63,13 @@ def pair_preferences(
     pairs = encoded.examples
     if not pairs:
         return None
-    was_training, margins = model.training, []
-    model.eval()
-    with torch.no_grad():
+    margins = []
+    with eval_mode(model), torch.no_grad():
         for start in range(0, len(pairs), batch_size):
             batch = collate_pairs(pairs[start : start + batch_size], tokenizer.pad_token_id)
             logps, _ = reply_logps(model, {k: v.to(device) for k, v in batch.items()})
             chosen, rejected = logps.float().cpu().chunk(2)
             margins.append(chosen - rejected)
-    model.train(was_training)
     margin = torch.cat(margins)
     return {"pairs": len(margin), "pair_accuracy": float((margin > 0).float().mean()), "pair_margin": float(margin.mean())}
 

@@ -9,7 +9,6 @@ hands it to :meth:`ChatSession.handle` and shows the :class:`Outcome`. A reply i
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -203,12 +202,10 @@ class ChatSession:
         if not value:
             return Outcome(notes=[self.describe_adapter()])
         try:
-            number = float(value)
+            handle.scale = value  # the handle checks it: a finite number >= 0
         except ValueError:
-            number = math.nan
-        if not (math.isfinite(number) and number >= 0):
-            raise UsageError(f"/scale {value}: must be a number >= 0 (0 = the base model, 1 = as trained)")
-        handle.scale = number
+            raise UsageError(f"/scale {value}: must be a number >= 0 (0 = the base model, 1 = as trained)") from None
+        number = handle.scale
         return Outcome(notes=[f"adapter scale {number:g}" + (" (the base model exactly)" if number == 0 else "")])
 
 

@@ -18,7 +18,7 @@ import torch
 
 from ..data.pairs import PairExample, collate_pairs
 from ..data.row_encoding import Example, collate, loss_tokens
-from ..engine.loss import causal_lm_loss, evaluate_loss
+from ..engine.loss import causal_lm_loss, eval_mode, evaluate_loss
 from ..engine.preference import METRICS, pair_losses, reply_logps
 from .config import TrainConfig
 from .sharded_validation import even_batches, sharded_valid_loss
@@ -115,12 +115,8 @@ def _eval_mode(fn):
     """``fn(model, *args)`` with the model in eval mode (dropout off), its mode restored after."""
 
     def run(model, *args):
-        was_training = model.training
-        model.eval()
-        try:
+        with eval_mode(model):
             return fn(model, *args)
-        finally:
-            model.train(was_training)
 
     return run
 

@@ -28,6 +28,7 @@ from ..data.row_encoding import EncodedData
 from ..data.split_encoding import cache_dir
 from ..engine.adapter import attach
 from ..engine.adapter_file import load_adapter
+from ..engine.loss import eval_mode
 from ..engine.preference import reply_logps
 from ..files.atomic import write_atomic
 from .init_adapter import folded, init_info
@@ -82,10 +83,7 @@ def score_pairs(trainer, pairs) -> torch.Tensor:
     """
     ctx, device, batches = trainer.ctx, trainer.device, _batches(pairs, trainer.cfg.batch_size)
     out = torch.zeros(len(pairs), 2, dtype=torch.float64)  # float64: the sum over processes adds exact zeros
-    model = trainer.model
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(trainer.model):
         for turn in range(math.ceil(len(batches) / ctx.world_size)):
             k = turn * ctx.world_size + ctx.rank
             if k >= len(batches) and not trainer.sharded:
@@ -97,8 +95,6 @@ def score_pairs(trainer, pairs) -> torch.Tensor:
                 logps, _ = trainer.on_model(reply_logps, batch)
             if k < len(batches):
                 out[indices] = torch.stack(logps.detach().float().cpu().chunk(2), dim=1).double()
-    finally:
-        model.train(was_training)
     if ctx.enabled:
         summed = out.to(device)
         dist.all_reduce(summed, op=dist.ReduceOp.SUM)
